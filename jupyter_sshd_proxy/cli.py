@@ -1,0 +1,65 @@
+"""jupyter-sshd-proxy: the command line.
+
+jupyter-sshd-proxy proxy URL     the ssh ProxyCommand
+jupyter-sshd-proxy demo          a local Jupyter server and an ssh session into it
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter-sshd-proxy",
+        description="ssh into a Jupyter server through its authenticated WebSocket.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="pipe stdin/stdout over the server's /sshd/ WebSocket (an ssh ProxyCommand)",
+        description="Use as ssh's ProxyCommand. The token comes from "
+        "$JUPYTER_SSHD_PROXY_TOKEN, $JUPYTERHUB_API_TOKEN, $JUPYTER_TOKEN or "
+        "--token-file, never from the command line.",
+    )
+    proxy.add_argument(
+        "url", help="the Jupyter server's URL, e.g. https://hub.example.org/user/NAME/"
+    )
+    proxy.add_argument("--token-file", help="file holding the token (mode 600)")
+    proxy.add_argument(
+        "--ping-interval",
+        type=float,
+        default=30.0,
+        help="seconds between WebSocket pings that keep idle sessions open (0: none; default 30)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="start a local Jupyter server with the sshd proxy and ssh into it",
+        description="Starts a Jupyter server on 127.0.0.1 with a throwaway token and "
+        "key, then runs ssh through the proxy. Everything is removed afterwards.",
+    )
+    demo.add_argument("ssh_command", nargs="*", help="a command to run instead of a shell")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "proxy":
+        from .client import main_proxy
+
+        return main_proxy(args.url, args.token_file, args.ping_interval or None)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.ssh_command)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The ssh ProxyCommand: stdin/stdout <-> the server's /sshd/ WebSocket.
+
+ssh starts this on every connection, so it imports only what it needs (never
+jupyter_server). stdout carries the SSH bytes: messages go to stderr, one line
+each, and never contain the token.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
+CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
+
+
+class ProxyError(Exception):
+    """A failure to tell the user in one line (the exit status is 255, as ssh's)."""
+
+
+def websocket_url(url: str) -> str:
+    """ws(s)://.../sshd/ from a server URL, with or without the trailing sshd/."""
+    parts = urlsplit(url)
+    schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+    if parts.scheme not in schemes or not parts.netloc:
+        msg = f"{url!r} is not a server URL; give one like https://hub.example.org/user/NAME/"
+        raise ProxyError(msg)
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    if not path.endswith("/sshd/"):
+        path += "sshd/"
+    return urlunsplit((schemes[parts.scheme], parts.netloc, path, parts.query, ""))
+
+
+def read_token(token_file: str | None) -> str:
+    """The token from a 0600 file or the environment; never from the command line."""
+    if token_file:
+        try:
+            st = os.stat(token_file)
+        except OSError as error:
+            msg = f"cannot read token file {token_file}: {error.strerror}"
+            raise ProxyError(msg) from None
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            msg = (
+                f"token file {token_file} can be read by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {token_file}"
+            )
+            raise ProxyError(msg)
+        with open(token_file) as stream:
+            token = stream.read().strip()
+        if not token:
+            msg = f"token file {token_file} is empty"
+            raise ProxyError(msg)
+        return token
+    for name in TOKEN_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name].strip()
+    msg = f"no token: set {TOKEN_VARIABLES[0]} or give --token-file (a file with mode 600)"
+    raise ProxyError(msg)
+
+
+def explain_status(code: int, url: str) -> str:
+    if code in (401, 403):
+        return f"the server refused the token ({code}) for {url}; get a new token and try again"
+    if code in (301, 302, 303, 307, 308):
+        return (
+            f"the server at {url} redirected instead of answering ({code}): "
+            "the Jupyter server is probably not running; start it from the Hub"
+        )
+    if code == 404:
+        return (
+            f"no sshd route at {url} (404): install jupyter-sshd-proxy in the "
+            "Jupyter server's environment and restart the server"
+        )
+    if code == 405:
+        return f"{url} answered 405: it is not a WebSocket route; check the URL"
+    return f"the server at {url} answered {code} instead of opening the WebSocket"
+
+
+def pump(url: str, token: str, ping_interval: float | None, open_timeout: float = 10) -> int:
+    """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        ws = connect(
+            url,
+            additional_headers={"Authorization": f"token {token}"},
+            compression=None,  # SSH traffic is encrypted: it does not compress
+            max_size=None,
+            ping_interval=ping_interval,
+            ping_timeout=ping_interval,
+            open_timeout=open_timeout,
+            user_agent_header="jupyter-sshd-proxy",
+        )
+    except InvalidStatus as error:
+        raise ProxyError(explain_status(error.response.status_code, url)) from None
+    except InvalidHandshake as error:
+        msg = f"WebSocket handshake with {url} failed: {error}"
+        raise ProxyError(msg) from None
+    except TimeoutError:
+        msg = f"no answer from {url} within {open_timeout:g}s"
+        raise ProxyError(msg) from None
+    except OSError as error:
+        msg = f"cannot connect to {url}: {error.strerror or error}"
+        raise ProxyError(msg) from None
+
+    def upstream():
+        try:
+            while chunk := os.read(0, CHUNK):
+                ws.send(chunk)
+        except (OSError, ConnectionClosed):
+            pass
+        ws.close()
+
+    threading.Thread(target=upstream, daemon=True).start()
+    received = 0
+    try:
+        for message in ws:
+            data = message if isinstance(message, bytes) else message.encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view) :]
+            received += len(data)
+    except (BrokenPipeError, ConnectionClosed):
+        pass
+    finally:
+        ws.close()
+    if received == 0:
+        # Opened, then closed before sshd said anything: sshd could not start.
+        msg = (
+            f"the server at {url} closed the connection at once: sshd is not running "
+            "there; see the server's log"
+        )
+        raise ProxyError(msg)
+    return 0
+
+
+def main_proxy(url: str, token_file: str | None, ping_interval: float | None) -> int:
+    try:
+        ws_url = websocket_url(url)
+        token = read_token(token_file)
+        return pump(ws_url, token, ping_interval)
+    except ProxyError as error:
+        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
+        return 255

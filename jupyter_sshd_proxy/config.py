@@ -1,0 +1,274 @@
+"""SSHDProxy: every server-side setting, in one place.
+
+Each setting comes from, in order: the Jupyter config (``c.SSHDProxy.x`` in
+jupyter_server_config.py, or ``--SSHDProxy.x=...`` on the command line), then
+its ``JUPYTER_SSHD_PROXY_*`` environment variable, then the default. Variables
+are read when a value is first needed, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from traitlets import Bool, Float, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from .errors import ConfigError
+
+ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+SSHD_LOG_LEVELS = (
+    "QUIET",
+    "FATAL",
+    "ERROR",
+    "INFO",
+    "VERBOSE",
+    "DEBUG",
+    "DEBUG1",
+    "DEBUG2",
+    "DEBUG3",
+)
+
+# Options that make sshd safe to expose through the Jupyter server. Extra
+# options may not change them: the security model depends on them.
+PROTECTED_SSHD_OPTIONS = frozenset(
+    option.lower()
+    for option in (
+        "ListenAddress",
+        "Port",
+        "AddressFamily",
+        "HostKey",
+        "PidFile",
+        "AuthenticationMethods",
+        "PubkeyAuthentication",
+        "PasswordAuthentication",
+        "KbdInteractiveAuthentication",
+        "ChallengeResponseAuthentication",
+        "HostbasedAuthentication",
+        "GSSAPIAuthentication",
+        "KerberosAuthentication",
+        "PermitEmptyPasswords",
+        "UsePAM",
+        "AllowUsers",
+        "PermitRootLogin",
+        "AuthorizedKeysFile",
+        "StrictModes",
+        "SetEnv",
+    )
+)
+
+
+def env_name(trait_name: str) -> str:
+    """The environment variable that sets a trait: sshd_path -> JUPYTER_SSHD_PROXY_SSHD_PATH."""
+    return ENV_PREFIX + trait_name.upper()
+
+
+def parse_bool(text: str, source: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    msg = (
+        f"{source}={text!r} is not a boolean; use one of "
+        f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}"
+    )
+    raise ConfigError(msg)
+
+
+def parse_seconds(text: str, source: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        msg = f"{source}={text!r} is not a positive number of seconds; use e.g. 10"
+        raise ConfigError(msg)
+    return value
+
+
+def split_extra_options(text: str) -> list[str]:
+    """Extra sshd options from the environment: one option per line or per ';'."""
+    return [part.strip() for part in re.split(r"[;\n]", text) if part.strip()]
+
+
+class SSHDProxy(LoggingConfigurable):
+    """Settings of the per-user sshd behind the /sshd/ WebSocket route."""
+
+    sshd_path = Unicode(
+        help="""Path of the OpenSSH sshd program. Empty: look for sshd on PATH, then
+        in /usr/sbin, /usr/local/sbin and /sbin. Environment variable:
+        JUPYTER_SSHD_PROXY_SSHD_PATH.""",
+    ).tag(config=True)
+
+    ssh_keygen_path = Unicode(
+        help="""Path of ssh-keygen, used once to make the host keys. Empty: look for it
+        on PATH and next to sshd. Environment variable:
+        JUPYTER_SSHD_PROXY_SSH_KEYGEN_PATH.""",
+    ).tag(config=True)
+
+    host_key_dir = Unicode(
+        help="""Directory that keeps this user's sshd host keys (ed25519 and RSA), made
+        on first use and reused afterwards, so a restarted server keeps its host
+        key. Empty: <Jupyter data dir>/sshd_proxy/host_keys (usually
+        ~/.local/share/jupyter/sshd_proxy/host_keys). Environment variable:
+        JUPYTER_SSHD_PROXY_HOST_KEY_DIR.""",
+    ).tag(config=True)
+
+    authorized_keys_files = List(
+        Unicode(),
+        help="""The files sshd reads public keys from. A leading ~ is the user's home;
+        sshd's own %h (home) and %u (user name) tokens work too. In the
+        environment variable, separate paths with
+        ':'. Default: ~/.ssh/authorized_keys. Environment variable:
+        JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
+    ).tag(config=True)
+
+    log_level = Unicode(
+        help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE or DEBUG1-3. sshd
+        logs into the Jupyter server's log. Default: INFO. Environment variable:
+        JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
+    ).tag(config=True)
+
+    extra_options = List(
+        Unicode(),
+        help="""More sshd_config lines, such as "ClientAliveInterval 30" or
+        "MaxSessions 20". They replace this package's default for the same
+        keyword; the options that make sshd safe (listen address, authentication,
+        host keys, users) cannot be changed. In the environment variable, separate options with
+        ';' or newlines. Environment variable: JUPYTER_SSHD_PROXY_EXTRA_OPTIONS.""",
+    ).tag(config=True)
+
+    pass_environment = Bool(
+        help="""Give ssh sessions the Jupyter server's environment (PATH with the conda
+        or venv bin, JUPYTERHUB_* and the rest), as a notebook terminal has it.
+        Default: true; the variable takes 1/0, true/false, yes/no or on/off.
+        Environment variable: JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT.""",
+    ).tag(config=True)
+
+    start_timeout = Float(
+        help="""Seconds to wait for sshd to accept connections after it is started.
+        Default: 10. Environment variable: JUPYTER_SSHD_PROXY_START_TIMEOUT.""",
+    ).tag(config=True)
+
+    def _env(self, trait_name: str) -> str | None:
+        return os.environ.get(env_name(trait_name))
+
+    @default("sshd_path")
+    def _default_sshd_path(self):
+        return self._env("sshd_path") or ""
+
+    @default("ssh_keygen_path")
+    def _default_ssh_keygen_path(self):
+        return self._env("ssh_keygen_path") or ""
+
+    @default("host_key_dir")
+    def _default_host_key_dir(self):
+        from_env = self._env("host_key_dir")
+        if from_env:
+            return from_env
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
+
+    @default("authorized_keys_files")
+    def _default_authorized_keys_files(self):
+        from_env = self._env("authorized_keys_files")
+        if from_env:
+            return [path for path in from_env.split(":") if path]
+        return ["~/.ssh/authorized_keys"]
+
+    @default("log_level")
+    def _default_log_level(self):
+        return self._env("log_level") or "INFO"
+
+    @default("extra_options")
+    def _default_extra_options(self):
+        return split_extra_options(self._env("extra_options") or "")
+
+    @default("pass_environment")
+    def _default_pass_environment(self):
+        from_env = self._env("pass_environment")
+        if from_env is None or not from_env.strip():
+            return True
+        return parse_bool(from_env, env_name("pass_environment"))
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        from_env = self._env("start_timeout")
+        if from_env is None or not from_env.strip():
+            return 10.0
+        return parse_seconds(from_env, env_name("start_timeout"))
+
+    @validate("log_level")
+    def _validate_log_level(self, proposal):
+        level = proposal.value.strip().upper()
+        if level not in SSHD_LOG_LEVELS:
+            msg = (
+                f"SSHDProxy.log_level={proposal.value!r} is not an sshd LogLevel; "
+                f"use one of {', '.join(SSHD_LOG_LEVELS)}"
+            )
+            raise ConfigError(msg)
+        return level
+
+    @validate("authorized_keys_files")
+    def _validate_authorized_keys_files(self, proposal):
+        if not proposal.value:
+            msg = "SSHDProxy.authorized_keys_files is empty; name at least one file"
+            raise ConfigError(msg)
+        for path in proposal.value:
+            if not path.startswith(("/", "~", "%h")):
+                msg = (
+                    f"SSHDProxy.authorized_keys_files: {path!r} is relative; "
+                    "use an absolute path, ~/... or %h/..."
+                )
+                raise ConfigError(msg)
+            if any(char.isspace() for char in path):
+                msg = (
+                    f"SSHDProxy.authorized_keys_files: {path!r} contains white space, "
+                    "which sshd cannot read; use a path without spaces"
+                )
+                raise ConfigError(msg)
+        return proposal.value
+
+    @validate("extra_options")
+    def _validate_extra_options(self, proposal):
+        options = []
+        for line in proposal.value:
+            line = line.strip()
+            if "\n" in line or "\r" in line:
+                msg = f"SSHDProxy.extra_options: {line!r} spans lines; give one option per item"
+                raise ConfigError(msg)
+            keyword, _, value = line.partition(" ")
+            if not keyword or not value.strip() or not re.fullmatch(r"[A-Za-z]+", keyword):
+                msg = (
+                    f"SSHDProxy.extra_options: {line!r} is not an sshd option; "
+                    'write "Keyword value", e.g. "ClientAliveInterval 30"'
+                )
+                raise ConfigError(msg)
+            if keyword.lower() in PROTECTED_SSHD_OPTIONS:
+                msg = (
+                    f"SSHDProxy.extra_options: {keyword} cannot be changed, "
+                    "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"
+                )
+                raise ConfigError(msg)
+            if keyword.lower() == "match":
+                msg = "SSHDProxy.extra_options: Match blocks are not supported; remove it"
+                raise ConfigError(msg)
+            options.append(f"{keyword} {value.strip()}")
+        return options
+
+
+def config_table_markdown() -> str:
+    """The README's configuration table, made from the traits themselves."""
+    rows = [
+        "| `c.SSHDProxy.` | environment variable | what it does |",
+        "| --- | --- | --- |",
+    ]
+    for name, trait in sorted(SSHDProxy.class_traits(config=True).items()):
+        help_text = " ".join(trait.help.split())
+        help_text = help_text.split(" Environment variable:")[0]
+        rows.append(f"| `{name}` | `{env_name(name)}` | {help_text.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

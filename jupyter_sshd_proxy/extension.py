@@ -1,0 +1,19 @@
+"""The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/."""
+
+from __future__ import annotations
+
+from jupyter_server.utils import url_path_join
+
+from .handlers import StatusHandler
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    base_url = serverapp.web_app.settings["base_url"]
+    api = url_path_join(base_url, "sshd-proxy", "api")
+    serverapp.web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(api, "status"), StatusHandler),
+        ],
+    )
+    serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)

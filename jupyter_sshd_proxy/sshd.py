@@ -1,0 +1,421 @@
+"""Everything about the per-user sshd, as plain functions.
+
+Finding the programs, checking what sshd's StrictModes would refuse, making the
+host keys once, rendering sshd_config and asking sshd itself to check it. Each
+failure is a PreflightError whose message is one line: what is wrong and how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from .errors import PreflightError
+
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
+HOST_KEY_TYPES = (("ed25519", []), ("rsa", ["-b", "3072"]))
+
+# Variables sshd sets for each session itself, or that describe the Jupyter
+# server's own terminal rather than the ssh session.
+SESSION_OWN_VARIABLES = frozenset(
+    (
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "MAIL",
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+        "TERM",
+        "DISPLAY",
+        "XAUTHORITY",
+        "TMUX",
+        "TMUX_PANE",
+        "STY",
+        "WINDOW",
+    )
+)
+
+
+class SSHDVersion(NamedTuple):
+    major: int
+    minor: int
+    text: str
+
+    def at_least(self, major: int, minor: int) -> bool:
+        return (self.major, self.minor) >= (major, minor)
+
+
+def find_program(name: str, configured: str, setting: str, near: str | None = None) -> str:
+    """The absolute path of an OpenSSH program, or a PreflightError naming the fix."""
+    if configured:
+        path = os.path.expanduser(configured)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.abspath(path)
+        msg = (
+            f"{name} not found at {configured} (set by {setting}); "
+            f"point {setting} at an existing {name}, or {INSTALL_HINT}"
+        )
+        raise PreflightError(msg)
+    search = [os.environ.get("PATH", ""), *SBIN_DIRS]
+    if near:
+        search.insert(0, os.path.dirname(near))
+    found = shutil.which(name, path=os.pathsep.join(search))
+    if found:
+        return found
+    msg = f"{name} not found on PATH or in {', '.join(SBIN_DIRS)}; {INSTALL_HINT}, or set {setting}"
+    raise PreflightError(msg)
+
+
+def sshd_version(sshd: str) -> SSHDVersion:
+    """sshd's version, from `sshd -V` (OpenSSH >= 9.2) or its usage text (older)."""
+    result = subprocess.run([sshd, "-V"], capture_output=True, text=True, timeout=10, check=False)
+    output = result.stdout + result.stderr
+    match = re.search(r"OpenSSH_(\d+)\.(\d+)[^\s,]*", output)
+    if not match:
+        msg = f"{sshd} is not OpenSSH's sshd (it printed {output.strip()[:80]!r}); {INSTALL_HINT}"
+        raise PreflightError(msg)
+    return SSHDVersion(int(match.group(1)), int(match.group(2)), match.group(0))
+
+
+def current_user() -> pwd.struct_passwd:
+    """The passwd entry of this process's user; sshd cannot run without one."""
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        msg = (
+            f"uid {uid} has no entry in the passwd database, and sshd needs one; "
+            "add the user to /etc/passwd in the image (or run with nss_wrapper), "
+            "as containers with random uids (OpenShift) require"
+        )
+        raise PreflightError(msg) from None
+
+
+def expand_user_path(path: str, user: pwd.struct_passwd) -> str:
+    """Expand ~ and sshd's %h, %u, %U and %% tokens the way sshd will."""
+    if path == "~" or path.startswith("~/"):
+        path = user.pw_dir + path[1:]
+    tokens = {"h": user.pw_dir, "u": user.pw_name, "U": str(user.pw_uid), "%": "%"}
+
+    def replace(match):
+        token = match.group(1)
+        if token not in tokens:
+            msg = f"unknown token %{token} in {path!r}; sshd knows %h, %u, %U and %%"
+            raise PreflightError(msg)
+        return tokens[token]
+
+    return re.sub(r"%(.)", replace, path)
+
+
+def _unsafe(st: os.stat_result, uid: int) -> str | None:
+    """Why sshd's StrictModes would refuse this file or directory, if it would."""
+    if st.st_uid not in (0, uid):
+        return f"is owned by uid {st.st_uid}, not by you (uid {uid}) or root"
+    if st.st_mode & 0o022:
+        writable = (
+            "group- and world-writable"
+            if st.st_mode & 0o020 and st.st_mode & 0o002
+            else ("group-writable" if st.st_mode & 0o020 else "world-writable")
+        )
+        return f"is {writable} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_strict_modes(authorized_keys_files: Iterable[str], user: pwd.struct_passwd) -> None:
+    """Refuse, as sshd's StrictModes would, keys files that others could change.
+
+    sshd checks the file and every directory above it up to the home directory
+    (or up to / for a file outside home), and then silently ignores the keys:
+    the user sees only "Permission denied (publickey)". We say which path is
+    wrong and the command that fixes it.
+    """
+    home = os.path.realpath(user.pw_dir)
+    for path in authorized_keys_files:
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            problem = _unsafe(st, user.pw_uid)
+            if problem:
+                _refuse(path, real, problem, st, user)
+        directory = real
+        while True:
+            directory = os.path.dirname(directory)
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                if directory == "/":
+                    break
+                continue
+            problem = _unsafe(st, user.pw_uid)
+            if problem:
+                _refuse(path, directory, problem, st, user)
+            if directory in (home, "/"):
+                break
+
+
+def _refuse(keys_file: str, path: str, problem: str, st: os.stat_result, user) -> None:
+    if st.st_uid not in (0, user.pw_uid):
+        fix = f"chown {user.pw_name} {path}"
+    else:
+        fix = f"chmod go-w {path}"
+    msg = f"sshd would ignore {keys_file}: {path} {problem}; fix it with: {fix}"
+    raise PreflightError(msg)
+
+
+def terminal_problem(user: pwd.struct_passwd, mounts: str = "/proc/mounts") -> str | None:
+    """Why sshd running as this user could not give sessions a terminal, if so.
+
+    sshd makes each new pty owned by group tty and gives up when it cannot;
+    a normal user can only if the kernel already creates ptys with that group
+    (devpts mounted with gid=5, as Docker and Kubernetes do).
+    """
+    if user.pw_uid == 0:
+        return None
+    try:
+        tty = grp.getgrnam("tty")
+    except KeyError:
+        return None  # sshd then uses the user's own group, which works
+    try:
+        with open(mounts) as stream:
+            entries = [line.split() for line in stream]
+    except OSError:
+        return None
+    for entry in entries:
+        if len(entry) > 3 and entry[1] == "/dev/pts" and entry[2] == "devpts":
+            if f"gid={tty.gr_gid}" in entry[3].split(","):
+                return None
+            return (
+                f"/dev/pts is mounted without gid={tty.gr_gid}, so sshd running as "
+                f"{user.pw_name} cannot give ssh sessions a terminal: interactive shells "
+                "and ssh -t fail, while commands, scp, sftp, rsync and forwarding work; "
+                f"mount devpts with gid={tty.gr_gid},mode=620 as Docker and Kubernetes do"
+            )
+    return None
+
+
+def ensure_host_keys(ssh_keygen: str, directory: str, user: pwd.struct_passwd) -> list[str]:
+    """The host private keys in directory, made once and kept for good.
+
+    A restarted server must present the same host key, or every client would
+    see "REMOTE HOST IDENTIFICATION HAS CHANGED". Keys are written under a
+    temporary name and renamed, so a crash never leaves half a key behind.
+    """
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as error:
+        msg = (
+            f"cannot create the host key directory {directory}: {error.strerror}; "
+            "make it writable or set c.SSHDProxy.host_key_dir (JUPYTER_SSHD_PROXY_HOST_KEY_DIR)"
+        )
+        raise PreflightError(msg) from None
+    keys = []
+    for key_type, options in HOST_KEY_TYPES:
+        path = os.path.join(directory, f"ssh_host_{key_type}_key")
+        if os.path.exists(path):
+            _check_host_key(path, user)
+        else:
+            _make_host_key(ssh_keygen, path, key_type, options, user)
+        if not os.path.exists(path + ".pub"):
+            public = _run_keygen([ssh_keygen, "-y", "-f", path], path)
+            _write_atomically(path + ".pub", public.encode(), 0o644)
+        keys.append(path)
+    return keys
+
+
+def _check_host_key(path: str, user: pwd.struct_passwd) -> None:
+    st = os.stat(path)
+    if st.st_uid != user.pw_uid:
+        msg = (
+            f"host key {path} is owned by uid {st.st_uid}, not by you; "
+            f"fix it with: chown {user.pw_name} {path}"
+        )
+        raise PreflightError(msg)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        # sshd refuses a private key others can read; it is ours, so repair it.
+        os.chmod(path, 0o600)
+
+
+def _make_host_key(ssh_keygen, path, key_type, options, user) -> None:
+    temporary = f"{path}.tmp-{secrets.token_hex(4)}"
+    comment = f"jupyter-sshd-proxy host key of {user.pw_name}"
+    try:
+        _run_keygen(
+            [ssh_keygen, "-q", "-t", key_type, *options, "-N", "", "-C", comment, "-f", temporary],
+            path,
+        )
+        os.chmod(temporary, 0o600)
+        os.replace(temporary + ".pub", path + ".pub")
+        os.replace(temporary, path)
+    finally:
+        for leftover in (temporary, temporary + ".pub"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _run_keygen(argv: list[str], path: str) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        reason = " ".join(result.stderr.split()) or f"exit status {result.returncode}"
+        msg = (
+            f"ssh-keygen could not make host key {path}: {reason}; "
+            "check that the directory is writable"
+        )
+        raise PreflightError(msg)
+    return result.stdout
+
+
+def _write_atomically(path: str, data: bytes, mode: int) -> None:
+    temporary = f"{path}.tmp-{secrets.token_hex(4)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def session_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the Jupyter server's environment that ssh sessions get."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)
+        and name not in SESSION_OWN_VARIABLES
+        and not name.startswith("SSH_")
+        and "\n" not in value
+        and "\r" not in value
+        and "\0" not in value
+    }
+
+
+def _quote(word: str) -> str:
+    """Quote one word for sshd_config's argument splitting."""
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _option_key(line: str) -> str:
+    """What makes two sshd options the same: the keyword, and a Subsystem's name."""
+    words = line.split()
+    key = words[0].lower()
+    if key == "subsystem" and len(words) > 1:
+        key += " " + words[1]
+    return key
+
+
+def render_sshd_config(
+    *,
+    port: int,
+    host_keys: Iterable[str],
+    authorized_keys_files: Iterable[str],
+    user: pwd.struct_passwd,
+    log_level: str,
+    version: SSHDVersion,
+    extra_options: Iterable[str] = (),
+    environment: Mapping[str, str] | None = None,
+) -> str:
+    """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh."""
+    fixed = [
+        f"ListenAddress 127.0.0.1:{port}",
+        "AddressFamily inet",
+        *(f"HostKey {_quote(key)}" for key in host_keys),
+        "PidFile none",
+        f"AllowUsers {user.pw_name}",
+        "PermitRootLogin " + ("prohibit-password" if user.pw_uid == 0 else "no"),
+        "StrictModes yes",
+        "AuthenticationMethods publickey",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "HostbasedAuthentication no",
+        "PermitEmptyPasswords no",
+        "UsePAM no",
+        "AuthorizedKeysFile " + " ".join(authorized_keys_files),
+    ]
+    defaults = [
+        "Subsystem sftp internal-sftp",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding yes",
+        "GatewayPorts no",
+        "X11Forwarding no",
+        "PermitTunnel no",
+        "PermitUserEnvironment no",
+        "UseDNS no",
+        # Every client arrives from 127.0.0.1 through the proxy: allow many
+        # unauthenticated connections at once, and do not penalise "the" source.
+        "MaxStartups 1000",
+        f"LogLevel {log_level}",
+    ]
+    if version.at_least(9, 8):
+        defaults.append("PerSourcePenalties no")
+    extra = list(extra_options)
+    replaced = {_option_key(line) for line in extra}
+    lines = [
+        "# Written by jupyter-sshd-proxy for this server; it is rewritten on every start.",
+        *fixed,
+        *extra,
+        *(line for line in defaults if _option_key(line) not in replaced),
+    ]
+    if environment and version.at_least(8, 7):
+        pairs = (f"{name}={value}" for name, value in sorted(environment.items()))
+        lines.append("SetEnv " + " ".join(_quote(pair) for pair in pairs))
+    return "\n".join(lines) + "\n"
+
+
+PRIVSEP_HINT = re.compile(r"privilege separation directory:?\s*(\S+)", re.IGNORECASE)
+
+
+def check_sshd_config(sshd: str, config_path: str) -> None:
+    """Let sshd itself check the configuration (sshd -t), and explain a refusal."""
+    result = subprocess.run(
+        [sshd, "-t", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
+    )
+    if result.returncode == 0:
+        return
+    reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
+    reason = reason or f"exit status {result.returncode}"
+    privsep = PRIVSEP_HINT.search(reason)
+    if privsep:
+        directory = privsep.group(1)
+        msg = (
+            f"sshd refuses to start as root: {reason}; create it with: "
+            f"mkdir -p -m 0755 {directory} (or run the Jupyter server as a normal user)"
+        )
+    else:
+        msg = (
+            f"sshd rejects its configuration {config_path}: {reason}; "
+            "check c.SSHDProxy.extra_options"
+        )
+    raise PreflightError(msg)
+
+
+def sshd_argv(sshd: str, config_path: str) -> list[str]:
+    """sshd in the foreground (-D), logging to stderr (-e), so the Jupyter log has it."""
+    return [sshd, "-D", "-e", "-f", config_path]
+
+
+def write_private_file(path: str, text: str) -> None:
+    """Write a file only this user can read, atomically."""
+    _write_atomically(path, text.encode(), 0o600)

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import (
+    REPO,
+    WEBSOCAT,
+    Account,
+    JupyterServer,
+    SSHClient,
+    make_key,
+    pin_host_keys,
+    process_alive,
+    processes_mentioning,
+    wait_for,
+)
+
+RUN_DIR = REPO / ".test-work" / f"run-{os.getpid()}"
+STARTED_PIDS: list[int] = []  # every supervisor and sshd the tests saw
+
+
+def pytest_terminal_summary(terminalreporter):
+    from .helpers import WEBSOCAT_STALLS
+
+    if WEBSOCAT_STALLS:
+        terminalreporter.write_line(
+            f"websocat stalled {len(WEBSOCAT_STALLS)} time(s) and the transfer was retried: "
+            + "; ".join(WEBSOCAT_STALLS)
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("JUPYTER_SSHD_PROXY_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="soak test: set JUPYTER_SSHD_PROXY_SOAK=1 to run it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def run_dir():
+    RUN_DIR.mkdir(parents=True, mode=0o700)
+    RUN_DIR.chmod(0o700)
+    yield RUN_DIR
+    leftovers = [pid for pid in STARTED_PIDS if process_alive(pid)]
+    leftovers += processes_mentioning(str(RUN_DIR))
+    if os.environ.get("KEEP_TEST_WORK") != "1":
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+ACCOUNT_KINDS = ["self", "unprivileged"]
+
+
+@pytest.fixture(scope="session", params=ACCOUNT_KINDS)
+def account(request, run_dir):
+    """The Jupyter server's user: ours, and (as root) a fresh system account."""
+    if request.param == "self":
+        yield Account.current()
+        return
+    if os.getuid() != 0:
+        pytest.skip("running the server as another account needs root")
+    account = Account.create(f"jsp-test-{os.getpid()}")
+    try:
+        reachable = subprocess.run(
+            [sys.executable, "-c", "import jupyter_sshd_proxy, jupyter_server"],
+            user=account.uid, group=account.gid, extra_groups=[], cwd="/",
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if reachable.returncode != 0:
+            pytest.skip(
+                f"{account.name} cannot run {sys.executable} with this package (is the "
+                f"checkout or its Python under a private directory?): {reachable.stderr[-300:]!r}"
+            )
+        yield account
+    finally:
+        leftovers = processes_mentioning(str(account.home))
+        account.remove()
+        assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def client_key(run_dir):
+    directory = run_dir / "client"
+    directory.mkdir(mode=0o700)
+    return make_key(directory / "id_ed25519")
+
+
+@pytest.fixture(scope="session")
+def stranger_key(run_dir):
+    directory = run_dir / "stranger"
+    directory.mkdir(mode=0o700)
+    return make_key(directory / "id_ed25519")
+
+
+class ServerSetup:
+    """Where one account's server keeps its files, and how to start it."""
+
+    def __init__(self, account: Account, run_dir: Path, client_key: Path):
+        self.account = account
+        self.run_dir = run_dir
+        self.token = secrets.token_hex(16)
+        if account.is_current:
+            # Keep our own ~/.ssh and ~/.local out of it: everything under run_dir.
+            self.base = run_dir / f"server-{account.name}"
+            self.base.mkdir(mode=0o700, exist_ok=True)
+            self.host_key_dir = self.base / "host_keys"
+            self.authorized_keys = self.base / "authorized_keys"
+            self.env = {
+                "JUPYTER_SSHD_PROXY_HOST_KEY_DIR": str(self.host_key_dir),
+                "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES": str(self.authorized_keys),
+                "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
+                "JUPYTER_DATA_DIR": str(self.base / "data"),
+                "JUPYTER_CONFIG_DIR": str(self.base / "config"),
+            }
+        else:
+            # The defaults, as in a Hub container: ~/.ssh/authorized_keys and
+            # host keys under ~/.local/share/jupyter.
+            self.base = account.home
+            self.host_key_dir = account.home / ".local/share/jupyter/sshd_proxy/host_keys"
+            ssh_dir = account.home / ".ssh"
+            ssh_dir.mkdir(mode=0o700, exist_ok=True)
+            account.own(ssh_dir)
+            self.authorized_keys = ssh_dir / "authorized_keys"
+            self.env = {}
+        self.authorized_keys.write_text(client_key.with_suffix(".pub").read_text())
+        self.authorized_keys.chmod(0o600)
+        account.own(self.authorized_keys)
+        self.known_hosts = run_dir / f"known_hosts-{account.name}"
+
+    def server(self, **env) -> JupyterServer:
+        return JupyterServer(self.account, self.run_dir, self.token, {**self.env, **env})
+
+
+@pytest.fixture(scope="session")
+def setup(account, run_dir, client_key):
+    return ServerSetup(account, run_dir, client_key)
+
+
+def start_sshd(server: JupyterServer) -> dict:
+    """Open (and close) one WebSocket so the server starts sshd; return its status."""
+    subprocess.run(
+        [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {server.token}",
+         f"ws://127.0.0.1:{server.port}/sshd/"],
+        input=b"", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    status = wait_for(
+        lambda: (lambda s: s if s["running"] else None)(server.status()), 15, "sshd to run"
+    )
+    STARTED_PIDS.append(status["pid"])
+    return status
+
+
+def remember_processes(server: JupyterServer) -> None:
+    status = server.status()
+    if status["pid"]:
+        STARTED_PIDS.append(status["pid"])
+
+
+@pytest.fixture(scope="module")
+def server(setup):
+    """A running Jupyter server whose sshd has started, with its host keys pinned."""
+    server = setup.server().start()
+    try:
+        start_sshd(server)
+        pin_host_keys(setup.known_hosts, "jupyter-test", setup.host_key_dir)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh(server, setup, client_key):
+    return SSHClient(server, client_key, setup.known_hosts)

