@@ -177,16 +177,21 @@ class SSHDProxy(LoggingConfigurable):
     def _default_authorized_keys_files(self):
         from_env = self._env("authorized_keys_files")
         if from_env:
-            return [path for path in from_env.split(":") if path]
+            paths = [path for path in from_env.split(":") if path]
+            return check_authorized_keys_files(paths, env_name("authorized_keys_files"))
         return ["~/.ssh/authorized_keys"]
 
     @default("log_level")
     def _default_log_level(self):
-        return self._env("log_level") or "INFO"
+        from_env = self._env("log_level")
+        if from_env:
+            return check_log_level(from_env, env_name("log_level"))
+        return "INFO"
 
     @default("extra_options")
     def _default_extra_options(self):
-        return split_extra_options(self._env("extra_options") or "")
+        options = split_extra_options(self._env("extra_options") or "")
+        return check_extra_options(options, env_name("extra_options"))
 
     @default("pass_environment")
     def _default_pass_environment(self):
@@ -202,63 +207,69 @@ class SSHDProxy(LoggingConfigurable):
             return 10.0
         return parse_seconds(from_env, env_name("start_timeout"))
 
+    # traitlets validates values set by config here; the defaults above check
+    # the environment's values themselves, naming the variable.
+
     @validate("log_level")
     def _validate_log_level(self, proposal):
-        level = proposal.value.strip().upper()
-        if level not in SSHD_LOG_LEVELS:
-            msg = (
-                f"SSHDProxy.log_level={proposal.value!r} is not an sshd LogLevel; "
-                f"use one of {', '.join(SSHD_LOG_LEVELS)}"
-            )
-            raise ConfigError(msg)
-        return level
+        return check_log_level(proposal.value, "SSHDProxy.log_level")
 
     @validate("authorized_keys_files")
     def _validate_authorized_keys_files(self, proposal):
-        if not proposal.value:
-            msg = "SSHDProxy.authorized_keys_files is empty; name at least one file"
-            raise ConfigError(msg)
-        for path in proposal.value:
-            if not path.startswith(("/", "~", "%h")):
-                msg = (
-                    f"SSHDProxy.authorized_keys_files: {path!r} is relative; "
-                    "use an absolute path, ~/... or %h/..."
-                )
-                raise ConfigError(msg)
-            if any(char.isspace() for char in path):
-                msg = (
-                    f"SSHDProxy.authorized_keys_files: {path!r} contains white space, "
-                    "which sshd cannot read; use a path without spaces"
-                )
-                raise ConfigError(msg)
-        return proposal.value
+        return check_authorized_keys_files(proposal.value, "SSHDProxy.authorized_keys_files")
 
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
-        options = []
-        for line in proposal.value:
-            line = line.strip()
-            if "\n" in line or "\r" in line:
-                msg = f"SSHDProxy.extra_options: {line!r} spans lines; give one option per item"
-                raise ConfigError(msg)
-            keyword, _, value = line.partition(" ")
-            if not keyword or not value.strip() or not re.fullmatch(r"[A-Za-z]+", keyword):
-                msg = (
-                    f"SSHDProxy.extra_options: {line!r} is not an sshd option; "
-                    'write "Keyword value", e.g. "ClientAliveInterval 30"'
-                )
-                raise ConfigError(msg)
-            if keyword.lower() in PROTECTED_SSHD_OPTIONS:
-                msg = (
-                    f"SSHDProxy.extra_options: {keyword} cannot be changed, "
-                    "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"
-                )
-                raise ConfigError(msg)
-            if keyword.lower() == "match":
-                msg = "SSHDProxy.extra_options: Match blocks are not supported; remove it"
-                raise ConfigError(msg)
-            options.append(f"{keyword} {value.strip()}")
-        return options
+        return check_extra_options(proposal.value, "SSHDProxy.extra_options")
+
+
+def check_log_level(value: str, source: str) -> str:
+    level = value.strip().upper()
+    if level not in SSHD_LOG_LEVELS:
+        msg = f"{source}={value!r} is not an sshd LogLevel; use one of {', '.join(SSHD_LOG_LEVELS)}"
+        raise ConfigError(msg)
+    return level
+
+
+def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
+    if not paths:
+        msg = f"{source} is empty; name at least one file"
+        raise ConfigError(msg)
+    for path in paths:
+        if not path.startswith(("/", "~", "%h")):
+            msg = f"{source}: {path!r} is relative; use an absolute path, ~/... or %h/..."
+            raise ConfigError(msg)
+        if any(char.isspace() for char in path):
+            msg = f"{source}: {path!r} contains white space, which sshd cannot read; rename it"
+            raise ConfigError(msg)
+    return list(paths)
+
+
+def check_extra_options(lines: list[str], source: str) -> list[str]:
+    options = []
+    for line in lines:
+        line = line.strip()
+        if "\n" in line or "\r" in line:
+            msg = f"{source}: {line!r} spans lines; give one option per item"
+            raise ConfigError(msg)
+        keyword, _, value = line.partition(" ")
+        if not keyword or not value.strip() or not re.fullmatch(r"[A-Za-z]+", keyword):
+            msg = (
+                f"{source}: {line!r} is not an sshd option; "
+                'write "Keyword value", e.g. "ClientAliveInterval 30"'
+            )
+            raise ConfigError(msg)
+        if keyword.lower() in PROTECTED_SSHD_OPTIONS:
+            msg = (
+                f"{source}: {keyword} cannot be changed, "
+                "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"
+            )
+            raise ConfigError(msg)
+        if keyword.lower() == "match":
+            msg = f"{source}: Match blocks are not supported; remove it"
+            raise ConfigError(msg)
+        options.append(f"{keyword} {value.strip()}")
+    return options
 
 
 def config_table_markdown() -> str:

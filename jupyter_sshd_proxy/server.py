@@ -91,12 +91,12 @@ def start_command(port: int) -> list[str]:
 def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     user = sshd.current_user()
     sshd_path = sshd.find_program(
-        "sshd", config.sshd_path, f"c.SSHDProxy.sshd_path ({env_name('sshd_path')})"
+        "sshd", config.sshd_path, f"c.SSHDProxy.sshd_path / {env_name('sshd_path')}"
     )
     ssh_keygen = sshd.find_program(
         "ssh-keygen",
         config.ssh_keygen_path,
-        f"c.SSHDProxy.ssh_keygen_path ({env_name('ssh_keygen_path')})",
+        f"c.SSHDProxy.ssh_keygen_path / {env_name('ssh_keygen_path')}",
         near=sshd_path,
     )
     version = sshd.sshd_version(sshd_path)

@@ -65,8 +65,9 @@ def find_program(name: str, configured: str, setting: str, near: str | None = No
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return os.path.abspath(path)
         msg = (
-            f"{name} not found at {configured} (set by {setting}); "
-            f"point {setting} at an existing {name}, or {INSTALL_HINT}"
+            f"{name} not found at {configured} ({setting}); correct that setting, "
+            f"or unset it to use the {name} of openssh-server (Debian/Ubuntu) or openssh "
+            "(conda-forge)"
         )
         raise PreflightError(msg)
     search = [os.environ.get("PATH", ""), *SBIN_DIRS]
@@ -170,11 +171,14 @@ def check_strict_modes(authorized_keys_files: Iterable[str], user: pwd.struct_pa
 
 
 def _refuse(keys_file: str, path: str, problem: str, st: os.stat_result, user) -> None:
-    if st.st_uid not in (0, user.pw_uid):
-        fix = f"chown {user.pw_name} {path}"
+    if st.st_mode & stat.S_ISVTX:
+        # A shared directory such as /tmp: the file does not belong there.
+        fix = "move it to a directory only you and root can write, such as ~/.ssh"
+    elif st.st_uid not in (0, user.pw_uid):
+        fix = f"fix it with: chown {user.pw_name} {path}"
     else:
-        fix = f"chmod go-w {path}"
-    msg = f"sshd would ignore {keys_file}: {path} {problem}; fix it with: {fix}"
+        fix = f"fix it with: chmod go-w {path}"
+    msg = f"sshd would ignore {keys_file}: {path} {problem}; {fix}"
     raise PreflightError(msg)
 
 

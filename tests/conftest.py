@@ -136,6 +136,9 @@ class ServerSetup:
         account.own(self.authorized_keys)
         self.known_hosts = run_dir / f"known_hosts-{account.name}"
 
+    def pin_host_keys(self) -> None:
+        pin_host_keys(self.known_hosts, "jupyter-test", self.host_key_dir)
+
     def server(self, **env) -> JupyterServer:
         return JupyterServer(self.account, self.run_dir, self.token, {**self.env, **env})
 
@@ -171,7 +174,7 @@ def server(setup):
     server = setup.server().start()
     try:
         start_sshd(server)
-        pin_host_keys(setup.known_hosts, "jupyter-test", setup.host_key_dir)
+        setup.pin_host_keys()
         yield server
     finally:
         server.stop()

@@ -1,0 +1,119 @@
+"""Restarts, failures and clean-up of the server side, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from .conftest import remember_processes, start_sshd
+from .helpers import WEBSOCAT, SSHClient, process_alive, wait_for
+
+
+def test_host_key_is_the_same_after_the_server_restarts(setup, client_key):
+    first = setup.server().start()
+    try:
+        start_sshd(first)
+        setup.pin_host_keys()
+        keys_before = sorted(p.read_text() for p in setup.host_key_dir.glob("*.pub"))
+        assert SSHClient(first, client_key, setup.known_hosts).ssh("true").returncode == 0
+    finally:
+        first.stop()
+    second = setup.server().start()
+    try:
+        start_sshd(second)
+        # known_hosts was pinned before the restart, and StrictHostKeyChecking=yes.
+        result = SSHClient(second, client_key, setup.known_hosts).ssh("echo same")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"same\n"
+        assert sorted(p.read_text() for p in setup.host_key_dir.glob("*.pub")) == keys_before
+    finally:
+        second.stop()
+
+
+def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
+    server = setup.server().start()
+    try:
+        status = start_sshd(server)
+        setup.pin_host_keys()
+        ssh = SSHClient(server, client_key, setup.known_hosts)
+        session = subprocess.Popen(
+            ssh.ssh_argv("echo started; exec sleep 600"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert session.stdout.readline() == b"started\n"
+        sleeper = wait_for(
+            lambda: [p for p in _pids_of(setup.account.uid) if _cmdline(p) == "sleep 600"],
+            10,
+            "the remote sleep",
+        )
+    finally:
+        server.stop()
+    assert not process_alive(status["pid"])
+    wait_for(lambda: not any(process_alive(p) for p in sleeper), 5, "the session to end")
+    session.wait(10)
+    session.stdout.close()
+
+
+def test_supervisor_killed_comes_back(server, ssh):
+    status = server.status()
+    supervisor = _parent(status["pid"])
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: ssh.ssh("true", timeout=20).returncode == 0, 15, "ssh to work again", 0.2)
+    remember_processes(server)
+    assert not process_alive(status["pid"])  # the old sshd went with its supervisor
+
+
+def test_sshd_missing_fails_fast_with_one_log_line(setup):
+    server = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH="/nonexistent/sshd").start()
+    try:
+        argv = [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {server.token}",
+                f"ws://127.0.0.1:{server.port}/sshd/"]  # fmt: skip
+        ssh = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "ProxyCommand=" + " ".join(
+            f"'{a}'" for a in argv), "nohost"]  # fmt: skip
+        started = time.monotonic()
+        result = subprocess.run(
+            ssh, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 255
+        assert elapsed < 2, f"took {elapsed:.1f}s"
+        lines = [line for line in server.log().splitlines() if "/nonexistent/sshd" in line]
+        assert len(lines) == 1, lines
+        assert lines[0].endswith(
+            "jupyter-sshd-proxy: sshd not found at /nonexistent/sshd (c.SSHDProxy.sshd_path"
+            " / JUPYTER_SSHD_PROXY_SSHD_PATH); correct that setting, or unset it to use the"
+            " sshd of openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
+        )
+        assert "Traceback" not in server.log()
+        assert server.status()["last_error"].startswith("sshd not found at /nonexistent/sshd")
+    finally:
+        server.stop()
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return stream.read().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stream:
+        return int(stream.read().rsplit(")", 1)[1].split()[1])

@@ -1,0 +1,330 @@
+"""What the server checks before it starts sshd, and the exact lines it says."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_sshd_proxy import sshd
+from jupyter_sshd_proxy.config import SSHDProxy
+from jupyter_sshd_proxy.errors import ConfigError, PreflightError
+
+USER = pwd.struct_passwd(("alice", "x", 1000, 1000, "", "/home/alice", "/bin/bash"))
+
+
+def test_sshd_config_is_pinned():
+    text = sshd.render_sshd_config(
+        port=2222,
+        host_keys=["/keys/ssh_host_ed25519_key", "/keys/ssh_host_rsa_key"],
+        authorized_keys_files=["/home/alice/.ssh/authorized_keys"],
+        user=USER,
+        log_level="INFO",
+        version=sshd.SSHDVersion(9, 2, "OpenSSH_9.2"),
+        extra_options=["ClientAliveInterval 30", "MaxStartups 50"],
+        environment={"PATH": "/opt/conda/bin:/usr/bin", "ODD": 'say "hi" \\o/'},
+    )
+    assert text == (
+        "# Written by jupyter-sshd-proxy for this server; it is rewritten on every start.\n"
+        "ListenAddress 127.0.0.1:2222\n"
+        "AddressFamily inet\n"
+        'HostKey "/keys/ssh_host_ed25519_key"\n'
+        'HostKey "/keys/ssh_host_rsa_key"\n'
+        "PidFile none\n"
+        "AllowUsers alice\n"
+        "PermitRootLogin no\n"
+        "StrictModes yes\n"
+        "AuthenticationMethods publickey\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "HostbasedAuthentication no\n"
+        "PermitEmptyPasswords no\n"
+        "UsePAM no\n"
+        "AuthorizedKeysFile /home/alice/.ssh/authorized_keys\n"
+        "ClientAliveInterval 30\n"
+        "MaxStartups 50\n"
+        "Subsystem sftp internal-sftp\n"
+        "PrintMotd no\n"
+        "PrintLastLog no\n"
+        "AllowTcpForwarding yes\n"
+        "AllowStreamLocalForwarding yes\n"
+        "GatewayPorts no\n"
+        "X11Forwarding no\n"
+        "PermitTunnel no\n"
+        "PermitUserEnvironment no\n"
+        "UseDNS no\n"
+        "LogLevel INFO\n"
+        'SetEnv "ODD=say \\"hi\\" \\\\o/" "PATH=/opt/conda/bin:/usr/bin"\n'
+    )
+
+
+def test_per_source_penalties_off_from_openssh_9_8():
+    def render(major, minor):
+        return sshd.render_sshd_config(
+            port=1,
+            host_keys=[],
+            authorized_keys_files=["/k"],
+            user=USER,
+            log_level="INFO",
+            version=sshd.SSHDVersion(major, minor, ""),
+        )
+
+    assert "PerSourcePenalties no\n" in render(9, 8)
+    assert "PerSourcePenalties" not in render(9, 7)
+
+
+def test_real_sshd_accepts_the_rendered_config(tmp_path):
+    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
+    user = sshd.current_user()
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    keys = sshd.ensure_host_keys(keygen, str(tmp_path / "keys"), user)
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        sshd.render_sshd_config(
+            port=2222,
+            host_keys=keys,
+            authorized_keys_files=[str(tmp_path / "authorized_keys")],
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+            environment=sshd.session_environment(os.environ),
+        )
+    )
+    sshd.check_sshd_config(sshd_path, str(config))
+    effective = subprocess.run(
+        [sshd_path, "-T", "-f", str(config)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert "listenaddress 127.0.0.1:2222" in effective
+    assert "passwordauthentication no" in effective
+    assert "kbdinteractiveauthentication no" in effective
+    assert "authenticationmethods publickey" in effective
+    assert "maxstartups 1000:30:1000" in effective
+
+
+def test_real_sshd_refusal_is_one_line(tmp_path):
+    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
+    config = tmp_path / "sshd_config"
+    config.write_text("NoSuchOption yes\n")
+    with pytest.raises(PreflightError) as error:
+        sshd.check_sshd_config(sshd_path, str(config))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"sshd rejects its configuration {config}: ")
+    assert "Bad configuration option: NoSuchOption" in message
+    assert message.endswith("; check c.SSHDProxy.extra_options")
+
+
+def test_host_keys_are_made_once_private_and_kept(tmp_path):
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    user = sshd.current_user()
+    directory = tmp_path / "keys"
+    first = sshd.ensure_host_keys(keygen, str(directory), user)
+    contents = {path: Path(path).read_bytes() for path in first}
+    assert [Path(p).name for p in first] == ["ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    for path in first:
+        assert oct(Path(path).stat().st_mode & 0o777) == "0o600"
+        assert Path(path + ".pub").exists()
+    Path(first[0]).chmod(0o644)
+    second = sshd.ensure_host_keys(keygen, str(directory), user)
+    assert {path: Path(path).read_bytes() for path in second} == contents
+    assert oct(Path(first[0]).stat().st_mode & 0o777) == "0o600"
+    assert sorted(os.listdir(directory)) == sorted(
+        ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key",
+         "ssh_host_rsa_key.pub"]
+    )  # fmt: skip
+
+
+def _owner_of(path):
+    st = path.stat()
+    return pwd.struct_passwd(("me", "x", st.st_uid, st.st_gid, "", str(path), "/bin/sh"))
+
+
+def test_group_writable_home_is_named_with_the_chmod(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    keys = home / ".ssh" / "authorized_keys"
+    keys.write_text("")
+    home.chmod(0o775)
+    with pytest.raises(PreflightError) as error:
+        sshd.check_strict_modes([str(keys)], _owner_of(home))
+    assert str(error.value) == (
+        f"sshd would ignore {keys}: {home} is group-writable (mode 0775); "
+        f"fix it with: chmod go-w {home}"
+    )
+
+
+def test_world_writable_keys_file_is_named(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    home.chmod(0o755)
+    keys = home / ".ssh" / "authorized_keys"
+    keys.write_text("")
+    keys.chmod(0o666)
+    with pytest.raises(PreflightError) as error:
+        sshd.check_strict_modes([str(keys)], _owner_of(home))
+    assert str(error.value) == (
+        f"sshd would ignore {keys}: {keys} is group- and world-writable (mode 0666); "
+        f"fix it with: chmod go-w {keys}"
+    )
+
+
+def test_keys_file_under_tmp_is_refused_as_sshd_would():
+    with pytest.raises(PreflightError) as error:
+        sshd.check_strict_modes(["/tmp/nowhere/authorized_keys"], USER)
+    assert str(error.value) == (
+        "sshd would ignore /tmp/nowhere/authorized_keys: /tmp is group- and world-writable "
+        "(mode 1777); move it to a directory only you and root can write, such as ~/.ssh"
+    )
+
+
+def test_safe_home_passes(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    home.chmod(0o750)
+    sshd.check_strict_modes([str(home / ".ssh" / "authorized_keys")], _owner_of(home))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run as a uid without a passwd entry")
+def test_uid_without_passwd_entry_is_named():
+    uid = 54321
+    assert not any(entry.pw_uid == uid for entry in pwd.getpwall())
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "from jupyter_sshd_proxy.sshd import current_user; current_user()"],
+        user=uid, group=uid, extra_groups=[], capture_output=True, text=True, cwd="/",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "jupyter_sshd_proxy.errors.PreflightError: uid 54321 has no entry in the passwd "
+        "database, and sshd needs one; add the user to /etc/passwd in the image (or run "
+        "with nss_wrapper), as containers with random uids (OpenShift) require"
+    )
+
+
+def test_missing_sshd_names_the_package(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(sshd, "SBIN_DIRS", ("/nonexistent-sbin",))
+    with pytest.raises(PreflightError) as error:
+        sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path / JUPYTER_SSHD_PROXY_SSHD_PATH")
+    assert str(error.value) == (
+        "sshd not found on PATH or in /nonexistent-sbin; install openssh-server "
+        "(Debian/Ubuntu) or openssh (conda-forge), or set c.SSHDProxy.sshd_path / "
+        "JUPYTER_SSHD_PROXY_SSHD_PATH"
+    )
+
+
+def test_terminal_problem_names_the_devpts_mount(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("devpts /dev/pts devpts rw,relatime,mode=600,ptmxmode=000 0 0\n")
+    problem = sshd.terminal_problem(USER, str(mounts))
+    assert problem == (
+        "/dev/pts is mounted without gid=5, so sshd running as alice cannot give ssh sessions "
+        "a terminal: interactive shells and ssh -t fail, while commands, scp, sftp, rsync and "
+        "forwarding work; mount devpts with gid=5,mode=620 as Docker and Kubernetes do"
+    )
+    mounts.write_text("devpts /dev/pts devpts rw,gid=5,mode=620,ptmxmode=666 0 0\n")
+    assert sshd.terminal_problem(USER, str(mounts)) is None
+
+
+def test_session_environment_leaves_out_what_sshd_sets():
+    server_environment = {
+        "PATH": "/opt/conda/bin",
+        "HOME": "/root",
+        "SSH_AUTH_SOCK": "x",
+        "JUPYTERHUB_USER": "a",
+        "MULTI": "a\nb",
+        "TERM": "xterm",
+        "bad-name": "1",
+    }
+    environment = sshd.session_environment(server_environment)
+    assert environment == {"PATH": "/opt/conda/bin", "JUPYTERHUB_USER": "a"}
+
+
+# Configuration: config file, then environment variable, then default.
+
+
+def test_defaults(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("JUPYTER_SSHD_PROXY_"):
+            monkeypatch.delenv(name)
+    config = SSHDProxy()
+    assert config.authorized_keys_files == ["~/.ssh/authorized_keys"]
+    assert config.log_level == "INFO"
+    assert config.pass_environment is True
+    assert config.start_timeout == 10.0
+    assert config.extra_options == []
+    assert config.host_key_dir.endswith(os.path.join("sshd_proxy", "host_keys"))
+
+
+def test_environment_variables_are_read_lazily(monkeypatch):
+    config = SSHDProxy()
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_LOG_LEVEL", "verbose")
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES", "/a/keys:%h/.ssh/more")
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_EXTRA_OPTIONS", "ClientAliveInterval 30; MaxSessions 20")
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT", "off")
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_START_TIMEOUT", "2.5")
+    assert config.log_level == "VERBOSE"
+    assert config.authorized_keys_files == ["/a/keys", "%h/.ssh/more"]
+    assert config.extra_options == ["ClientAliveInterval 30", "MaxSessions 20"]
+    assert config.pass_environment is False
+    assert config.start_timeout == 2.5
+
+
+def test_bad_config_value_names_the_setting():
+    with pytest.raises(ConfigError) as error:
+        _ = SSHDProxy(config=Config({"SSHDProxy": {"extra_options": ["UsePAM yes"]}})).extra_options
+    assert str(error.value) == (
+        "SSHDProxy.extra_options: UsePAM cannot be changed, jupyter-sshd-proxy sets it to keep "
+        "sshd safe; remove that option"
+    )
+
+
+def test_config_file_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_LOG_LEVEL", "DEBUG3")
+    config = SSHDProxy(config=Config({"SSHDProxy": {"log_level": "ERROR"}}))
+    assert config.log_level == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PASS_ENVIRONMENT", "maybe",
+         "JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT='maybe' is not a boolean; use one of 1, true, "
+         "yes, on or 0, false, no, off"),
+        ("START_TIMEOUT", "soon",
+         "JUPYTER_SSHD_PROXY_START_TIMEOUT='soon' is not a positive number of seconds; "
+         "use e.g. 10"),
+        ("LOG_LEVEL", "loud",
+         "JUPYTER_SSHD_PROXY_LOG_LEVEL='loud' is not an sshd LogLevel; use one of QUIET, "
+         "FATAL, ERROR, INFO, VERBOSE, DEBUG, DEBUG1, DEBUG2, DEBUG3"),
+        ("AUTHORIZED_KEYS_FILES", "keys",
+         "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES: 'keys' is relative; use an absolute path, "
+         "~/... or %h/..."),
+        ("EXTRA_OPTIONS", "PasswordAuthentication yes",
+         "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: PasswordAuthentication cannot be changed, "
+         "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"),
+        ("EXTRA_OPTIONS", "ClientAliveInterval",
+         "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: 'ClientAliveInterval' is not an sshd option; write "
+         '"Keyword value", e.g. "ClientAliveInterval 30"'),
+    ],
+)  # fmt: skip
+def test_bad_values_say_what_and_how_to_fix(monkeypatch, variable, value, message):
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_" + variable, value)
+    config = SSHDProxy()
+    with pytest.raises(ConfigError) as error:
+        getattr(config, variable.lower())
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("word", ["1", "TRUE", "yes", "On"])
+def test_boolean_spellings(monkeypatch, word):
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT", word)
+    assert SSHDProxy().pass_environment is True
