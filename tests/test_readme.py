@@ -1,0 +1,63 @@
+"""The README stays true: its table comes from the code, its commands run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from jupyter_sshd_proxy.config import config_table_markdown
+
+from .helpers import REPO, processes_mentioning
+
+README = (REPO / "README.md").read_text()
+
+
+def test_configuration_table_matches_the_traits():
+    table = re.search(
+        r"<!-- config-table:[^\n]*-->\n(.*?)<!-- end config-table -->", README, re.DOTALL
+    )
+    assert table, "the README lost its configuration table markers"
+    assert table.group(1) == config_table_markdown()
+
+
+def test_first_screen_has_the_two_commands_and_ci_runs_the_test_one():
+    first_screen = "\n".join(README.splitlines()[:15])
+    assert "./run demo " in first_screen
+    assert "./run tests " in first_screen
+    assert "exec ./run tests\n" in (REPO / ".ci" / "run").read_text()
+
+
+def _demo_dirs() -> set[Path]:
+    base = Path.home() / ".cache" / "jupyter-sshd-proxy"
+    return set(base.glob("demo-*")) if base.exists() else set()
+
+
+def test_run_demo_opens_a_shell_through_the_proxy_and_cleans_up():
+    before = _demo_dirs()
+    result = subprocess.run(
+        ["./run", "demo"],
+        cwd=REPO,
+        input=b"echo demo-ok $((40 + 2))\nexit 4\n",
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 4, result.stderr.decode()
+    assert result.stdout == b"demo-ok 42\n"
+    assert b"jupyter-sshd-proxy demo: Jupyter server with the sshd proxy at" in result.stderr
+    assert _demo_dirs() == before
+    assert not processes_mentioning("jupyter-sshd-proxy/demo-")
+
+
+def test_run_demo_runs_one_command():
+    result = subprocess.run(
+        ["./run", "demo", "--", "echo one command; exit 3"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr.decode()
+    assert result.stdout == b"one command\n"
