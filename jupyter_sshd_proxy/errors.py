@@ -3,6 +3,7 @@
 SSHDProxyError
 └── PreflightError     sshd cannot be started as configured; the message says
                        what is wrong and how to fix it, in one line.
+BadKeyError            a public key line is not acceptable (also a ValueError).
 ConfigError            a configuration value is invalid (also a ValueError, so
                        traitlets reports it as a bad trait value).
 """
@@ -14,6 +15,10 @@ class SSHDProxyError(Exception):
 
 class PreflightError(SSHDProxyError):
     """sshd cannot start; str(error) is one line naming the fix."""
+
+
+class BadKeyError(SSHDProxyError, ValueError):
+    """A public key line is not acceptable; str(error) says why."""
 
 
 class ConfigError(SSHDProxyError, ValueError):

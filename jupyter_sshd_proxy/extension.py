@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jupyter_server.utils import url_path_join
 
-from .handlers import StatusHandler
+from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
@@ -14,6 +14,8 @@ def _load_jupyter_server_extension(serverapp) -> None:
         ".*$",
         [
             (url_path_join(api, "status"), StatusHandler),
+            (url_path_join(api, "host-keys"), HostKeysHandler),
+            (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler),
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)

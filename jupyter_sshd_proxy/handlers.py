@@ -1,4 +1,10 @@
-"""REST endpoints of the server extension.
+"""REST endpoints of the server extension, under <base_url>sshd-proxy/api/.
+
+    GET    status                          is sshd running; pid, port, version, sessions
+    GET    host-keys                       the host public keys, to pin them
+    GET    authorized-keys                 the keys that may log in
+    POST   authorized-keys                 {"key": "ssh-ed25519 AAAA... me@laptop"}
+    DELETE authorized-keys?fingerprint=SHA256:...
 
 They are authorized like any Jupyter API call (token, cookie with XSRF and
 origin checks, JupyterHub scopes). The resource is "terminals": whoever may
@@ -7,13 +13,17 @@ not open a terminal may not get a shell through ssh either.
 
 from __future__ import annotations
 
+import json
 import os
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .server import STATE
+from . import keys, sshd
+from .errors import SSHDProxyError
+from .server import STATE, authorized_keys_files, host_key_files, load_config
+from .supervisor import descendants
 
 AUTH_RESOURCE = "terminals"
 
@@ -30,9 +40,34 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-class StatusHandler(APIHandler):
+def _open_connections(supervisor_pid: int | None, listener_pid: int | None) -> int | None:
+    """sshd's per-connection processes: the listener's children, and orphans the
+    supervisor adopted after a restart. None where /proc is missing."""
+    if not supervisor_pid or not os.path.isdir("/proc/self"):
+        return None
+    count = 0
+    for pid in descendants(supervisor_pid):
+        if pid == listener_pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stream:
+                ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in (listener_pid, supervisor_pid):
+            count += 1
+    return count
+
+
+class SSHDProxyAPIHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
+    def fail(self, code: int, message: str) -> None:
+        self.set_status(code)
+        self.finish({"message": message})
+
+
+class StatusHandler(SSHDProxyAPIHandler):
     @web.authenticated
     @authorized
     def get(self):
@@ -46,6 +81,71 @@ class StatusHandler(APIHandler):
                 "port": STATE.port,
                 "version": STATE.version,
                 "restarts": process.get("restarts", 0),
+                "sessions": _open_connections(process.get("supervisor_pid"), pid) if running else 0,
                 "last_error": STATE.last_error,
             }
         )
+
+
+class HostKeysHandler(SSHDProxyAPIHandler):
+    @web.authenticated
+    @authorized
+    def get(self):
+        try:
+            paths = host_key_files(load_config())
+        except SSHDProxyError as error:
+            self.log.error("jupyter-sshd-proxy: %s", error)
+            return self.fail(503, str(error))
+        found = []
+        for path in paths:
+            with open(path + ".pub") as stream:
+                found.append(keys.parse_key(stream.read().strip()).as_json())
+        return self.finish({"keys": found})
+
+
+class AuthorizedKeysHandler(SSHDProxyAPIHandler):
+    """The first of c.SSHDProxy.authorized_keys_files. The methods do not await
+    between reading and writing the file, so requests cannot interleave."""
+
+    def _path(self) -> str:
+        config = load_config()
+        return authorized_keys_files(config, sshd.current_user())[0]
+
+    @web.authenticated
+    @authorized
+    def get(self):
+        path = self._path()
+        self.finish({"file": path, "keys": [key.as_json() for key in keys.read_keys(path)]})
+
+    @web.authenticated
+    @authorized
+    def post(self):
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            return self.fail(400, 'the body is not JSON; send {"key": "ssh-ed25519 AAAA..."}')
+        line = body.get("key") if isinstance(body, dict) else None
+        if not isinstance(line, str):
+            return self.fail(400, 'give the public key line as "key" in a JSON object')
+        try:
+            key = keys.parse_key(line, allow_options=body.get("allow_options") is True)
+        except SSHDProxyError as error:
+            return self.fail(400, str(error))
+        path = self._path()
+        if not keys.add_key(path, key):
+            return self.fail(409, f"the key {key.fingerprint} is already authorized")
+        self.log.info("jupyter-sshd-proxy: authorized key %s (%s)", key.fingerprint, key.comment)
+        self.set_status(201)
+        return self.finish(key.as_json())
+
+    @web.authenticated
+    @authorized
+    def delete(self):
+        fingerprint = self.get_argument("fingerprint", "")
+        if not keys.is_fingerprint(fingerprint):
+            return self.fail(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
+        if not keys.remove_key(self._path(), fingerprint):
+            return self.fail(404, f"no authorized key has the fingerprint {fingerprint}")
+        self.log.info("jupyter-sshd-proxy: removed authorized key %s", fingerprint)
+        self.set_status(204)
+        return self.finish()

@@ -88,8 +88,8 @@ def start_command(port: int) -> list[str]:
     return [part.replace("{", "{{").replace("}", "}}") for part in argv]
 
 
-def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
-    user = sshd.current_user()
+def find_programs(config: SSHDProxy) -> tuple[str, str]:
+    """The paths of sshd and ssh-keygen."""
     sshd_path = sshd.find_program(
         "sshd", config.sshd_path, f"c.SSHDProxy.sshd_path / {env_name('sshd_path')}"
     )
@@ -99,8 +99,25 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
         f"c.SSHDProxy.ssh_keygen_path / {env_name('ssh_keygen_path')}",
         near=sshd_path,
     )
+    return sshd_path, ssh_keygen
+
+
+def authorized_keys_files(config: SSHDProxy, user) -> list[str]:
+    return [sshd.expand_user_path(path, user) for path in config.authorized_keys_files]
+
+
+def host_key_files(config: SSHDProxy) -> list[str]:
+    """The host private keys, made now if this is their first use."""
+    user = sshd.current_user()
+    _, ssh_keygen = find_programs(config)
+    return sshd.ensure_host_keys(ssh_keygen, sshd.expand_user_path(config.host_key_dir, user), user)
+
+
+def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
+    user = sshd.current_user()
+    sshd_path, _ = find_programs(config)
     version = sshd.sshd_version(sshd_path)
-    keys_files = [sshd.expand_user_path(path, user) for path in config.authorized_keys_files]
+    keys_files = authorized_keys_files(config, user)
     sshd.check_strict_modes(keys_files, user)
     for path in keys_files:
         if not os.path.exists(path):
@@ -110,9 +127,7 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     problem = sshd.terminal_problem(user)
     if problem:
         config.log.warning("jupyter-sshd-proxy: %s", problem)
-    host_keys = sshd.ensure_host_keys(
-        ssh_keygen, sshd.expand_user_path(config.host_key_dir, user), user
-    )
+    host_keys = host_key_files(config)
     environment = sshd.session_environment(os.environ) if config.pass_environment else None
     if environment and not version.at_least(8, 7):
         config.log.warning(

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from .errors import PreflightError
+from .files import write_atomically
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
@@ -237,7 +238,7 @@ def ensure_host_keys(ssh_keygen: str, directory: str, user: pwd.struct_passwd) -
             _make_host_key(ssh_keygen, path, key_type, options, user)
         if not os.path.exists(path + ".pub"):
             public = _run_keygen([ssh_keygen, "-y", "-f", path], path)
-            _write_atomically(path + ".pub", public.encode(), 0o644)
+            write_atomically(path + ".pub", public.encode(), 0o644)
         keys.append(path)
     return keys
 
@@ -282,21 +283,6 @@ def _run_keygen(argv: list[str], path: str) -> str:
         )
         raise PreflightError(msg)
     return result.stdout
-
-
-def _write_atomically(path: str, data: bytes, mode: int) -> None:
-    temporary = f"{path}.tmp-{secrets.token_hex(4)}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def session_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -422,4 +408,4 @@ def sshd_argv(sshd: str, config_path: str) -> list[str]:
 
 def write_private_file(path: str, text: str) -> None:
     """Write a file only this user can read, atomically."""
-    _write_atomically(path, text.encode(), 0o600)
+    write_atomically(path, text.encode(), 0o600)

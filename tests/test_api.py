@@ -1,0 +1,182 @@
+"""The server extension's REST endpoints, against a real server and real ssh."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import threading
+import urllib.parse
+
+import pytest
+
+from .helpers import make_key, wait_for
+
+API = "/sshd-proxy/api"
+
+
+def call(server, method, path, body=None, token=""):
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    connection_body = json.dumps(body) if body is not None else None
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    if token is not None:
+        headers["Authorization"] = f"token {server.token if token == '' else token}"
+    try:
+        connection.request(method, API + path, body=connection_body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else None)
+    finally:
+        connection.close()
+
+
+def fingerprint_of(pub_path) -> str:
+    output = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return output.split()[1]
+
+
+def test_host_keys_are_the_ones_sshd_presents(server, setup):
+    status, body = call(server, "GET", "/host-keys")
+    assert status == 200
+    on_disk = sorted(setup.host_key_dir.glob("*.pub"))
+    assert [k["type"] for k in body["keys"]] == ["ssh-ed25519", "ssh-rsa"]
+    for key, pub in zip(body["keys"], on_disk):
+        assert pub.read_text().split()[1] == key["key"]
+        assert key["fingerprint"] == fingerprint_of(pub)
+
+
+def test_status_counts_open_connections(server, ssh):
+    # Connections that the readiness probe and earlier tests opened end shortly.
+    wait_for(lambda: call(server, "GET", "/status")[1]["sessions"] == 0, 10, "no connections")
+    session = subprocess.Popen(
+        ssh.ssh_argv("echo up; exec sleep 30"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert session.stdout.readline() == b"up\n"
+        body = call(server, "GET", "/status")[1]
+        assert body["running"] is True
+        assert body["sessions"] == 1
+        assert body["version"].startswith("OpenSSH_")
+        assert body["last_error"] is None
+    finally:
+        session.terminate()
+        session.communicate(timeout=10)
+
+
+def test_add_list_use_and_remove_a_key(server, ssh, run_dir, setup):
+    key = make_key(run_dir / f"added-{setup.account.name}")
+    line = key.with_suffix(".pub").read_text().strip()
+    status, body = call(server, "POST", "/authorized-keys", {"key": line})
+    assert status == 201, body
+    assert body["fingerprint"] == fingerprint_of(key.with_suffix(".pub"))
+    assert ssh.ssh("echo in", identity=key).stdout == b"in\n"
+    listed = call(server, "GET", "/authorized-keys")[1]
+    assert listed["file"] == str(setup.authorized_keys)
+    assert body["fingerprint"] in [k["fingerprint"] for k in listed["keys"]]
+    assert call(server, "POST", "/authorized-keys", {"key": line}) == (
+        409, {"message": f"the key {body['fingerprint']} is already authorized"}
+    )  # fmt: skip
+    query = "?fingerprint=" + urllib.parse.quote(body["fingerprint"], safe="")
+    assert call(server, "DELETE", "/authorized-keys" + query) == (204, None)
+    assert ssh.ssh("true", identity=key).returncode == 255
+    assert call(server, "DELETE", "/authorized-keys" + query) == (
+        404, {"message": f"no authorized key has the fingerprint {body['fingerprint']}"}
+    )  # fmt: skip
+
+
+def test_other_lines_survive_byte_for_byte(server, run_dir, setup):
+    original = setup.authorized_keys.read_bytes()
+    extra = b"# a comment the user wrote\n\n  odd line that is not a key\n"
+    setup.authorized_keys.write_bytes(original + extra)
+    try:
+        key = make_key(run_dir / f"bytes-{setup.account.name}")
+        line = key.with_suffix(".pub").read_text().strip()
+        assert call(server, "POST", "/authorized-keys", {"key": line})[0] == 201
+        assert setup.authorized_keys.read_bytes() == original + extra + line.encode() + b"\n"
+        assert stat.S_IMODE(setup.authorized_keys.stat().st_mode) == 0o600
+        fingerprint = fingerprint_of(key.with_suffix(".pub"))
+        query = "?fingerprint=" + urllib.parse.quote(fingerprint, safe="")
+        assert call(server, "DELETE", "/authorized-keys" + query)[0] == 204
+        assert setup.authorized_keys.read_bytes() == original + extra
+    finally:
+        setup.authorized_keys.write_bytes(original)
+
+
+ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+RSA_HEADER_ONLY = "AAAAB3NzaC1yc2E="
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "the key is empty"),
+        ("hello world",
+         "'hello' is not a supported key type; give a public key line such as the content of "
+         "~/.ssh/id_ed25519.pub"),
+        ("ssh-ed25519", "the ssh-ed25519 key has no key data"),
+        ("ssh-ed25519 not-base64!", "the ssh-ed25519 key data is not valid base64 key data"),
+        (f"ssh-rsa {ED25519} me",
+         "the key data is of type 'ssh-ed25519', but the line says ssh-rsa"),
+        (f'command="rm -rf ~" ssh-ed25519 {ED25519} me',
+         'the line starts with options (command="rm -rf ~"); they are refused unless '
+         "allow_options is true"),
+        (f"ssh-ed25519 {ED25519} me\nssh-ed25519 {ED25519} again", "the key must be a single line"),
+        ("ssh-dss AAAAB3NzaC1kc3M= old",
+         "'ssh-dss' is not a supported key type; give a public key line such as the content of "
+         "~/.ssh/id_ed25519.pub"),
+    ],
+)  # fmt: skip
+def test_bad_key_lines_get_400_with_the_reason(server, line, message):
+    assert call(server, "POST", "/authorized-keys", {"key": line}) == (400, {"message": message})
+
+
+def test_options_only_when_asked_for(server, setup):
+    original = setup.authorized_keys.read_bytes()
+    try:
+        line = f'restrict,from="127.0.0.1" ssh-ed25519 {ED25519} limited'
+        status, body = call(
+            server, "POST", "/authorized-keys", {"key": line, "allow_options": True}
+        )
+        assert status == 201, body
+        assert body["options"] == 'restrict,from="127.0.0.1"'
+        assert setup.authorized_keys.read_bytes().endswith(line.encode() + b"\n")
+    finally:
+        setup.authorized_keys.write_bytes(original)
+
+
+def test_concurrent_adds_lose_no_line(server, run_dir, setup):
+    original = setup.authorized_keys.read_bytes()
+    lines = [
+        make_key(run_dir / f"many-{setup.account.name}-{n}").with_suffix(".pub").read_text().strip()
+        for n in range(16)
+    ]
+    results = []
+
+    def add(line):
+        results.append(call(server, "POST", "/authorized-keys", {"key": line})[0])
+
+    threads = [threading.Thread(target=add, args=(line,)) for line in lines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert results == [201] * len(lines)
+        content = setup.authorized_keys.read_text()
+        assert all(content.count(line.split()[1]) == 1 for line in lines)
+        assert content.startswith(original.decode())
+    finally:
+        setup.authorized_keys.write_bytes(original)
+
+
+@pytest.mark.parametrize("path", ["/status", "/host-keys", "/authorized-keys"])
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_endpoints_need_the_token(server, path, token):
+    status, _ = call(server, "GET", path, token=token)
+    assert status == 403
