@@ -1,7 +1,8 @@
 """jupyter-sshd-proxy: the command line.
 
-jupyter-sshd-proxy proxy URL     the ssh ProxyCommand
-jupyter-sshd-proxy demo          a local Jupyter server and an ssh session into it
+jupyter-sshd-proxy proxy URL       the ssh ProxyCommand
+jupyter-sshd-proxy config-ssh URL  make `ssh NAME` work, with the host key pinned
+jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
 """
 
 from __future__ import annotations
@@ -38,6 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between WebSocket pings that keep idle sessions open (0: none; default 30)",
     )
 
+    configure = commands.add_parser(
+        "config-ssh",
+        help="make `ssh NAME` work: upload your key, pin the host keys, write a Host block",
+        description="Uploads your public key, pins the server's host keys in a known_hosts "
+        "file of its own, stores the token in a mode-600 file and writes a marked Host "
+        "block into ~/.ssh/config (updated in place when run again).",
+    )
+    configure.add_argument("url", help="the Jupyter server's URL")
+    configure.add_argument("--name", help="the Host name (default: from the URL)")
+    configure.add_argument(
+        "--identity", help="private key to use (default: ~/.ssh/id_ed25519, made if missing)"
+    )
+    configure.add_argument("--token-file", help="file holding the token (mode 600)")
+    configure.add_argument("--ssh-config", help="ssh config file to edit (default: ~/.ssh/config)")
+    configure.add_argument(
+        "--host-key-checking",
+        choices=["yes", "accept-new"],
+        default="yes",
+        help="StrictHostKeyChecking for the block (default: yes)",
+    )
+    configure.add_argument(
+        "--dry-run", action="store_true", help="print the changes; write nothing"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="start a local Jupyter server with the sshd proxy and ssh into it",
@@ -54,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         from .client import main_proxy
 
         return main_proxy(args.url, args.token_file, args.ping_interval or None)
+    if args.command == "config-ssh":
+        from .configure import main_config_ssh
+
+        return main_config_ssh(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -11,27 +11,16 @@ import os
 import stat
 import sys
 import threading
-from urllib.parse import urlsplit, urlunsplit
+
+from .errors import SSHDProxyError
+from .urls import websocket_url
 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
 
 
-class ProxyError(Exception):
+class ProxyError(SSHDProxyError):
     """A failure to tell the user in one line (the exit status is 255, as ssh's)."""
-
-
-def websocket_url(url: str) -> str:
-    """ws(s)://.../sshd/ from a server URL, with or without the trailing sshd/."""
-    parts = urlsplit(url)
-    schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
-    if parts.scheme not in schemes or not parts.netloc:
-        msg = f"{url!r} is not a server URL; give one like https://hub.example.org/user/NAME/"
-        raise ProxyError(msg)
-    path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    if not path.endswith("/sshd/"):
-        path += "sshd/"
-    return urlunsplit((schemes[parts.scheme], parts.netloc, path, parts.query, ""))
 
 
 def read_token(token_file: str | None) -> str:
@@ -61,24 +50,6 @@ def read_token(token_file: str | None) -> str:
     raise ProxyError(msg)
 
 
-def explain_status(code: int, url: str) -> str:
-    if code in (401, 403):
-        return f"the server refused the token ({code}) for {url}; get a new token and try again"
-    if code in (301, 302, 303, 307, 308):
-        return (
-            f"the server at {url} redirected instead of answering ({code}): "
-            "the Jupyter server is probably not running; start it from the Hub"
-        )
-    if code == 404:
-        return (
-            f"no sshd route at {url} (404): install jupyter-sshd-proxy in the "
-            "Jupyter server's environment and restart the server"
-        )
-    if code == 405:
-        return f"{url} answered 405: it is not a WebSocket route; check the URL"
-    return f"the server at {url} answered {code} instead of opening the WebSocket"
-
-
 def pump(url: str, token: str, ping_interval: float | None, open_timeout: float = 10) -> int:
     """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -96,7 +67,9 @@ def pump(url: str, token: str, ping_interval: float | None, open_timeout: float 
             user_agent_header="jupyter-sshd-proxy",
         )
     except InvalidStatus as error:
-        raise ProxyError(explain_status(error.response.status_code, url)) from None
+        from .api import explain
+
+        raise ProxyError(explain(error.response.status_code, url, "sshd route")) from None
     except InvalidHandshake as error:
         msg = f"WebSocket handshake with {url} failed: {error}"
         raise ProxyError(msg) from None
@@ -129,13 +102,22 @@ def pump(url: str, token: str, ping_interval: float | None, open_timeout: float 
     finally:
         ws.close()
     if received == 0:
-        # Opened, then closed before sshd said anything: sshd could not start.
-        msg = (
-            f"the server at {url} closed the connection at once: sshd is not running "
-            "there; see the server's log"
-        )
-        raise ProxyError(msg)
+        # Opened, then closed before sshd said a word: sshd could not start.
+        raise ProxyError(why_sshd_did_not_start(url, token))
     return 0
+
+
+def why_sshd_did_not_start(url: str, token: str) -> str:
+    from .api import ServerAPI
+
+    try:
+        status = ServerAPI(url, token).get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        reason = status.get("last_error")
+    except SSHDProxyError:
+        reason = None
+    if reason:
+        return f"sshd could not start on the server: {reason}"
+    return f"the server at {url} closed the connection at once; see the Jupyter server's log"
 
 
 def main_proxy(url: str, token_file: str | None, ping_interval: float | None) -> int:
@@ -143,6 +125,6 @@ def main_proxy(url: str, token_file: str | None, ping_interval: float | None) ->
         ws_url = websocket_url(url)
         token = read_token(token_file)
         return pump(ws_url, token, ping_interval)
-    except ProxyError as error:
+    except SSHDProxyError as error:
         print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
         return 255

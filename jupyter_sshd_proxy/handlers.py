@@ -77,6 +77,7 @@ class StatusHandler(SSHDProxyAPIHandler):
         self.finish(
             {
                 "running": running,
+                "user": sshd.current_user().pw_name,
                 "pid": pid if running else None,
                 "port": STATE.port,
                 "version": STATE.version,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
+    PROXIES,
     REPO,
     WEBSOCAT,
     Account,
@@ -180,6 +181,7 @@ def server(setup):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def ssh(server, setup, client_key):
-    return SSHClient(server, client_key, setup.known_hosts)
+@pytest.fixture(scope="module", params=PROXIES)
+def ssh(request, server, setup, client_key):
+    """ssh through websocat, and through our own ProxyCommand."""
+    return SSHClient(server, client_key, setup.known_hosts, proxy=request.param)

@@ -250,22 +250,43 @@ class JupyterServer:
             self.process.wait(5)
 
 
+PROXIES = ("websocat", "jupyter-sshd-proxy")
+
+
 @dataclass
 class SSHClient:
-    """OpenSSH clients pointed at one Jupyter server, isolated from ~/.ssh."""
+    """OpenSSH clients pointed at one Jupyter server, isolated from ~/.ssh.
+
+    proxy is the ProxyCommand: websocat, or our own `jupyter-sshd-proxy proxy`
+    (which gets the token from its environment)."""
 
     server: JupyterServer
     identity: Path
     known_hosts: Path
+    proxy: str = "websocat"
     host_alias: str = "jupyter-test"
 
     def proxy_command(self) -> str:
+        if self.proxy == "jupyter-sshd-proxy":
+            return f"{shlex.quote(str(VENV_BIN / 'jupyter-sshd-proxy'))} proxy {self.server.url}/"
         # websocat takes the header only on its command line; this is a test
         # token on loopback. Our own client never puts a token in argv.
         return (
             f"{shlex.quote(WEBSOCAT)} --binary -E "
             f"-H={shlex.quote('Authorization: token ' + self.server.token)} "
             f"ws://127.0.0.1:{self.server.port}/sshd/"
+        )
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": self.server.token}
+
+    def _run(self, argv, timeout, **kwargs) -> subprocess.CompletedProcess:
+        if self.proxy == "websocat":
+            return run_retrying_stalls(argv, timeout, env=self.env, **kwargs)
+        # Our client gets no second chance: a stall fails the test.
+        return subprocess.run(
+            argv, capture_output=True, timeout=timeout, check=False, env=self.env, **kwargs
         )
 
     def options(self, identity: Path | None = None) -> list[str]:
@@ -293,7 +314,7 @@ class SSHClient:
         timeout: float = STALL_TIMEOUT,
         identity: Path | None = None,
     ) -> subprocess.CompletedProcess:
-        return run_retrying_stalls(
+        return self._run(
             self.ssh_argv(*args, identity=identity),
             timeout,
             input=input if input is not None else b"",
@@ -304,7 +325,7 @@ class SSHClient:
 
     def run(self, argv: list[str], timeout: float = STALL_TIMEOUT) -> subprocess.CompletedProcess:
         """Run scp/sftp/rsync (argv already carrying the options)."""
-        return run_retrying_stalls(argv, timeout, stdin=subprocess.DEVNULL)
+        return self._run(argv, timeout, stdin=subprocess.DEVNULL)
 
     def rsync_shell(self) -> str:
         return shlex.join(["ssh", *self.options()])

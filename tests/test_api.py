@@ -55,7 +55,7 @@ def test_status_counts_open_connections(server, ssh):
     wait_for(lambda: call(server, "GET", "/status")[1]["sessions"] == 0, 10, "no connections")
     session = subprocess.Popen(
         ssh.ssh_argv("echo up; exec sleep 30"), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ssh.env,
     )  # fmt: skip
     try:
         assert session.stdout.readline() == b"up\n"

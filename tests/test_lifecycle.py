@@ -43,6 +43,7 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env=ssh.env,
         )
         assert session.stdout.readline() == b"started\n"
         sleeper = wait_for(

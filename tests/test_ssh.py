@@ -65,6 +65,7 @@ def test_interactive_shell_gets_a_terminal(ssh):
         capture_output=True,
         timeout=60,
         check=False,
+        env=ssh.env,
     )
     output = result.stdout.decode(errors="replace")
     assert result.returncode == 3, output + result.stderr.decode()
@@ -187,7 +188,9 @@ def test_port_forwarding_carries_bytes_both_ways(ssh, direction):
     forward = ["-N", "-o", "ExitOnForwardFailure=yes",
                direction, f"127.0.0.1:{listen}:127.0.0.1:{echo.port}"]  # fmt: skip
     argv = ssh.ssh_argv(options=forward)
-    forwarder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    forwarder = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ssh.env
+    )
     try:
         wait_for(lambda: forwarder.poll() is not None or connectable(listen), 20, "the forward")
         assert forwarder.poll() is None, forwarder.stderr.read()
@@ -254,7 +257,7 @@ def test_sshd_comes_back_after_it_is_killed(ssh, server, signum):
     before = server.status()
     session = subprocess.Popen(
         ssh.ssh_argv("sleep 2; echo survived"), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ssh.env,
     )  # fmt: skip
     time.sleep(1)  # let the session start before sshd dies
     killed_at = time.monotonic()

@@ -1,0 +1,87 @@
+"""Client side of the REST endpoints (<server>/sshd-proxy/api/...), stdlib only.
+
+Redirects are never followed: on JupyterHub a redirect means the user's server
+is not running, and that is what the user must be told.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from .errors import SSHDProxyError
+from .urls import server_url
+
+
+class APIError(SSHDProxyError):
+    """A REST call failed; str(error) is one line without the token."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class ServerAPI:
+    def __init__(self, url: str, token: str, timeout: float = 10):
+        self.base = server_url(url)
+        self._token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        """(status, decoded JSON or None). Raises APIError for transport failures."""
+        url = self.base + path
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Authorization", f"token {self._token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json(error.read())
+        except urllib.error.URLError as error:
+            reason = getattr(error.reason, "strerror", None) or str(error.reason)
+            msg = f"cannot reach {self.base}: {reason}"
+            raise APIError(msg) from None
+        except TimeoutError:
+            msg = f"no answer from {self.base} within {self.timeout:g}s"
+            raise APIError(msg) from None
+
+    def get(self, path: str, what: str):
+        status, body = self.call("GET", path)
+        if status != 200:
+            raise APIError(explain(status, self.base, what, body), status)
+        return body
+
+
+def _json(data: bytes):
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def explain(status: int, base: str, what: str, body=None) -> str:
+    """One line for a failed call, naming the fix."""
+    if status in (401, 403):
+        return f"the server refused the token ({status}) for {base}; get a new token and try again"
+    if status in (301, 302, 303, 307, 308):
+        return (
+            f"{base} redirected instead of answering ({status}): the Jupyter server is "
+            "probably not running; start it from the Hub"
+        )
+    if status == 404:
+        return (
+            f"{base} has no {what} (404): install jupyter-sshd-proxy in the Jupyter "
+            "server's environment and restart the server"
+        )
+    message = body.get("message") if isinstance(body, dict) else None
+    return f"{base} answered {status} for {what}" + (f": {message}" if message else "")
