@@ -140,8 +140,11 @@ class ServerSetup:
     def pin_host_keys(self) -> None:
         pin_host_keys(self.known_hosts, "jupyter-test", self.host_key_dir)
 
-    def server(self, **env) -> JupyterServer:
-        return JupyterServer(self.account, self.run_dir, self.token, {**self.env, **env})
+    def server(self, *args: str, **env: str) -> JupyterServer:
+        """A server (not started yet) with extra command-line args and environment."""
+        return JupyterServer(
+            self.account, self.run_dir, self.token, {**self.env, **env}, list(args)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -157,6 +157,7 @@ class JupyterServer:
     workdir: Path
     token: str
     env: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -182,6 +183,7 @@ class JupyterServer:
             f"--port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={self.account.home}",
+            *self.args,
         ]
         if self.account.uid == 0:
             argv.append("--allow-root")

@@ -1,0 +1,308 @@
+"""Our client: `proxy` failures in one line, `config-ssh`, and no token anywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import VENV_BIN, SSHClient, free_port, make_key
+
+CLI = str(VENV_BIN / "jupyter-sshd-proxy")
+
+
+def ssh_through_proxy(url: str, token: str | None):
+    """ssh with our ProxyCommand to url; (exit status, stderr lines, seconds)."""
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    if token is not None:
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    argv = ["ssh", "-F", "none", "-o", "BatchMode=yes",
+            "-o", f"ProxyCommand={shlex.quote(CLI)} proxy {url}", "anyhost", "true"]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=30
+    )
+    return result.returncode, result.stderr.splitlines(), time.monotonic() - started
+
+
+def our_line(lines: list[str]) -> str:
+    ours = [line for line in lines if line.startswith("jupyter-sshd-proxy:")]
+    assert len(ours) == 1, lines
+    return ours[0]
+
+
+def test_wrong_token(server):
+    code, lines, seconds = ssh_through_proxy(server.url + "/", "wrong-token")
+    assert code == 255
+    assert our_line(lines) == (
+        f"jupyter-sshd-proxy: the server refused the token (403) for "
+        f"ws://127.0.0.1:{server.port}/sshd/; get a new token and try again"
+    )
+    assert seconds < 2
+
+
+def test_no_token_at_all(server):
+    code, lines, _ = ssh_through_proxy(server.url + "/", None)
+    assert code == 255
+    assert our_line(lines) == (
+        "jupyter-sshd-proxy: no token: set JUPYTER_SSHD_PROXY_TOKEN or give --token-file "
+        "(a file with mode 600)"
+    )
+
+
+def test_unreachable_server():
+    port = free_port()
+    code, lines, seconds = ssh_through_proxy(f"http://127.0.0.1:{port}/", "token")
+    assert code == 255
+    assert our_line(lines) == (
+        f"jupyter-sshd-proxy: cannot connect to ws://127.0.0.1:{port}/sshd/: Connection refused"
+    )
+    assert seconds < 2
+
+
+def test_route_missing(setup):
+    server = setup.server("--ServerApp.jpserver_extensions=jupyter_server_proxy=False").start()
+    try:
+        code, lines, seconds = ssh_through_proxy(server.url + "/", server.token)
+        assert code == 255
+        assert our_line(lines) == (
+            f"jupyter-sshd-proxy: ws://127.0.0.1:{server.port}/sshd/ has no sshd route (404): "
+            "install jupyter-sshd-proxy in the Jupyter server's environment and restart "
+            "the server"
+        )
+        assert seconds < 2
+    finally:
+        server.stop()
+
+
+def test_sshd_missing(setup):
+    server = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH="/nonexistent/sshd").start()
+    try:
+        code, lines, seconds = ssh_through_proxy(server.url + "/", server.token)
+        assert code == 255
+        assert our_line(lines) == (
+            "jupyter-sshd-proxy: sshd could not start on the server: sshd not found at "
+            "/nonexistent/sshd (c.SSHDProxy.sshd_path / JUPYTER_SSHD_PROXY_SSHD_PATH); correct "
+            "that setting, or unset it to use the sshd of openssh-server (Debian/Ubuntu) or "
+            "openssh (conda-forge)"
+        )
+        assert seconds < 2
+    finally:
+        server.stop()
+
+
+def test_token_file_readable_by_others_is_refused(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    token_file.chmod(0o644)
+    result = subprocess.run(
+        [CLI, "proxy", "--token-file", str(token_file), server.url],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} can be read by others (mode 0644); "
+        f"fix it with: chmod 600 {token_file}\n"
+    )
+    assert server.token not in result.stderr
+
+
+def test_token_is_not_on_any_command_line_during_a_session(server, setup, client_key):
+    ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+    session = subprocess.Popen(
+        ssh.ssh_argv("echo up; exec sleep 20"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ssh.env,
+    )  # fmt: skip
+    try:
+        assert session.stdout.readline() == b"up\n"
+        command_lines = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    command_lines.append(Path(f"/proc/{entry}/cmdline").read_bytes())
+        assert any(b"jupyter-sshd-proxy\0proxy" in line for line in command_lines)
+        assert not [line for line in command_lines if server.token.encode() in line]
+    finally:
+        session.terminate()
+        session.communicate(timeout=10)
+
+
+# config-ssh
+
+
+def config_ssh(server, home: Path, *args: str):
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = server.token
+    return subprocess.run(
+        [CLI, "config-ssh", server.url + "/", "--name", "myhub",
+         "--ssh-config", str(home / ".ssh" / "config"), *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+EXISTING_CONFIG = (
+    "# my own settings\n"
+    "Host work\n"
+    "    HostName work.example.org\n"
+    "    User me\n"
+    "\n"
+    "Host *\n"
+    "    ServerAliveInterval 60\n"
+)
+
+
+@pytest.fixture
+def laptop(tmp_path):
+    """A user's ~ on the laptop: ~/.ssh with a config of their own."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh" / "config").write_text(EXISTING_CONFIG)
+    (home / ".ssh" / "config").chmod(0o600)
+    return home
+
+
+def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
+    result = config_ssh(server, laptop)
+    assert result.returncode == 0, result.stderr
+    config = (laptop / ".ssh" / "config").read_text()
+    assert config.startswith(EXISTING_CONFIG + "\n# >>> jupyter-sshd-proxy myhub >>>\n")
+    own = laptop / ".ssh" / "jupyter-sshd-proxy"
+    token_file = own / "myhub.token"
+    assert config[len(EXISTING_CONFIG) + 1 :] == (
+        "# >>> jupyter-sshd-proxy myhub >>>\n"
+        "# Written by `jupyter-sshd-proxy config-ssh`; run it again to update this block.\n"
+        "Host myhub\n"
+        f"    User {setup.account.name}\n"
+        "    HostKeyAlias myhub\n"
+        f"    UserKnownHostsFile {own / 'known_hosts'}\n"
+        "    StrictHostKeyChecking yes\n"
+        f"    IdentityFile {laptop / '.ssh' / 'id_ed25519'}\n"
+        "    IdentitiesOnly yes\n"
+        "    ServerAliveInterval 30\n"
+        f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
+        f"{token_file} {server.url}/\n"
+        "# <<< jupyter-sshd-proxy myhub <<<\n"
+    )
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text() == server.token + "\n"
+    pinned = (own / "known_hosts").read_text().splitlines()
+    assert [line.split()[:2] for line in pinned] == [
+        ["myhub", "ssh-ed25519"],
+        ["myhub", "ssh-rsa"],
+    ]
+    # The token is in the 0600 token file and nowhere else.
+    for path in laptop.rglob("*"):
+        if path.is_file() and path != token_file:
+            assert server.token not in path.read_text(errors="replace"), path
+
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    ssh = subprocess.run(
+        ["ssh", "-F", str(laptop / ".ssh" / "config"), "myhub", "hostname"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert ssh.returncode == 0, ssh.stderr
+    assert ssh.stdout.strip() == os.uname().nodename
+
+    again = config_ssh(server, laptop)
+    assert again.returncode == 0, again.stderr
+    assert (laptop / ".ssh" / "config").read_text() == config
+    assert (own / "known_hosts").read_text().splitlines() == pinned
+
+
+def _cli_python() -> str:
+    """The Python that runs our command: its shebang."""
+    return Path(CLI).read_text().splitlines()[0][2:]
+
+
+def test_config_ssh_dry_run_changes_nothing(server, laptop):
+    before = {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()}
+    result = config_ssh(server, laptop, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "+Host myhub\n" in result.stdout
+    assert {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()} == before
+    assert server.token not in result.stdout + result.stderr
+
+
+def test_config_ssh_failure_keeps_the_config_byte_for_byte(server, laptop):
+    config = laptop / ".ssh" / "config"
+    config.write_bytes(EXISTING_CONFIG.encode() + b"# >>> jupyter-sshd-proxy myhub >>>\nHost x\n")
+    before = config.read_bytes()
+    result = config_ssh(server, laptop)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: {config}: the jupyter-sshd-proxy block for myhub is damaged (a "
+        "marker line is missing); fix or remove it by hand\n"
+    )
+    assert config.read_bytes() == before
+
+
+def test_config_ssh_wrong_token_writes_nothing(server, laptop):
+    before = {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = "wrong"
+    result = subprocess.run(
+        [CLI, "config-ssh", server.url, "--ssh-config", str(laptop / ".ssh" / "config")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: the server refused the token (403) for {server.url}/; get a new "
+        "token and try again\n"
+    )
+    assert {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()} == before
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+DOWNLOADS = int(os.environ.get("JUPYTER_SSHD_PROXY_DOWNLOADS", "200"))
+
+
+def test_many_downloads_through_our_proxy_never_stall(server, setup, client_key, tmp_path):
+    """websocat 1.13.0 stalls on some of these; ours must not, not once."""
+    if not setup.account.is_current:
+        pytest.skip("once is enough: the client side is the same for every account")
+    ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+    remote = "download-soak.bin"
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(8 * 1024 * 1024))
+    assert ssh.run(["scp", "-q", *ssh.options(), str(data), ssh.remote(remote)]).returncode == 0
+    batch = tmp_path / "batch"
+    batch.write_text(f"get {remote} {tmp_path}/sftp.bin\n")
+    expected = _sha256(data)
+    for n in range(DOWNLOADS):
+        target = tmp_path / "back.bin"
+        if n % 2:
+            argv = ["sftp", "-q", "-b", str(batch), *ssh.options(), ssh.host_alias]
+            target = tmp_path / "sftp.bin"
+        else:
+            argv = ["scp", "-q", *ssh.options(), ssh.remote(remote), str(target)]
+        result = ssh.run(argv, timeout=30)  # raises on a stall: no retry for ours
+        assert result.returncode == 0, (n, result.stderr)
+        assert _sha256(target) == expected, n
+        target.unlink()
+    assert ssh.ssh(f"rm {remote}").returncode == 0
+
+
+def test_key_from_a_fresh_home_is_made_and_authorized(server, laptop):
+    assert not (laptop / ".ssh" / "id_ed25519").exists()
+    result = config_ssh(server, laptop, "--name", "second")
+    assert result.returncode == 0, result.stderr
+    assert (laptop / ".ssh" / "id_ed25519").exists()
+    assert f"made a new key {laptop / '.ssh' / 'id_ed25519'}" in result.stderr
+
+
+def test_config_ssh_with_an_existing_identity(server, laptop, tmp_path):
+    key = make_key(tmp_path / "mine")
+    result = config_ssh(server, laptop, "--identity", str(key))
+    assert result.returncode == 0, result.stderr
+    assert f"    IdentityFile {key}\n" in (laptop / ".ssh" / "config").read_text()
+    assert not (laptop / ".ssh" / "id_ed25519").exists()
