@@ -34,12 +34,16 @@ class ServerAPI:
         self.timeout = timeout
         self._opener = urllib.request.build_opener(_NoRedirect)
 
+    def auth_headers(self) -> dict:
+        return {"Authorization": f"token {self._token}"}
+
     def call(self, method: str, path: str, body: dict | None = None):
         """(status, decoded JSON or None). Raises APIError for transport failures."""
         url = self.base + path
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"token {self._token}")
+        for header, value in self.auth_headers().items():
+            request.add_header(header, value)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:

@@ -2,6 +2,7 @@
 
 jupyter-sshd-proxy proxy URL       the ssh ProxyCommand
 jupyter-sshd-proxy config-ssh URL  make `ssh NAME` work, with the host key pinned
+jupyter-sshd-proxy doctor URL      check each link from here to sshd
 jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
 """
 
@@ -63,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the changes; write nothing"
     )
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check each link from here to the server's sshd, one verdict per line",
+    )
+    doctor.add_argument("url", help="the Jupyter server's URL")
+    doctor.add_argument("--token-file", help="file holding the token (mode 600)")
+    doctor.add_argument("--identity", help="private key to check (default: ~/.ssh/id_ed25519)")
+    doctor.add_argument("--ssh-config", help="ssh config config-ssh wrote (default: ~/.ssh/config)")
+    doctor.add_argument("--name", help="the Host name given to config-ssh (default: from the URL)")
+
     demo = commands.add_parser(
         "demo",
         help="start a local Jupyter server with the sshd proxy and ssh into it",
@@ -83,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from .configure import main_config_ssh
 
         return main_config_ssh(args)
+    if args.command == "doctor":
+        from .doctor import main_doctor
+
+        return main_doctor(args)
     if args.command == "demo":
         from .demo import run_demo
 

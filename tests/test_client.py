@@ -306,3 +306,53 @@ def test_config_ssh_with_an_existing_identity(server, laptop, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"    IdentityFile {key}\n" in (laptop / ".ssh" / "config").read_text()
     assert not (laptop / ".ssh" / "id_ed25519").exists()
+
+
+# doctor
+
+
+def doctor(server, laptop: Path, token: str, *args: str):
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    return subprocess.run(
+        [CLI, "doctor", server.url + "/", "--name", "myhub",
+         "--ssh-config", str(laptop / ".ssh" / "config"), *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def verdicts(output: str) -> list[tuple[str, str]]:
+    return [(line[:5].strip(), line[6:15].strip()) for line in output.splitlines()]
+
+
+def test_doctor_after_config_ssh_says_ok_to_every_link(server, setup, laptop):
+    assert config_ssh(server, laptop).returncode == 0
+    result = doctor(server, laptop, server.token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert verdicts(result.stdout) == [
+        ("ok", "dns"), ("ok", "tcp"), ("note", "tls"), ("ok", "token"), ("ok", "server"),
+        ("ok", "route"), ("ok", "sshd"), ("ok", "key"), ("ok", "host key"),
+    ]  # fmt: skip
+    assert "carries SSH (SSH-2.0-OpenSSH_" in result.stdout
+    assert f"running as {setup.account.name}" in result.stdout
+
+
+def test_doctor_names_the_first_broken_link(server, laptop):
+    result = doctor(server, laptop, "wrong")
+    assert result.returncode == 1
+    assert verdicts(result.stdout)[3:5] == [("FAIL", "token"), ("skip", "server")]
+    assert (
+        f"FAIL  token     the server refused the token (403) for {server.url}/; get a new "
+        "token and try again\n"
+    ) in result.stdout
+    assert "wrong" not in result.stdout  # the token itself is never printed
+
+
+def test_doctor_without_config_ssh_says_what_to_run(server, laptop):
+    result = doctor(server, laptop, server.token)
+    assert result.returncode == 1
+    key_line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert key_line == (
+        f"FAIL  key       {laptop}/.ssh/id_ed25519.pub does not exist; run: "
+        f"jupyter-sshd-proxy config-ssh {server.url}/"
+    )

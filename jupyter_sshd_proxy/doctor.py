@@ -1,0 +1,218 @@
+"""`jupyter-sshd-proxy doctor URL`: check each link from here to sshd, one line each.
+
+    ok    dns        hub.example.org resolves to 203.0.113.7
+    ok    tcp        connected to hub.example.org port 443
+    ok    tls        certificate valid for hub.example.org
+    ok    token      accepted
+    ...
+A link that fails is FAIL with the reason and the fix; the links after it that
+depend on it are skipped. Exit status 0 when every link is ok.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import sys
+from urllib.parse import urlsplit
+
+from . import keys, sshconfig
+from .api import ServerAPI, explain
+from .client import read_token
+from .errors import SSHDProxyError
+from .urls import server_url, websocket_url
+
+
+class Failed(Exception):
+    """This link is broken; the message says why and what to do."""
+
+
+class Doctor:
+    def __init__(self, url, token_file, identity, ssh_config, name, out=sys.stdout):
+        self.base = server_url(url)
+        self.parts = urlsplit(self.base)
+        self.token_file = token_file
+        self.identity = identity
+        self.ssh_config = ssh_config
+        self.name = name or sshconfig.host_name(self.base)
+        self.out = out
+        self.api: ServerAPI | None = None
+        self.failed = False
+
+    def say(self, verdict: str, link: str, message: str) -> None:
+        self.out.write(f"{verdict:5} {link:9} {message}\n")
+
+    def run(self) -> int:
+        links = [
+            ("dns", self.dns),
+            ("tcp", self.tcp),
+            ("tls", self.tls),
+            ("token", self.token),
+            ("server", self.server),
+            ("route", self.route),
+            ("sshd", self.sshd),
+            ("key", self.key),
+            ("host key", self.host_key),
+        ]
+        for link, check in links:
+            if self.failed:
+                self.say("skip", link, "not checked: an earlier link failed")
+                continue
+            try:
+                message = check()
+            except Failed as problem:
+                self.failed = True
+                self.say("FAIL", link, str(problem))
+            except SSHDProxyError as error:
+                self.failed = True
+                self.say("FAIL", link, str(error))
+            else:
+                if message is not None:
+                    self.say("ok", link, message)
+        return 1 if self.failed else 0
+
+    @property
+    def port(self) -> int:
+        return self.parts.port or (443 if self.parts.scheme == "https" else 80)
+
+    def dns(self):
+        try:
+            infos = socket.getaddrinfo(self.parts.hostname, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            msg = f"{self.parts.hostname} does not resolve ({error.strerror}); check the URL"
+            raise Failed(msg) from None
+        addresses = sorted({info[4][0] for info in infos})
+        return f"{self.parts.hostname} resolves to {', '.join(addresses)}"
+
+    def tcp(self):
+        try:
+            socket.create_connection((self.parts.hostname, self.port), timeout=5).close()
+        except OSError as error:
+            msg = (
+                f"cannot connect to {self.parts.hostname} port {self.port}: "
+                f"{error.strerror or error}; is the Hub up, and is a firewall in the way?"
+            )
+            raise Failed(msg) from None
+        return f"connected to {self.parts.hostname} port {self.port}"
+
+    def tls(self):
+        if self.parts.scheme != "https":
+            self.say("note", "tls", "plain http: use https for anything but a local server")
+            return None
+        context = ssl.create_default_context()
+        try:
+            raw = socket.create_connection((self.parts.hostname, self.port), timeout=5)
+            try:
+                context.wrap_socket(raw, server_hostname=self.parts.hostname).close()
+            finally:
+                raw.close()
+        except ssl.SSLError as error:
+            msg = f"TLS with {self.parts.hostname} failed: {error.reason or error}"
+            raise Failed(msg) from None
+        return f"certificate valid for {self.parts.hostname}"
+
+    def token(self):
+        self.api = ServerAPI(self.base, read_token(self.token_file))
+        code, body = self.api.call("GET", "api/status")
+        if code != 200:
+            raise Failed(explain(code, self.base, "Jupyter API", body))
+        return "accepted"
+
+    def server(self):
+        code, body = self.api.call("GET", "api")
+        version = body.get("version") if isinstance(body, dict) else None
+        return f"running (Jupyter Server {version})" if code == 200 else "running"
+
+    def route(self):
+        self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        banner = self._sshd_banner()
+        return f"{websocket_url(self.base)} carries SSH ({banner})"
+
+    def _sshd_banner(self) -> str:
+        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        try:
+            with connect(
+                websocket_url(self.base),
+                additional_headers=self.api.auth_headers(),
+                compression=None,
+                open_timeout=10,
+            ) as ws:
+                first = ws.recv(timeout=10)
+        except InvalidStatus as error:
+            raise Failed(explain(error.response.status_code, self.base, "sshd route")) from None
+        except (WebSocketException, TimeoutError, OSError):
+            status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+            reason = status.get("last_error") or "see the Jupyter server's log"
+            msg = f"the WebSocket closed before sshd spoke: {reason}"
+            raise Failed(msg) from None
+        text = first.decode(errors="replace") if isinstance(first, bytes) else first
+        return text.strip()
+
+    def sshd(self):
+        status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        if not status.get("running"):
+            msg = f"not running: {status.get('last_error') or 'see the server log'}"
+            raise Failed(msg)
+        return (
+            f"{status['version']} running as {status['user']} (pid {status['pid']}, "
+            f"port {status['port']}, {status['sessions']} open connections, "
+            f"{status['restarts']} restarts)"
+        )
+
+    def key(self):
+        identity = self.identity or os.path.join(self._ssh_dir(), "id_ed25519")
+        public = identity + ".pub"
+        if not os.path.exists(public):
+            msg = f"{public} does not exist; run: jupyter-sshd-proxy config-ssh {self.base}"
+            raise Failed(msg)
+        with open(public) as stream:
+            fingerprint = keys.parse_key(stream.read().strip()).fingerprint
+        listed = self.api.get("sshd-proxy/api/authorized-keys", "authorized-keys endpoint")
+        if fingerprint not in [key["fingerprint"] for key in listed["keys"]]:
+            msg = (
+                f"{public} ({fingerprint}) is not authorized on the server; run: "
+                f"jupyter-sshd-proxy config-ssh {self.base}"
+            )
+            raise Failed(msg)
+        return f"{public} ({fingerprint}) is authorized"
+
+    def host_key(self):
+        served = self.api.get("sshd-proxy/api/host-keys", "host-keys endpoint")["keys"]
+        path = os.path.join(self._ssh_dir(), "jupyter-sshd-proxy", "known_hosts")
+        pinned = set()
+        if os.path.exists(path):
+            with open(path) as stream:
+                for line in stream:
+                    words = line.split()
+                    if len(words) >= 3 and words[0] == self.name:
+                        pinned.add((words[1], words[2]))
+        if not pinned:
+            msg = (
+                f"no host key pinned for {self.name} in {path}; run: "
+                f"jupyter-sshd-proxy config-ssh {self.base} --name {self.name}"
+            )
+            raise Failed(msg)
+        if not pinned & {(key["type"], key["key"]) for key in served}:
+            msg = (
+                f"the host keys pinned for {self.name} in {path} are not the server's: "
+                "if the server's host keys were really made anew, run config-ssh again"
+            )
+            raise Failed(msg)
+        return f"pinned for {self.name} in {path}"
+
+    def _ssh_dir(self) -> str:
+        from .configure import default_ssh_config
+
+        return os.path.dirname(os.path.abspath(self.ssh_config or default_ssh_config()))
+
+
+def main_doctor(args) -> int:
+    try:
+        doctor = Doctor(args.url, args.token_file, args.identity, args.ssh_config, args.name)
+    except SSHDProxyError as error:
+        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
+        return 1
+    return doctor.run()
