@@ -50,10 +50,41 @@ def read_token(token_file: str | None) -> str:
     raise ProxyError(msg)
 
 
+def import_websockets():
+    """Import the websockets client without importlib.metadata when we can.
+
+    websockets/version.py imports importlib.metadata (a third of websockets'
+    import time, paid on every ssh connection) but uses it only in unreleased
+    builds. Let it import a placeholder; if it does need the real module, the
+    placeholder fails, and we import everything again the ordinary way.
+    """
+    import types
+
+    placeholder = types.ModuleType("importlib.metadata")
+    if "importlib.metadata" in sys.modules:
+        placeholder = None
+    else:
+        sys.modules["importlib.metadata"] = placeholder
+    try:
+        from websockets.sync import client
+    except Exception:
+        if placeholder is None:
+            raise
+        for name in [name for name in sys.modules if name.split(".")[0] == "websockets"]:
+            del sys.modules[name]
+        del sys.modules["importlib.metadata"]
+        placeholder = None
+        from websockets.sync import client
+    finally:
+        if placeholder is not None and sys.modules.get("importlib.metadata") is placeholder:
+            del sys.modules["importlib.metadata"]
+    return client
+
+
 def pump(url: str, token: str, ping_interval: float | None, open_timeout: float = 10) -> int:
     """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
+    connect = import_websockets().connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-    from websockets.sync.client import connect
 
     try:
         ws = connect(
