@@ -356,3 +356,20 @@ def test_doctor_without_config_ssh_says_what_to_run(server, laptop):
         f"FAIL  key       {laptop}/.ssh/id_ed25519.pub does not exist; run: "
         f"jupyter-sshd-proxy config-ssh {server.url}/"
     )
+
+
+def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
+    code = (
+        "import sys\n"
+        "from jupyter_sshd_proxy import cli, client\n"
+        "client.import_websockets()\n"
+        "assert not [m for m in sys.modules if m.startswith(('jupyter_server', 'tornado'))]\n"
+        "assert 'importlib.metadata' not in sys.modules\n"
+        "import importlib.metadata\n"
+        "print(importlib.metadata.version('websockets'))\n"
+    )
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()[0].isdigit()
