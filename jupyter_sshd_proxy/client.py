@@ -95,6 +95,7 @@ def pump(url: str, token: str, ping_interval: float | None, open_timeout: float 
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
             open_timeout=open_timeout,
+            close_timeout=2,  # ssh has gone: do not linger over the goodbye
             user_agent_header="jupyter-sshd-proxy",
         )
     except InvalidStatus as error:

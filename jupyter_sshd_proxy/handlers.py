@@ -40,23 +40,24 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _open_connections(supervisor_pid: int | None, listener_pid: int | None) -> int | None:
-    """sshd's per-connection processes: the listener's children, and orphans the
-    supervisor adopted after a restart. None where /proc is missing."""
-    if not supervisor_pid or not os.path.isdir("/proc/self"):
-        return None
-    count = 0
-    for pid in descendants(supervisor_pid):
+def connection_processes(supervisor_pid: int | None, listener_pid: int | None) -> list[int]:
+    """sshd's per-connection processes: the listener's sshd children, and those
+    the supervisor adopted when a listener died. (The supervisor also adopts
+    orphaned session commands; those are not connections.)"""
+    found = []
+    for pid in descendants(supervisor_pid) if supervisor_pid else []:
         if pid == listener_pid:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as stream:
                 ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
+            program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
         except (OSError, ValueError, IndexError):
             continue
-        if ppid in (listener_pid, supervisor_pid):
-            count += 1
-    return count
+        # sshd, or sshd-session (OpenSSH >= 9.8) for each connection.
+        if ppid in (listener_pid, supervisor_pid) and program.startswith("sshd"):
+            found.append(pid)
+    return found
 
 
 class SSHDProxyAPIHandler(APIHandler):
@@ -82,7 +83,9 @@ class StatusHandler(SSHDProxyAPIHandler):
                 "port": STATE.port,
                 "version": STATE.version,
                 "restarts": process.get("restarts", 0),
-                "sessions": _open_connections(process.get("supervisor_pid"), pid) if running else 0,
+                "sessions": len(connection_processes(process.get("supervisor_pid"), pid))
+                if running and os.path.isdir("/proc/self")
+                else None,
                 "last_error": STATE.last_error,
             }
         )

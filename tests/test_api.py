@@ -69,8 +69,8 @@ def test_status_counts_open_connections(server, ssh):
         session.communicate(timeout=10)
 
 
-def test_add_list_use_and_remove_a_key(server, ssh, run_dir, setup):
-    key = make_key(run_dir / f"added-{setup.account.name}")
+def test_add_list_use_and_remove_a_key(server, ssh, tmp_path, setup):
+    key = make_key(tmp_path / "added")
     line = key.with_suffix(".pub").read_text().strip()
     status, body = call(server, "POST", "/authorized-keys", {"key": line})
     assert status == 201, body

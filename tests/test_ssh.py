@@ -198,7 +198,7 @@ def test_port_forwarding_carries_bytes_both_ways(ssh, direction):
         assert exchange(listen, payload) == payload
     finally:
         forwarder.terminate()
-        forwarder.communicate(timeout=10)
+        forwarder.communicate(timeout=30)
         echo.close()
 
 
