@@ -276,7 +276,7 @@ class SSHClient:
         return (
             f"{shlex.quote(WEBSOCAT)} --binary -E "
             f"-H={shlex.quote('Authorization: token ' + self.server.token)} "
-            f"ws://127.0.0.1:{self.server.port}/sshd/"
+            f"ws{self.server.url[len('http') :]}/sshd/"
         )
 
     @property

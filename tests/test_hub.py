@@ -1,0 +1,163 @@
+"""End to end on a real JupyterHub: configurable-http-proxy in front, each user's
+server spawned as that user's own system account, reached at /user/NAME/sshd/.
+
+The main-path tests of test_ssh.py run here again, unchanged, through the Hub:
+this module gives them a `server` that is alice's server behind the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from .helpers import PROXIES, VENV_BIN, Account, SSHClient, pin_host_keys
+from .hub import Hub, HubUserServer, home_is_ready
+from .test_ssh import (  # noqa: F401  (run again, through the Hub)
+    test_a_key_not_in_authorized_keys_is_refused,
+    test_command_output_and_exit_status,
+    test_interactive_shell_gets_a_terminal,
+    test_port_forwarding_carries_bytes_both_ways,
+    test_rsync_archive_of_a_small_tree,
+    test_scp_both_ways,
+    test_session_runs_as_the_server_user_in_its_home,
+    test_sftp_batch,
+    test_websocket_upgrade_without_a_valid_token_gets_403,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.getuid() != 0, reason="the Hub spawns servers as other system accounts: needs root"
+)
+
+
+@pytest.fixture(scope="module")
+def hub_accounts(run_dir):
+    accounts = {}
+    try:
+        for who in ("alice", "bob"):
+            accounts[who] = Account.create(f"{who}{os.getpid()}")
+        yield accounts
+    finally:
+        for account in accounts.values():
+            account.remove()
+
+
+@pytest.fixture(scope="module")
+def hub(hub_accounts, run_dir, client_key, stranger_key):
+    workdir = run_dir / "hub"
+    workdir.mkdir(mode=0o700)
+    home_is_ready(hub_accounts["alice"], client_key.with_suffix(".pub"))
+    home_is_ready(hub_accounts["bob"], stranger_key.with_suffix(".pub"))
+    hub = Hub(workdir, list(hub_accounts.values()))
+    try:
+        hub.start()
+        for account in hub_accounts.values():
+            hub.start_server(account.name)
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture(scope="module")
+def account(hub_accounts):
+    return hub_accounts["alice"]
+
+
+@pytest.fixture(scope="module")
+def server(hub, account):
+    return HubUserServer(hub, account, hub.token_for(account.name))
+
+
+@pytest.fixture(scope="module")
+def known_hosts(run_dir, server, account):
+    server.status()  # the API makes the host keys if sshd has not run yet
+    path = run_dir / "known_hosts-hub"
+    code, _ = server.request("GET", "/sshd-proxy/api/host-keys")
+    assert code == 200
+    pin_host_keys(path, "jupyter-test", account.home / ".local/share/jupyter/sshd_proxy/host_keys")
+    return path
+
+
+@pytest.fixture(scope="module", params=PROXIES)
+def ssh(request, server, client_key, known_hosts):
+    return SSHClient(server, client_key, known_hosts, proxy=request.param)
+
+
+def test_a_vs_code_like_session_runs_a_script_from_stdin(ssh):
+    script = b'set -e\necho "$HOME"\nuname -s\nexit 0\n'
+    result = ssh.ssh("-T", "bash", "-s", input=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [str(ssh.server.account.home), "Linux"]
+
+
+def test_session_sees_the_single_user_environment(ssh, account):
+    result = ssh.ssh('echo "$JUPYTERHUB_USER"; test -n "$JUPYTERHUB_API_TOKEN" && echo token')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [account.name, "token"]
+
+
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def test_another_users_token_is_refused(hub, server, hub_accounts):
+    bobs_token = hub.token_for(hub_accounts["bob"].name)
+    status, _ = server.request("GET", "/sshd/", token=bobs_token, headers=UPGRADE)
+    assert status == 403
+
+
+def test_a_token_without_access_to_the_server_is_refused(hub, server, account):
+    token = hub.token_for(account.name, scopes=[f"read:users!user={account.name}"])
+    status, _ = server.request("GET", "/sshd/", token=token, headers=UPGRADE)
+    assert status == 403
+
+
+def test_alice_cannot_reach_bobs_sshd_with_her_key(hub, hub_accounts, client_key, run_dir):
+    bob = hub_accounts["bob"]
+    bobs_server = HubUserServer(hub, bob, hub.token_for(bob.name))
+    known = run_dir / "known_hosts-bob"
+    assert bobs_server.request("GET", "/sshd-proxy/api/host-keys")[0] == 200
+    pin_host_keys(known, "jupyter-test", bob.home / ".local/share/jupyter/sshd_proxy/host_keys")
+    through_bobs_route = SSHClient(bobs_server, client_key, known, proxy="jupyter-sshd-proxy")
+    result = through_bobs_route.ssh("true")
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)." in result.stderr
+    # Nor straight at the port of bob's sshd, from this machine.
+    port = bobs_server.status()["port"]
+    direct = subprocess.run(
+        ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-i", str(client_key), "-o", f"UserKnownHostsFile={known}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=jupyter-test",
+         "-p", str(port), f"{bob.name}@127.0.0.1", "true"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert direct.returncode == 255
+    assert b"Permission denied (publickey)." in direct.stderr
+
+
+def test_config_ssh_against_the_hub_then_ssh_name(hub, server, account, tmp_path):
+    home = tmp_path / "laptop"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = server.token
+    config = home / ".ssh" / "config"
+    result = subprocess.run(
+        [str(VENV_BIN / "jupyter-sshd-proxy"), "config-ssh", server.url + "/",
+         "--ssh-config", str(config)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    name = f"127.0.0.1-{hub.port}-{account.name}"
+    assert f"Host {name}\n    User {account.name}\n" in config.read_text()
+    env.pop("JUPYTER_SSHD_PROXY_TOKEN")
+    ssh = subprocess.run(
+        ["ssh", "-F", str(config), name, "id -un"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert ssh.returncode == 0, ssh.stderr
+    assert ssh.stdout == f"{account.name}\n"
