@@ -50,6 +50,8 @@ class ServerAPI:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, _json(response.read())
         except urllib.error.HTTPError as error:
+            if error.code in REDIRECTS:
+                return error.code, {"location": error.headers.get("Location")}
             return error.code, _json(error.read())
         except urllib.error.URLError as error:
             reason = getattr(error.reason, "strerror", None) or str(error.reason)
@@ -59,10 +61,27 @@ class ServerAPI:
             msg = f"no answer from {self.base} within {self.timeout:g}s"
             raise APIError(msg) from None
 
+    def lines(self, path: str, timeout: float):
+        """The lines of a streamed answer (an event stream), as they come."""
+        request = urllib.request.Request(self.base + path)
+        for header, value in self.auth_headers().items():
+            request.add_header(header, value)
+        request.add_header("Accept", "text/event-stream")
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                for line in response:
+                    yield line.decode(errors="replace").rstrip("\r\n")
+        except urllib.error.HTTPError as error:
+            raise APIError(explain(error.code, self.base, path), error.code) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            msg = f"lost {self.base}{path}: {getattr(error, 'reason', error)}"
+            raise APIError(msg) from None
+
     def get(self, path: str, what: str):
         status, body = self.call("GET", path)
         if status != 200:
-            raise APIError(explain(status, self.base, what, body), status)
+            location = body.get("location") if isinstance(body, dict) else None
+            raise APIError(explain(status, self.base, what, body, location), status)
         return body
 
 
@@ -73,14 +92,29 @@ def _json(data: bytes):
         return None
 
 
-def explain(status: int, base: str, what: str, body=None) -> str:
+# What JupyterHub answers for a user's server that is not running: a redirect
+# to /hub/user/NAME/..., which then answers 424 (503 while it is starting).
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def server_not_running(status: int, location: str | None) -> bool:
+    return status in (424, 503) or (status in REDIRECTS and "/hub/" in (location or ""))
+
+
+def explain(status: int, base: str, what: str, body=None, location: str | None = None) -> str:
     """One line for a failed call, naming the fix."""
     if status in (401, 403):
         return f"the server refused the token ({status}) for {base}; get a new token and try again"
-    if status in (301, 302, 303, 307, 308):
+    if server_not_running(status, location):
         return (
-            f"{base} redirected instead of answering ({status}): the Jupyter server is "
-            "probably not running; start it from the Hub"
+            f"the Jupyter server at {base} is not running ({status}); start it from the Hub, "
+            "or connect with `jupyter-sshd-proxy proxy --start`"
+        )
+    if status in REDIRECTS:
+        return (
+            f"no {what} at {base}: it redirected to {location} ({status}); install "
+            "jupyter-sshd-proxy in the Jupyter server's environment and restart the server, "
+            "or check the URL"
         )
     if status == 404:
         return (

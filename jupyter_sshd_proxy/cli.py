@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proxy.add_argument("--token-file", help="file holding the token (mode 600)")
     proxy.add_argument(
+        "--start",
+        action="store_true",
+        help="if the server is not running, start it through the JupyterHub API, then connect",
+    )
+    proxy.add_argument(
         "--ping-interval",
         type=float,
         default=30.0,
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "proxy":
         from .client import main_proxy
 
-        return main_proxy(args.url, args.token_file, args.ping_interval or None)
+        return main_proxy(args.url, args.token_file, args.ping_interval or None, args.start)
     if args.command == "config-ssh":
         from .configure import main_config_ssh
 

@@ -8,6 +8,7 @@ each, and never contain the token.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import sys
 import threading
@@ -81,14 +82,67 @@ def import_websockets():
     return client
 
 
-def pump(url: str, token: str, ping_interval: float | None, open_timeout: float = 10) -> int:
-    """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
+class ServerNotRunning(ProxyError):
+    """The Hub answered for the user's server: it is not running."""
+
+
+PROXY_VARIABLES = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+
+
+class EarlySocket:
+    """Open the TCP connection in a thread while the main thread imports websockets.
+
+    Not where an HTTP(S) proxy is configured: websockets then connects through
+    it (and follows redirects, which the Hub's answers are then read after).
+    """
+
+    def __init__(self, url: str, timeout: float):
+        from urllib.parse import urlsplit
+
+        self.sock = None
+        self.error: OSError | None = None
+        self.thread = None
+        if any(os.environ.get(name) for name in PROXY_VARIABLES):
+            return
+        parts = urlsplit(url)
+        address = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
+
+        def connect():
+            try:
+                self.sock = socket.create_connection(address, timeout=timeout)
+                self.sock.settimeout(None)
+            except OSError as error:
+                self.error = error
+
+        self.thread = threading.Thread(target=connect, daemon=True)
+        self.thread.start()
+
+    def result(self):
+        """The connected socket, None to let websockets connect, or the OSError."""
+        if self.thread is None:
+            return None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.sock
+
+
+def open_websocket(url: str, token: str, ping_interval: float | None, open_timeout: float):
+    early = EarlySocket(url, open_timeout)
     connect = import_websockets().connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
 
     try:
-        ws = connect(
+        return connect(
             url,
+            sock=early.result(),
             additional_headers={"Authorization": f"token {token}"},
             compression=None,  # SSH traffic is encrypted: it does not compress
             max_size=None,
@@ -98,10 +152,19 @@ def pump(url: str, token: str, ping_interval: float | None, open_timeout: float 
             close_timeout=2,  # ssh has gone: do not linger over the goodbye
             user_agent_header="jupyter-sshd-proxy",
         )
-    except InvalidStatus as error:
-        from .api import explain
+    except (InvalidStatus, ValueError) as error:
+        # With our own socket, websockets refuses to follow a redirect
+        # (ValueError, caused by the InvalidStatus): we never follow silently.
+        status = error if isinstance(error, InvalidStatus) else error.__cause__
+        if not isinstance(status, InvalidStatus):
+            raise
+        from .api import explain, server_not_running
 
-        raise ProxyError(explain(error.response.status_code, url, "sshd route")) from None
+        code = status.response.status_code
+        location = status.response.headers.get("Location")
+        message = explain(code, url, "sshd route", location=location)
+        error_class = ServerNotRunning if server_not_running(code, location) else ProxyError
+        raise error_class(message) from None
     except InvalidHandshake as error:
         msg = f"WebSocket handshake with {url} failed: {error}"
         raise ProxyError(msg) from None
@@ -111,6 +174,11 @@ def pump(url: str, token: str, ping_interval: float | None, open_timeout: float 
     except OSError as error:
         msg = f"cannot connect to {url}: {error.strerror or error}"
         raise ProxyError(msg) from None
+
+
+def pump(ws, url: str, token: str) -> int:
+    """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
+    from websockets.exceptions import ConnectionClosed
 
     def upstream():
         try:
@@ -152,11 +220,22 @@ def why_sshd_did_not_start(url: str, token: str) -> str:
     return f"the server at {url} closed the connection at once; see the Jupyter server's log"
 
 
-def main_proxy(url: str, token_file: str | None, ping_interval: float | None) -> int:
+def main_proxy(
+    url: str, token_file: str | None, ping_interval: float | None, start: bool = False
+) -> int:
     try:
         ws_url = websocket_url(url)
         token = read_token(token_file)
-        return pump(ws_url, token, ping_interval)
+        try:
+            ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+        except ServerNotRunning:
+            if not start:
+                raise
+            from .hub import start_server
+
+            start_server(url, token, progress=lambda line: print(line, file=sys.stderr))
+            ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+        return pump(ws, ws_url, token)
     except SSHDProxyError as error:
         print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
         return 255

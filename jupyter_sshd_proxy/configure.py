@@ -102,7 +102,9 @@ def config_ssh(
     if code not in (201, 409):
         from .api import explain
 
-        raise ConfigureError(explain(code, base, "sshd-proxy authorized-keys endpoint", body))
+        location = body.get("location") if isinstance(body, dict) else None
+        what = "sshd-proxy authorized-keys endpoint"
+        raise ConfigureError(explain(code, base, what, body, location))
 
     os.makedirs(own_dir, mode=0o700, exist_ok=True)
     write_atomically(token_path, token.encode() + b"\n", 0o600)

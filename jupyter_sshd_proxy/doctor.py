@@ -18,8 +18,8 @@ import sys
 from urllib.parse import urlsplit
 
 from . import keys, sshconfig
-from .api import ServerAPI, explain
-from .client import read_token
+from .api import ServerAPI
+from .client import open_websocket, read_token
 from .errors import SSHDProxyError
 from .urls import server_url, websocket_url
 
@@ -113,10 +113,9 @@ class Doctor:
         return f"certificate valid for {self.parts.hostname}"
 
     def token(self):
-        self.api = ServerAPI(self.base, read_token(self.token_file))
-        code, body = self.api.call("GET", "api/status")
-        if code != 200:
-            raise Failed(explain(code, self.base, "Jupyter API", body))
+        self.token_value = read_token(self.token_file)
+        self.api = ServerAPI(self.base, self.token_value)
+        self.api.get("api/status", "Jupyter API")
         return "accepted"
 
     def server(self):
@@ -130,24 +129,19 @@ class Doctor:
         return f"{websocket_url(self.base)} carries SSH ({banner})"
 
     def _sshd_banner(self) -> str:
-        from websockets.exceptions import InvalidStatus, WebSocketException
-        from websockets.sync.client import connect
+        """The first words of sshd, through the same WebSocket ssh would use."""
+        from websockets.exceptions import WebSocketException
 
+        ws = open_websocket(websocket_url(self.base), self.token_value, None, open_timeout=10)
         try:
-            with connect(
-                websocket_url(self.base),
-                additional_headers=self.api.auth_headers(),
-                compression=None,
-                open_timeout=10,
-            ) as ws:
-                first = ws.recv(timeout=10)
-        except InvalidStatus as error:
-            raise Failed(explain(error.response.status_code, self.base, "sshd route")) from None
+            first = ws.recv(timeout=10)
         except (WebSocketException, TimeoutError, OSError):
             status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
             reason = status.get("last_error") or "see the Jupyter server's log"
             msg = f"the WebSocket closed before sshd spoke: {reason}"
             raise Failed(msg) from None
+        finally:
+            ws.close()
         text = first.decode(errors="replace") if isinstance(first, bytes) else first
         return text.strip()
 

@@ -73,9 +73,9 @@ def test_route_missing(setup):
         code, lines, seconds = ssh_through_proxy(server.url + "/", server.token)
         assert code == 255
         assert our_line(lines) == (
-            f"jupyter-sshd-proxy: ws://127.0.0.1:{server.port}/sshd/ has no sshd route (404): "
-            "install jupyter-sshd-proxy in the Jupyter server's environment and restart "
-            "the server"
+            f"jupyter-sshd-proxy: no sshd route at ws://127.0.0.1:{server.port}/sshd/: it "
+            f"redirected to /sshd (302); install jupyter-sshd-proxy in the Jupyter server's "
+            "environment and restart the server, or check the URL"
         )
         assert seconds < 2
     finally:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from .helpers import PROXIES, VENV_BIN, Account, SSHClient, pin_host_keys
-from .hub import Hub, HubUserServer, home_is_ready
+from .helpers import PROXIES, VENV_BIN, Account, SSHClient, pin_host_keys, process_alive
+from .hub import Hub, HubUserServer, home_is_ready, wait_until
 from .test_ssh import (  # noqa: F401  (run again, through the Hub)
     test_a_key_not_in_authorized_keys_is_refused,
     test_command_output_and_exit_status,
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.skipif(
 def hub_accounts(run_dir):
     accounts = {}
     try:
-        for who in ("alice", "bob"):
+        for who in ("alice", "bob", "carol"):
             accounts[who] = Account.create(f"{who}{os.getpid()}")
         yield accounts
     finally:
@@ -49,6 +51,7 @@ def hub(hub_accounts, run_dir, client_key, stranger_key):
     workdir.mkdir(mode=0o700)
     home_is_ready(hub_accounts["alice"], client_key.with_suffix(".pub"))
     home_is_ready(hub_accounts["bob"], stranger_key.with_suffix(".pub"))
+    home_is_ready(hub_accounts["carol"], client_key.with_suffix(".pub"))
     hub = Hub(workdir, list(hub_accounts.values()))
     try:
         hub.start()
@@ -161,3 +164,86 @@ def test_config_ssh_against_the_hub_then_ssh_name(hub, server, account, tmp_path
     )  # fmt: skip
     assert ssh.returncode == 0, ssh.stderr
     assert ssh.stdout == f"{account.name}\n"
+
+
+# The server's life on the Hub: stopped, started on connect, stopped under a session.
+
+
+@pytest.fixture
+def carol(hub, hub_accounts, client_key, run_dir):
+    """carol's server, running, with its host keys pinned; our own ProxyCommand."""
+    account = hub_accounts["carol"]
+    if not hub.user(account.name)["servers"]:
+        hub.start_server(account.name)
+    server = HubUserServer(hub, account, hub.token_for(account.name))
+    assert server.request("GET", "/sshd-proxy/api/host-keys")[0] == 200
+    known = run_dir / "known_hosts-carol"
+    pin_host_keys(known, "jupyter-test", account.home / ".local/share/jupyter/sshd_proxy/host_keys")
+    return SSHClient(server, client_key, known, proxy="jupyter-sshd-proxy")
+
+
+def test_a_stopped_server_is_one_line(hub, carol):
+    hub.stop_server(carol.server.account.name)
+    started = time.monotonic()
+    result = carol.ssh("true")
+    assert time.monotonic() - started < 2
+    assert result.returncode == 255
+    ours = [line for line in result.stderr.decode().splitlines() if "jupyter-sshd-proxy" in line]
+    assert ours == [
+        f"jupyter-sshd-proxy: the Jupyter server at ws://127.0.0.1:{hub.port}/user/"
+        f"{carol.server.account.name}/sshd/ is not running (302); start it from the Hub, or "
+        "connect with `jupyter-sshd-proxy proxy --start`"
+    ]
+
+
+def test_start_on_connect(hub, carol):
+    name = carol.server.account.name
+    hub.stop_server(name)
+    starting = SSHClient(
+        carol.server, carol.identity, carol.known_hosts, proxy="jupyter-sshd-proxy"
+    )
+    argv = starting.ssh_argv("id -un")
+    proxy_option = argv.index(f"ProxyCommand={starting.proxy_command()}")
+    argv[proxy_option] = f"ProxyCommand={starting.proxy_command()} --start"
+    result = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=starting.env,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{name}\n".encode()
+    stderr = result.stderr.decode()
+    assert f"jupyter-sshd-proxy: starting {name}'s server on the Hub ...\n" in stderr
+    assert "jupyter-sshd-proxy: [100%] " in stderr
+    assert hub.user(name)["servers"][""]["ready"]
+
+
+def test_stopping_the_server_ends_sshd_and_every_session(hub, carol):
+    name = carol.server.account.name
+    sshd_pid = carol.server.status()["pid"]
+    session = subprocess.Popen(
+        carol.ssh_argv("echo started; exec sleep 600"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=carol.env,
+    )  # fmt: skip
+    try:
+        assert session.stdout.readline() == b"started\n"
+        assert _processes_of(carol.server.account.uid)
+        hub.stop_server(name)
+        gone = wait_until(lambda: not _processes_of(carol.server.account.uid), 15)
+        assert gone, _processes_of(carol.server.account.uid)
+        assert not process_alive(sshd_pid)
+    finally:
+        session.terminate()
+        session.communicate(timeout=30)
+
+
+def _processes_of(uid: int) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid and process_alive(int(entry)):
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    return found
