@@ -14,6 +14,7 @@ import re
 from traitlets import Bool, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .activity import POLICIES
 from .errors import ConfigError
 
 ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
@@ -78,15 +79,19 @@ def parse_bool(text: str, source: str) -> bool:
     raise ConfigError(msg)
 
 
-def parse_seconds(text: str, source: str) -> float:
+def parse_positive(text: str, source: str, unit: str, example: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not value > 0:
-        msg = f"{source}={text!r} is not a positive number of seconds; use e.g. 10"
+        msg = f"{source}={text!r} is not a positive number of {unit}; use e.g. {example}"
         raise ConfigError(msg)
     return value
+
+
+def parse_seconds(text: str, source: str) -> float:
+    return parse_positive(text, source, "seconds", "10")
 
 
 def split_extra_options(text: str) -> list[str]:
@@ -153,6 +158,25 @@ class SSHDProxy(LoggingConfigurable):
         Default: 10. Environment variable: JUPYTER_SSHD_PROXY_START_TIMEOUT.""",
     ).tag(config=True)
 
+    activity = Unicode(
+        help="""What SSH use counts as activity of the server, for JupyterHub's idle
+        culler: "traffic" (bytes through an SSH connection; WebSocket keepalive
+        pings do not count), "connections" (an open SSH connection counts, for at
+        most activity_connection_hours after it opened) or "off". Default:
+        traffic. Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY.""",
+    ).tag(config=True)
+
+    activity_connection_hours = Float(
+        help="""With activity = "connections": for how many hours an open SSH
+        connection keeps the server from being culled. Default: 8. Environment
+        variable: JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS.""",
+    ).tag(config=True)
+
+    activity_poll_seconds = Float(
+        help="""How often sshd's connections are looked at for activity, in seconds.
+        Default: 30. Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS.""",
+    ).tag(config=True)
+
     def _env(self, trait_name: str) -> str | None:
         return os.environ.get(env_name(trait_name))
 
@@ -207,6 +231,31 @@ class SSHDProxy(LoggingConfigurable):
             return 10.0
         return parse_seconds(from_env, env_name("start_timeout"))
 
+    @default("activity")
+    def _default_activity(self):
+        from_env = self._env("activity")
+        if from_env:
+            return check_activity(from_env, env_name("activity"))
+        return "traffic"
+
+    @default("activity_connection_hours")
+    def _default_activity_connection_hours(self):
+        from_env = self._env("activity_connection_hours")
+        if from_env is None or not from_env.strip():
+            return 8.0
+        return parse_positive(from_env, env_name("activity_connection_hours"), "hours", "8")
+
+    @default("activity_poll_seconds")
+    def _default_activity_poll_seconds(self):
+        from_env = self._env("activity_poll_seconds")
+        if from_env is None or not from_env.strip():
+            return 30.0
+        return parse_seconds(from_env, env_name("activity_poll_seconds"))
+
+    @validate("activity")
+    def _validate_activity(self, proposal):
+        return check_activity(proposal.value, "SSHDProxy.activity")
+
     # traitlets validates values set by config here; the defaults above check
     # the environment's values themselves, naming the variable.
 
@@ -221,6 +270,14 @@ class SSHDProxy(LoggingConfigurable):
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
         return check_extra_options(proposal.value, "SSHDProxy.extra_options")
+
+
+def check_activity(value: str, source: str) -> str:
+    policy = value.strip().lower()
+    if policy not in POLICIES:
+        msg = f"{source}={value!r} is not an activity policy; use traffic, connections or off"
+        raise ConfigError(msg)
+    return policy
 
 
 def check_log_level(value: str, source: str) -> str:

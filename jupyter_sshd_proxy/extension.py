@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from jupyter_server.utils import url_path_join
 
+from .activity import start_tracking
+from .errors import SSHDProxyError
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
+from .server import STATE, load_config
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
@@ -19,3 +22,8 @@ def _load_jupyter_server_extension(serverapp) -> None:
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
+    try:
+        config = load_config()
+        start_tracking(serverapp, config, STATE.connections)
+    except SSHDProxyError as error:
+        serverapp.log.error("jupyter-sshd-proxy: %s; SSH use is not reported as activity", error)

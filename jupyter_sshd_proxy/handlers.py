@@ -23,7 +23,6 @@ from tornado import web
 from . import keys, sshd
 from .errors import SSHDProxyError
 from .server import STATE, authorized_keys_files, host_key_files, load_config
-from .supervisor import descendants
 
 AUTH_RESOURCE = "terminals"
 
@@ -38,26 +37,6 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def connection_processes(supervisor_pid: int | None, listener_pid: int | None) -> list[int]:
-    """sshd's per-connection processes: the listener's sshd children, and those
-    the supervisor adopted when a listener died. (The supervisor also adopts
-    orphaned session commands; those are not connections.)"""
-    found = []
-    for pid in descendants(supervisor_pid) if supervisor_pid else []:
-        if pid == listener_pid:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stream:
-                ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
-            program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-        except (OSError, ValueError, IndexError):
-            continue
-        # sshd, or sshd-session (OpenSSH >= 9.8) for each connection.
-        if ppid in (listener_pid, supervisor_pid) and program.startswith("sshd"):
-            found.append(pid)
-    return found
 
 
 class SSHDProxyAPIHandler(APIHandler):
@@ -83,7 +62,7 @@ class StatusHandler(SSHDProxyAPIHandler):
                 "port": STATE.port,
                 "version": STATE.version,
                 "restarts": process.get("restarts", 0),
-                "sessions": len(connection_processes(process.get("supervisor_pid"), pid))
+                "sessions": len(STATE.connections())
                 if running and os.path.isdir("/proc/self")
                 else None,
                 "last_error": STATE.last_error,

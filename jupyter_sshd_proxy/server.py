@@ -22,6 +22,7 @@ from tornado import web
 from . import sshd
 from .config import SSHDProxy, env_name
 from .errors import SSHDProxyError
+from .supervisor import descendants
 
 
 @dataclass
@@ -43,6 +44,27 @@ class SSHDState:
                 return json.load(stream)
         except (OSError, ValueError):
             return {}
+
+    def connections(self) -> list[int]:
+        """sshd's per-connection processes: the listener's sshd children, and those
+        the supervisor adopted when a listener died. (The supervisor also adopts
+        orphaned session commands; those are not connections.)"""
+        process = self.process_status()
+        supervisor, listener = process.get("supervisor_pid"), process.get("sshd_pid")
+        found = []
+        for pid in descendants(supervisor) if supervisor else []:
+            if pid == listener:
+                continue
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stream:
+                    ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
+                program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            except (OSError, ValueError, IndexError):
+                continue
+            # sshd, or sshd-session (OpenSSH >= 9.8), for each connection.
+            if ppid in (listener, supervisor) and program.startswith("sshd"):
+                found.append(pid)
+        return found
 
 
 STATE = SSHDState()
@@ -68,6 +90,8 @@ def setup_sshd() -> dict:
         "command": start_command,
         "timeout": timeout,
         "raw_socket_proxy": True,
+        # Pings would count as activity: activity.py counts SSH use instead.
+        "update_last_activity": False,
         # The route carries SSH, not a web page: no launcher tile.
         "launcher_entry": {"enabled": False},
     }

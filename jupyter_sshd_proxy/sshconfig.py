@@ -63,7 +63,6 @@ def render_block(
         f"    StrictHostKeyChecking {host_key_checking}",
         f"    IdentityFile {_config_value(identity_file)}",
         "    IdentitiesOnly yes",
-        "    ServerAliveInterval 30",
         f"    ProxyCommand {shlex.join(proxy_argv)}",
         END.format(name=name),
     ]

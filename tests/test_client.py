@@ -185,7 +185,6 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    StrictHostKeyChecking yes\n"
         f"    IdentityFile {laptop / '.ssh' / 'id_ed25519'}\n"
         "    IdentitiesOnly yes\n"
-        "    ServerAliveInterval 30\n"
         f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
         f"{token_file} {server.url}/\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"

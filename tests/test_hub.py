@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# Short activity timings, so the culling tests take seconds. The Hub takes
+# activity from the servers' own reports only (last_activity_interval = 0):
+# configurable-http-proxy counts every byte of a WebSocket, pings included,
+# as activity (see the README's culling section).
+ACTIVITY_CONFIG = """
+c.JupyterHub.last_activity_interval = 0
+c.Spawner.environment = {
+    "JUPYTERHUB_ACTIVITY_INTERVAL": "1",
+    "JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS": "0.5",
+}
+"""
+DAVE_HOURS = 0.002  # 7.2 seconds
+
+
 @pytest.fixture(scope="module")
 def hub_accounts(run_dir):
     accounts = {}
     try:
-        for who in ("alice", "bob", "carol"):
+        for who in ("alice", "bob", "carol", "dave"):
             accounts[who] = Account.create(f"{who}{os.getpid()}")
         yield accounts
     finally:
@@ -52,7 +67,16 @@ def hub(hub_accounts, run_dir, client_key, stranger_key):
     home_is_ready(hub_accounts["alice"], client_key.with_suffix(".pub"))
     home_is_ready(hub_accounts["bob"], stranger_key.with_suffix(".pub"))
     home_is_ready(hub_accounts["carol"], client_key.with_suffix(".pub"))
-    hub = Hub(workdir, list(hub_accounts.values()))
+    home_is_ready(hub_accounts["dave"], client_key.with_suffix(".pub"))
+    # dave chose the other culling policy, in his own Jupyter config.
+    dave = hub_accounts["dave"]
+    (dave.home / ".jupyter").mkdir()
+    (dave.home / ".jupyter" / "jupyter_server_config.py").write_text(
+        'c.SSHDProxy.activity = "connections"\n'
+        f"c.SSHDProxy.activity_connection_hours = {DAVE_HOURS}\n"
+    )
+    dave.own(dave.home / ".jupyter", dave.home / ".jupyter" / "jupyter_server_config.py")
+    hub = Hub(workdir, list(hub_accounts.values()), extra_config=ACTIVITY_CONFIG)
     try:
         hub.start()
         for account in hub_accounts.values():
@@ -247,3 +271,71 @@ def _processes_of(uid: int) -> list[str]:
             except OSError:
                 pass
     return found
+
+
+# Idle culling: what the Hub's last_activity (which jupyterhub-idle-culler reads) sees.
+
+
+def _last_activity(hub, name: str) -> datetime:
+    stamp = hub.user(name)["servers"][""]["last_activity"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _idle_session(client: SSHClient, ping_interval: float) -> subprocess.Popen:
+    """An open ssh session that moves no bytes, while our proxy pings the WebSocket."""
+    argv = client.ssh_argv("echo up; exec sleep 600")
+    option = argv.index(f"ProxyCommand={client.proxy_command()}")
+    argv[option] = f"ProxyCommand={client.proxy_command()} --ping-interval {ping_interval}"
+    session = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=client.env,
+    )  # fmt: skip
+    assert session.stdout.readline() == b"up\n"
+    return session
+
+
+def _end(session: subprocess.Popen) -> None:
+    session.terminate()
+    session.communicate(timeout=30)
+
+
+def test_traffic_policy_counts_ssh_use_but_not_keepalive_pings(hub, carol):
+    name = carol.server.account.name
+    session = _idle_session(carol, ping_interval=0.3)
+    try:
+        time.sleep(3)  # the login itself was activity; let it be reported
+        before = _last_activity(hub, name)
+        time.sleep(6)  # 20 pings, 6 activity reports, 12 polls
+        assert _last_activity(hub, name) == before, "pings counted as activity"
+        busy = carol.ssh("for i in 1 2 3; do echo $i; sleep 1; done")
+        assert busy.returncode == 0
+        assert wait_until(lambda: _last_activity(hub, name) > before, 10)
+    finally:
+        _end(session)
+
+
+def test_connections_policy_counts_an_open_session_for_a_while(hub, dave_client):
+    name = dave_client.server.account.name
+    opened = time.monotonic()
+    session = _idle_session(dave_client, ping_interval=0.3)
+    try:
+        first = _last_activity(hub, name)
+        # While the connection is young, it is activity, though it moves no bytes.
+        assert wait_until(lambda: _last_activity(hub, name) > first, 5)
+        time.sleep(max(0.0, opened + DAVE_HOURS * 3600 + 3 - time.monotonic()))
+        settled = _last_activity(hub, name)
+        time.sleep(4)
+        assert _last_activity(hub, name) == settled, "an old idle connection still counts"
+        assert session.poll() is None  # the session itself is still open
+    finally:
+        _end(session)
+
+
+@pytest.fixture
+def dave_client(hub, hub_accounts, client_key, run_dir):
+    account = hub_accounts["dave"]
+    server = HubUserServer(hub, account, hub.token_for(account.name))
+    assert server.request("GET", "/sshd-proxy/api/host-keys")[0] == 200
+    known = run_dir / "known_hosts-dave"
+    pin_host_keys(known, "jupyter-test", account.home / ".local/share/jupyter/sshd_proxy/host_keys")
+    return SSHClient(server, client_key, known, proxy="jupyter-sshd-proxy")

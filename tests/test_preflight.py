@@ -311,6 +311,12 @@ def test_config_file_wins_over_the_environment(monkeypatch):
         ("EXTRA_OPTIONS", "PasswordAuthentication yes",
          "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: PasswordAuthentication cannot be changed, "
          "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"),
+        ("ACTIVITY", "often",
+         "JUPYTER_SSHD_PROXY_ACTIVITY='often' is not an activity policy; use traffic, "
+         "connections or off"),
+        ("ACTIVITY_CONNECTION_HOURS", "-1",
+         "JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS='-1' is not a positive number of hours; "
+         "use e.g. 8"),
         ("EXTRA_OPTIONS", "ClientAliveInterval",
          "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: 'ClientAliveInterval' is not an sshd option; write "
          '"Keyword value", e.g. "ClientAliveInterval 30"'),

@@ -1,0 +1,78 @@
+"""Tell the Jupyter server (and through it JupyterHub's idle culler) about SSH use.
+
+The route itself records nothing (update_last_activity is off in the spec):
+jupyter-server-proxy would count every WebSocket ping, and a laptop that
+keeps a connection open would keep its server alive forever. Instead we look
+at sshd's own connections every few seconds:
+
+  traffic      bytes moved through an SSH connection count (typing, copying,
+               port forwarding, and ssh's own keepalives if the client sends
+               them); WebSocket pings never reach sshd, so they do not.
+  connections  an open SSH connection counts, but only for its first
+               activity_connection_hours: a forgotten session is culled later.
+  off          SSH use is not activity.
+
+Linux only (it reads /proc); elsewhere nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+POLICIES = ("traffic", "connections", "off")
+SOURCE = "jupyter-sshd-proxy"
+
+
+def io_bytes(pid: int) -> int | None:
+    """Bytes a process has read and written so far (rchar + wchar)."""
+    try:
+        with open(f"/proc/{pid}/io") as stream:
+            fields = dict(line.split(":", 1) for line in stream if ":" in line)
+        return int(fields["rchar"]) + int(fields["wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class ActivityTracker:
+    def __init__(self, policy: str, connection_hours: float, connections, record):
+        """connections() lists sshd's per-connection pids; record(when) reports activity."""
+        self.policy = policy
+        self.connection_limit = connection_hours * 3600
+        self.connections = connections
+        self.record = record
+        self.counters: dict[int, int | None] = {}
+        self.first_seen: dict[int, float] = {}
+
+    def poll(self) -> None:
+        if self.policy == "off":
+            return
+        pids = self.connections()
+        now = time.monotonic()
+        self.first_seen = {pid: self.first_seen.get(pid, now) for pid in pids}
+        if self.policy == "traffic":
+            counters = {pid: io_bytes(pid) for pid in pids}
+            # A new connection is activity too: it is not in self.counters yet.
+            moved = any(counters[pid] != self.counters.get(pid) for pid in pids)
+            self.counters = counters
+        else:
+            moved = any(now - self.first_seen[pid] < self.connection_limit for pid in pids)
+        if moved:
+            self.record(datetime.now(timezone.utc))
+
+
+def start_tracking(serverapp, config, connections) -> None:
+    """Poll sshd's connections from the Jupyter server's event loop."""
+    from tornado.ioloop import PeriodicCallback
+
+    if not os.path.isdir("/proc/self"):
+        return
+
+    def record(when):
+        serverapp.web_app.settings.setdefault("last_activity_times", {})[SOURCE] = when
+
+    tracker = ActivityTracker(
+        config.activity, config.activity_connection_hours, connections, record
+    )
+    PeriodicCallback(tracker.poll, config.activity_poll_seconds * 1000).start()
