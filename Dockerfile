@@ -6,15 +6,19 @@ FROM quay.io/jupyter/base-notebook:2025-03-14
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-USER root
+USER 0
 
 # sshd (run by each user, never as root) and rsync for `rsync -e ssh`.
-# Debian's package makes host keys under /etc/ssh: remove them, they are unused.
+# The package makes host keys under /etc/ssh: remove them, they are unused.
+# Versions come from the dated base image's Ubuntu release, as in docker-stacks.
+# hadolint ignore=DL3008
 RUN apt-get update --yes && \
     apt-get install --yes --no-install-recommends openssh-server rsync && \
     rm -f /etc/ssh/ssh_host_* && \
     apt-get clean && rm -rf /var/lib/apt/lists/*
 
+# NB_UID is numeric (1000 in docker-stacks); hadolint cannot see through the variable.
+# hadolint ignore=DL3066
 USER ${NB_UID}
 
 COPY --chown=${NB_UID}:${NB_GID} . /tmp/jupyter-sshd-proxy
