@@ -32,7 +32,8 @@ def read_token(token_file: str | None) -> str:
         except OSError as error:
             msg = f"cannot read token file {token_file}: {error.strerror}"
             raise ProxyError(msg) from None
-        if stat.S_IMODE(st.st_mode) & 0o077:
+        # (Windows keeps permissions in ACLs, which st_mode does not show.)
+        if os.name != "nt" and stat.S_IMODE(st.st_mode) & 0o077:
             msg = (
                 f"token file {token_file} can be read by others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {token_file}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import pwd
 import subprocess
 import sys
 
@@ -26,6 +25,10 @@ class ConfigureError(SSHDProxyError):
 
 
 def default_ssh_config() -> str:
+    if os.name == "nt":
+        return os.path.join(os.path.expanduser("~"), ".ssh", "config")
+    import pwd
+
     # ssh finds ~ in the password database, not in $HOME: so do we.
     return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "config")
 

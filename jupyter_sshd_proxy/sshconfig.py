@@ -6,8 +6,10 @@ one (everything else kept byte for byte), and the same for known_hosts lines.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 
 BEGIN = "# >>> jupyter-sshd-proxy {name} >>>"
 END = "# <<< jupyter-sshd-proxy {name} <<<"
@@ -38,6 +40,13 @@ def _config_value(value: str) -> str:
     return f'"{value}"' if any(char.isspace() for char in value) else value
 
 
+def _command_line(argv: list[str]) -> str:
+    """ssh runs ProxyCommand through /bin/sh; Windows' ssh.exe through CreateProcess."""
+    if os.name == "nt":
+        return subprocess.list2cmdline(argv)
+    return shlex.join(argv)
+
+
 def render_block(
     *,
     name: str,
@@ -63,7 +72,7 @@ def render_block(
         f"    StrictHostKeyChecking {host_key_checking}",
         f"    IdentityFile {_config_value(identity_file)}",
         "    IdentitiesOnly yes",
-        f"    ProxyCommand {shlex.join(proxy_argv)}",
+        f"    ProxyCommand {_command_line(proxy_argv)}",
         END.format(name=name),
     ]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ def instructions() -> list[tuple[str, str]]:
         line = line.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
-            found.append((keyword.upper(), rest.strip()))
+            found.append((keyword.upper(), " ".join(rest.split())))
     return found
 
 

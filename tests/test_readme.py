@@ -61,3 +61,13 @@ def test_run_demo_runs_one_command():
     )
     assert result.returncode == 3, result.stderr.decode()
     assert result.stdout == b"one command\n"
+
+
+def test_the_readme_dockerfile_lines_are_the_dockerfiles_own():
+    from .test_dockerfile import instructions
+
+    blocks = re.findall(r"```dockerfile\n(.*?)```", README, re.DOTALL)
+    assert blocks
+    steps = [f"{keyword} {arguments}" for keyword, arguments in instructions()]
+    for line in "".join(blocks).splitlines():
+        assert line in steps, line
