@@ -334,3 +334,40 @@ def test_bad_values_say_what_and_how_to_fix(monkeypatch, variable, value, messag
 def test_boolean_spellings(monkeypatch, word):
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT", word)
     assert SSHDProxy().pass_environment is True
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0, reason="sshd needs its privilege separation directory as root"
+)
+def test_missing_privilege_separation_directory_as_root(tmp_path):
+    """sshd's own refusal, turned into the fix: /run hidden by an empty tmpfs."""
+    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    user = sshd.current_user()
+    keys = sshd.ensure_host_keys(keygen, str(tmp_path / "keys"), user)
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        sshd.render_sshd_config(
+            port=2222,
+            host_keys=keys,
+            authorized_keys_files=[str(tmp_path / "k")],
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+        )
+    )
+    code = (
+        "from jupyter_sshd_proxy import sshd\n"
+        f"sshd.check_sshd_config({sshd_path!r}, {str(config)!r})\n"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs none /run && exec "$@"', "sh", sys.executable, "-c", code],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "jupyter_sshd_proxy.errors.PreflightError: sshd refuses to start as root: Missing "
+        "privilege separation directory: /run/sshd; create it with: mkdir -p -m 0755 /run/sshd "
+        "(or run the Jupyter server as a normal user)"
+    )
