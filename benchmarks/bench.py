@@ -42,17 +42,7 @@ def main() -> int:
     server = None
     try:
         keygen = sshd.find_program("ssh-keygen", "", "ssh-keygen")
-        key = work / "id_ed25519"
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        authorized = work / "authorized_keys"
-        sshd.write_private_file(str(authorized), key.with_suffix(".pub").read_text())
-        host_keys = sshd.ensure_host_keys(keygen, str(work / "host_keys"), user)
-        known = work / "known_hosts"
-        known.write_text(
-            "".join(
-                f"bench {' '.join(Path(k + '.pub').read_text().split()[:2])}\n" for k in host_keys
-            )
-        )
+        key, authorized, known = demo.prepare_keys(work, keygen, user, "bench")
         token = secrets.token_urlsafe(32)
         port = demo.free_port()
         server = demo.start_server(port, token, work, authorized, work / "jupyter.log")

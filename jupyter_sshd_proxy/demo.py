@@ -49,6 +49,27 @@ def server_ready(port: int, token: str) -> bool:
         connection.close()
 
 
+def prepare_keys(workdir: Path, ssh_keygen: str, user, alias: str) -> tuple[Path, Path, Path]:
+    """A throwaway client key, authorized; host keys made now and pinned for alias.
+
+    Returns the key, the authorized_keys file and the known_hosts file.
+    """
+    key = workdir / "id_ed25519"
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", alias, "-f", str(key)], check=True
+    )
+    authorized_keys = workdir / "authorized_keys"
+    sshd.write_private_file(str(authorized_keys), key.with_suffix(".pub").read_text())
+    host_keys = sshd.ensure_host_keys(ssh_keygen, str(workdir / "host_keys"), user)
+    known_hosts = workdir / "known_hosts"
+    known_hosts.write_text(
+        "".join(
+            f"{alias} {' '.join(Path(k + '.pub').read_text().split()[:2])}\n" for k in host_keys
+        )
+    )
+    return key, authorized_keys, known_hosts
+
+
 def run_demo(ssh_command: list[str]) -> int:
     try:
         user = sshd.current_user()
@@ -67,20 +88,7 @@ def run_demo(ssh_command: list[str]) -> int:
         return 1
     server = None
     try:
-        key = workdir / "id_ed25519"
-        subprocess.run(
-            [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", "demo", "-f", str(key)], check=True
-        )
-        authorized_keys = workdir / "authorized_keys"
-        sshd.write_private_file(str(authorized_keys), key.with_suffix(".pub").read_text())
-        host_keys = sshd.ensure_host_keys(ssh_keygen, str(workdir / "host_keys"), user)
-        known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(
-            "".join(
-                f"{HOST_ALIAS} {' '.join(Path(k + '.pub').read_text().split()[:2])}\n"
-                for k in host_keys
-            )
-        )
+        key, authorized_keys, known_hosts = prepare_keys(workdir, ssh_keygen, user, HOST_ALIAS)
         token = secrets.token_urlsafe(32)
         port = free_port()
         log_path = workdir / "jupyter.log"

@@ -106,6 +106,20 @@ def as_in_a_container(account: Account, argv: list[str]) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
+def http_request(port: int, method: str, path: str, token: str | None, headers=None):
+    """(status, body) of one request to 127.0.0.1:port, with the token if one is given."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"token {token}"
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def make_key(path: Path) -> Path:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)],
@@ -217,17 +231,7 @@ class JupyterServer:
 
     def request(self, method: str, path: str, token: str | None = "", headers=None):
         """An HTTP request to the server; token "" means the server's own token."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        headers = dict(headers or {})
-        token = self.token if token == "" else token
-        if token is not None:
-            headers["Authorization"] = f"token {token}"
-        try:
-            connection.request(method, path, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return http_request(self.port, method, path, self.token if token == "" else token, headers)
 
     def status(self) -> dict:
         code, body = self.request("GET", "/sshd-proxy/api/status")

@@ -13,7 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .helpers import REPO, VENV_BIN, Account, devpts_lacks_tty_group, free_port, wait_for
+from .helpers import (
+    REPO,
+    VENV_BIN,
+    Account,
+    devpts_lacks_tty_group,
+    free_port,
+    http_request,
+    wait_for,
+)
 
 SERVICE = "sshd-proxy-tests"
 
@@ -189,17 +197,14 @@ class HubUserServer:
         return self.hub.port
 
     def request(self, method: str, path: str, token: str | None = "", headers=None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.hub.port, timeout=30)
-        headers = dict(headers or {})
-        token = self.token if token == "" else token
-        if token is not None:
-            headers["Authorization"] = f"token {token}"
-        try:
-            connection.request(method, f"/user/{self.account.name}{path}", headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        """Through the Hub's proxy to the user's server; token "" means the user's."""
+        return http_request(
+            self.hub.port,
+            method,
+            f"/user/{self.account.name}{path}",
+            self.token if token == "" else token,
+            headers,
+        )
 
     def status(self) -> dict:
         code, body = self.request("GET", "/sshd-proxy/api/status")

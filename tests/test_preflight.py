@@ -79,7 +79,8 @@ def test_per_source_penalties_off_from_openssh_9_8():
     assert "PerSourcePenalties" not in render(9, 7)
 
 
-def test_real_sshd_accepts_the_rendered_config(tmp_path):
+def real_config(tmp_path, **options) -> tuple[str, Path]:
+    """The real sshd, and a config rendered for it with real host keys."""
     sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
     user = sshd.current_user()
     keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
@@ -93,9 +94,14 @@ def test_real_sshd_accepts_the_rendered_config(tmp_path):
             user=user,
             log_level="INFO",
             version=sshd.sshd_version(sshd_path),
-            environment=sshd.session_environment(os.environ),
+            **options,
         )
     )
+    return sshd_path, config
+
+
+def test_real_sshd_accepts_the_rendered_config(tmp_path):
+    sshd_path, config = real_config(tmp_path, environment=sshd.session_environment(os.environ))
     sshd.check_sshd_config(sshd_path, str(config))
     effective = subprocess.run(
         [sshd_path, "-T", "-f", str(config)], capture_output=True, text=True, check=True
@@ -341,21 +347,7 @@ def test_boolean_spellings(monkeypatch, word):
 )
 def test_missing_privilege_separation_directory_as_root(tmp_path):
     """sshd's own refusal, turned into the fix: /run hidden by an empty tmpfs."""
-    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
-    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
-    user = sshd.current_user()
-    keys = sshd.ensure_host_keys(keygen, str(tmp_path / "keys"), user)
-    config = tmp_path / "sshd_config"
-    config.write_text(
-        sshd.render_sshd_config(
-            port=2222,
-            host_keys=keys,
-            authorized_keys_files=[str(tmp_path / "k")],
-            user=user,
-            log_level="INFO",
-            version=sshd.sshd_version(sshd_path),
-        )
-    )
+    sshd_path, config = real_config(tmp_path)
     code = (
         "from jupyter_sshd_proxy import sshd\n"
         f"sshd.check_sshd_config({sshd_path!r}, {str(config)!r})\n"
