@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from jupyter_sshd_proxy.config import config_table_markdown
@@ -71,3 +72,14 @@ def test_the_readme_dockerfile_lines_are_the_dockerfiles_own():
     steps = [f"{keyword} {arguments}" for keyword, arguments in instructions()]
     for line in "".join(blocks).splitlines():
         assert line in steps, line
+
+
+def test_the_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py",
+         "--rounds", "1", "--megabytes", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ours / direct: connect_ms" in result.stdout
+    assert "ours / websocat: connect_ms" in result.stdout
