@@ -62,24 +62,21 @@ def import_websockets():
     """
     import types
 
-    placeholder = types.ModuleType("importlib.metadata")
-    if "importlib.metadata" in sys.modules:
-        placeholder = None
-    else:
-        sys.modules["importlib.metadata"] = placeholder
+    if "importlib.metadata" in sys.modules:  # already paid for
+        from websockets.sync import client
+
+        return client
+    sys.modules["importlib.metadata"] = types.ModuleType("importlib.metadata")
     try:
         from websockets.sync import client
     except Exception:
-        if placeholder is None:
-            raise
+        client = None
+    finally:
+        del sys.modules["importlib.metadata"]
+    if client is None:
         for name in [name for name in sys.modules if name.split(".")[0] == "websockets"]:
             del sys.modules[name]
-        del sys.modules["importlib.metadata"]
-        placeholder = None
         from websockets.sync import client
-    finally:
-        if placeholder is not None and sys.modules.get("importlib.metadata") is placeholder:
-            del sys.modules["importlib.metadata"]
     return client
 
 
@@ -100,8 +97,10 @@ PROXY_VARIABLES = (
 class EarlySocket:
     """Open the TCP connection in a thread while the main thread imports websockets.
 
-    Not where an HTTP(S) proxy is configured: websockets then connects through
-    it (and follows redirects, which the Hub's answers are then read after).
+    Our own socket also stops websockets from following redirects, which we
+    never do silently. Not where an HTTP(S) proxy is configured: websockets
+    connects through the proxy then (and follows redirects; a stopped server
+    is still recognised by the Hub's final 424).
     """
 
     def __init__(self, url: str, timeout: float):

@@ -31,7 +31,6 @@ class SSHDState:
 
     port: int | None = None
     state_dir: str | None = None
-    sshd_path: str | None = None
     version: str | None = None
     last_error: str | None = None
 
@@ -130,16 +129,16 @@ def authorized_keys_files(config: SSHDProxy, user) -> list[str]:
     return [sshd.expand_user_path(path, user) for path in config.authorized_keys_files]
 
 
-def host_key_files(config: SSHDProxy) -> list[str]:
+def host_key_files(config: SSHDProxy, ssh_keygen: str | None = None, user=None) -> list[str]:
     """The host private keys, made now if this is their first use."""
-    user = sshd.current_user()
-    _, ssh_keygen = find_programs(config)
+    user = user or sshd.current_user()
+    ssh_keygen = ssh_keygen or find_programs(config)[1]
     return sshd.ensure_host_keys(ssh_keygen, sshd.expand_user_path(config.host_key_dir, user), user)
 
 
 def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     user = sshd.current_user()
-    sshd_path, _ = find_programs(config)
+    sshd_path, ssh_keygen = find_programs(config)
     version = sshd.sshd_version(sshd_path)
     keys_files = authorized_keys_files(config, user)
     sshd.check_strict_modes(keys_files, user)
@@ -151,7 +150,7 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     problem = sshd.terminal_problem(user)
     if problem:
         config.log.warning("jupyter-sshd-proxy: %s", problem)
-    host_keys = host_key_files(config)
+    host_keys = host_key_files(config, ssh_keygen, user)
     environment = sshd.session_environment(os.environ) if config.pass_environment else None
     if environment and not version.at_least(8, 7):
         config.log.warning(
@@ -177,12 +176,7 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     except SSHDProxyError:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    STATE.port, STATE.state_dir, STATE.sshd_path, STATE.version = (
-        port,
-        state_dir,
-        sshd_path,
-        version.text,
-    )
+    STATE.port, STATE.state_dir, STATE.version = port, state_dir, version.text
     config.log.info(
         "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s", sshd_path, version.text, port
     )
