@@ -326,6 +326,28 @@ class SSHClient:
             input=input if input is not None else b"",
         )
 
+    def end(self, process: subprocess.Popen, timeout: float = 30) -> None:
+        """Stop an ssh started with Popen, and its ProxyCommand.
+
+        ssh says goodbye through the ProxyCommand before it exits. When websocat
+        has stalled (it stops reading), ssh cannot: that is counted as a
+        websocat stall and the pair is killed. Through our proxy it fails.
+        """
+        from jupyter_sshd_proxy.supervisor import descendants
+
+        proxies = descendants(process.pid)
+        process.terminate()
+        try:
+            process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if self.proxy != "websocat":
+                raise
+            WEBSOCAT_STALLS.append("ssh could not finish through websocat")
+            for pid in [process.pid, *proxies]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.communicate(timeout=timeout)
+
     def remote(self, path: str) -> str:
         return f"{self.host_alias}:{path}"
 

@@ -65,8 +65,7 @@ def test_status_counts_open_connections(server, ssh):
         assert body["version"].startswith("OpenSSH_")
         assert body["last_error"] is None
     finally:
-        session.terminate()
-        session.communicate(timeout=10)
+        ssh.end(session)
 
 
 def test_add_list_use_and_remove_a_key(server, ssh, tmp_path, setup):

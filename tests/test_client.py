@@ -130,8 +130,7 @@ def test_token_is_not_on_any_command_line_during_a_session(server, setup, client
         assert any(b"jupyter-sshd-proxy\0proxy" in line for line in command_lines)
         assert not [line for line in command_lines if server.token.encode() in line]
     finally:
-        session.terminate()
-        session.communicate(timeout=10)
+        ssh.end(session)
 
 
 # config-ssh

@@ -256,8 +256,7 @@ def test_stopping_the_server_ends_sshd_and_every_session(hub, carol):
         assert gone, _processes_of(carol.server.account.uid)
         assert not process_alive(sshd_pid)
     finally:
-        session.terminate()
-        session.communicate(timeout=30)
+        carol.end(session)
 
 
 def _processes_of(uid: int) -> list[str]:
@@ -294,11 +293,6 @@ def _idle_session(client: SSHClient, ping_interval: float) -> subprocess.Popen:
     return session
 
 
-def _end(session: subprocess.Popen) -> None:
-    session.terminate()
-    session.communicate(timeout=30)
-
-
 def test_traffic_policy_counts_ssh_use_but_not_keepalive_pings(hub, carol):
     name = carol.server.account.name
     session = _idle_session(carol, ping_interval=0.3)
@@ -311,7 +305,7 @@ def test_traffic_policy_counts_ssh_use_but_not_keepalive_pings(hub, carol):
         assert busy.returncode == 0
         assert wait_until(lambda: _last_activity(hub, name) > before, 10)
     finally:
-        _end(session)
+        carol.end(session)
 
 
 def test_connections_policy_counts_an_open_session_for_a_while(hub, dave_client):
@@ -328,7 +322,7 @@ def test_connections_policy_counts_an_open_session_for_a_while(hub, dave_client)
         assert _last_activity(hub, name) == settled, "an old idle connection still counts"
         assert session.poll() is None  # the session itself is still open
     finally:
-        _end(session)
+        dave_client.end(session)
 
 
 @pytest.fixture

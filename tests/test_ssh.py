@@ -197,8 +197,7 @@ def test_port_forwarding_carries_bytes_both_ways(ssh, direction):
         payload = os.urandom(1024 * 1024)
         assert exchange(listen, payload) == payload
     finally:
-        forwarder.terminate()
-        forwarder.communicate(timeout=30)
+        ssh.end(forwarder)
         echo.close()
 
 
