@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -11,7 +12,6 @@ import pytest
 
 from .helpers import (
     PROXIES,
-    REPO,
     WEBSOCAT,
     Account,
     JupyterServer,
@@ -23,7 +23,15 @@ from .helpers import (
     wait_for,
 )
 
-RUN_DIR = REPO / ".test-work" / f"run-{os.getpid()}"
+# Under the home directory (from the password database, as sshd sees it): sshd's
+# StrictModes refuses keys below a group- or world-writable directory, and a
+# checkout may well live under one (/tmp). KEEP_TEST_WORK=1 keeps it.
+RUN_DIR = (
+    Path(pwd.getpwuid(os.getuid()).pw_dir)
+    / ".cache"
+    / "jupyter-sshd-proxy-tests"
+    / f"run-{os.getpid()}"
+)
 STARTED_PIDS: list[int] = []  # every supervisor and sshd the tests saw
 
 
@@ -48,8 +56,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def run_dir():
-    RUN_DIR.mkdir(parents=True, mode=0o700)
-    RUN_DIR.chmod(0o700)
+    RUN_DIR.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    RUN_DIR.mkdir(mode=0o700)
     yield RUN_DIR
     leftovers = [pid for pid in STARTED_PIDS if process_alive(pid)]
     leftovers += processes_mentioning(str(RUN_DIR))
