@@ -66,6 +66,10 @@ def env_name(trait_name: str) -> str:
     return ENV_PREFIX + trait_name.upper()
 
 
+def as_text(text: str, source: str) -> str:
+    return text
+
+
 def parse_bool(text: str, source: str) -> bool:
     word = text.strip().lower()
     if word in TRUE_WORDS:
@@ -177,80 +181,69 @@ class SSHDProxy(LoggingConfigurable):
         Default: 30. Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS.""",
     ).tag(config=True)
 
-    def _env(self, trait_name: str) -> str | None:
-        return os.environ.get(env_name(trait_name))
+    def _from_env(self, trait_name: str, parse, fallback):
+        """The trait's environment variable through parse(text, variable name), or
+        fallback when the variable is unset or blank."""
+        text = os.environ.get(env_name(trait_name), "")
+        if not text.strip():
+            return fallback
+        return parse(text, env_name(trait_name))
 
     @default("sshd_path")
     def _default_sshd_path(self):
-        return self._env("sshd_path") or ""
+        return self._from_env("sshd_path", as_text, "")
 
     @default("ssh_keygen_path")
     def _default_ssh_keygen_path(self):
-        return self._env("ssh_keygen_path") or ""
+        return self._from_env("ssh_keygen_path", as_text, "")
 
     @default("host_key_dir")
     def _default_host_key_dir(self):
-        from_env = self._env("host_key_dir")
-        if from_env:
-            return from_env
         from jupyter_core.paths import jupyter_data_dir
 
-        return os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
+        fallback = os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
+        return self._from_env("host_key_dir", as_text, fallback)
 
     @default("authorized_keys_files")
     def _default_authorized_keys_files(self):
-        from_env = self._env("authorized_keys_files")
-        if from_env:
-            paths = [path for path in from_env.split(":") if path]
-            return check_authorized_keys_files(paths, env_name("authorized_keys_files"))
-        return ["~/.ssh/authorized_keys"]
+        def parse(text, source):
+            return check_authorized_keys_files([p for p in text.split(":") if p], source)
+
+        return self._from_env("authorized_keys_files", parse, ["~/.ssh/authorized_keys"])
 
     @default("log_level")
     def _default_log_level(self):
-        from_env = self._env("log_level")
-        if from_env:
-            return check_log_level(from_env, env_name("log_level"))
-        return "INFO"
+        return self._from_env("log_level", check_log_level, "INFO")
 
     @default("extra_options")
     def _default_extra_options(self):
-        options = split_extra_options(self._env("extra_options") or "")
-        return check_extra_options(options, env_name("extra_options"))
+        def parse(text, source):
+            return check_extra_options(split_extra_options(text), source)
+
+        return self._from_env("extra_options", parse, [])
 
     @default("pass_environment")
     def _default_pass_environment(self):
-        from_env = self._env("pass_environment")
-        if from_env is None or not from_env.strip():
-            return True
-        return parse_bool(from_env, env_name("pass_environment"))
+        return self._from_env("pass_environment", parse_bool, True)
 
     @default("start_timeout")
     def _default_start_timeout(self):
-        from_env = self._env("start_timeout")
-        if from_env is None or not from_env.strip():
-            return 10.0
-        return parse_seconds(from_env, env_name("start_timeout"))
+        return self._from_env("start_timeout", parse_seconds, 10.0)
 
     @default("activity")
     def _default_activity(self):
-        from_env = self._env("activity")
-        if from_env:
-            return check_activity(from_env, env_name("activity"))
-        return "traffic"
+        return self._from_env("activity", check_activity, "traffic")
 
     @default("activity_connection_hours")
     def _default_activity_connection_hours(self):
-        from_env = self._env("activity_connection_hours")
-        if from_env is None or not from_env.strip():
-            return 8.0
-        return parse_positive(from_env, env_name("activity_connection_hours"), "hours", "8")
+        def parse(text, source):
+            return parse_positive(text, source, "hours", "8")
+
+        return self._from_env("activity_connection_hours", parse, 8.0)
 
     @default("activity_poll_seconds")
     def _default_activity_poll_seconds(self):
-        from_env = self._env("activity_poll_seconds")
-        if from_env is None or not from_env.strip():
-            return 30.0
-        return parse_seconds(from_env, env_name("activity_poll_seconds"))
+        return self._from_env("activity_poll_seconds", parse_seconds, 30.0)
 
     @validate("activity")
     def _validate_activity(self, proposal):
