@@ -271,10 +271,14 @@ class SSHClient:
     known_hosts: Path
     proxy: str = "websocat"
     host_alias: str = "jupyter-test"
+    proxy_args: str = ""  # more options for our proxy, e.g. "--start"
 
     def proxy_command(self) -> str:
         if self.proxy == "jupyter-sshd-proxy":
-            return f"{shlex.quote(str(VENV_BIN / 'jupyter-sshd-proxy'))} proxy {self.server.url}/"
+            command = (
+                f"{shlex.quote(str(VENV_BIN / 'jupyter-sshd-proxy'))} proxy {self.server.url}/"
+            )
+            return f"{command} {self.proxy_args}".rstrip()
         # websocat takes the header only on its command line; this is a test
         # token on loopback. Our own client never puts a token in argv.
         return (
@@ -325,6 +329,15 @@ class SSHClient:
             timeout,
             input=input if input is not None else b"",
         )
+
+    def open_session(self, command: str, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+        """ssh HOST command in the background, returned once the session is up."""
+        session = subprocess.Popen(
+            self.ssh_argv(f"echo up; exec {command}"), stdin=stdin,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env,
+        )  # fmt: skip
+        assert session.stdout.readline() == b"up\n"
+        return session
 
     def end(self, process: subprocess.Popen, timeout: float = 30) -> None:
         """Stop an ssh started with Popen, and its ProxyCommand.

@@ -7,6 +7,7 @@ this module gives them a `server` that is alice's server behind the Hub.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -223,15 +224,10 @@ def test_a_stopped_server_is_one_line(hub, carol):
 def test_start_on_connect(hub, carol):
     name = carol.server.account.name
     hub.stop_server(name)
-    starting = SSHClient(
-        carol.server, carol.identity, carol.known_hosts, proxy="jupyter-sshd-proxy"
-    )
-    argv = starting.ssh_argv("id -un")
-    proxy_option = argv.index(f"ProxyCommand={starting.proxy_command()}")
-    argv[proxy_option] = f"ProxyCommand={starting.proxy_command()} --start"
+    starting = dataclasses.replace(carol, proxy_args="--start")
     result = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=starting.env,
-        check=False,
+        starting.ssh_argv("id -un"), stdin=subprocess.DEVNULL, capture_output=True,
+        timeout=120, env=starting.env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{name}\n".encode()
@@ -244,12 +240,8 @@ def test_start_on_connect(hub, carol):
 def test_stopping_the_server_ends_sshd_and_every_session(hub, carol):
     name = carol.server.account.name
     sshd_pid = carol.server.status()["pid"]
-    session = subprocess.Popen(
-        carol.ssh_argv("echo started; exec sleep 600"), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=carol.env,
-    )  # fmt: skip
+    session = carol.open_session("sleep 600")
     try:
-        assert session.stdout.readline() == b"started\n"
         assert _processes_of(carol.server.account.uid)
         hub.stop_server(name)
         gone = wait_until(lambda: not _processes_of(carol.server.account.uid), 15)
@@ -282,15 +274,8 @@ def _last_activity(hub, name: str) -> datetime:
 
 def _idle_session(client: SSHClient, ping_interval: float) -> subprocess.Popen:
     """An open ssh session that moves no bytes, while our proxy pings the WebSocket."""
-    argv = client.ssh_argv("echo up; exec sleep 600")
-    option = argv.index(f"ProxyCommand={client.proxy_command()}")
-    argv[option] = f"ProxyCommand={client.proxy_command()} --ping-interval {ping_interval}"
-    session = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env=client.env,
-    )  # fmt: skip
-    assert session.stdout.readline() == b"up\n"
-    return session
+    pinging = dataclasses.replace(client, proxy_args=f"--ping-interval {ping_interval}")
+    return pinging.open_session("sleep 600", stdin=subprocess.PIPE)
 
 
 def test_traffic_policy_counts_ssh_use_but_not_keepalive_pings(hub, carol):

@@ -38,14 +38,7 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
         status = start_sshd(server)
         setup.pin_host_keys()
         ssh = SSHClient(server, client_key, setup.known_hosts)
-        session = subprocess.Popen(
-            ssh.ssh_argv("echo started; exec sleep 600"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=ssh.env,
-        )
-        assert session.stdout.readline() == b"started\n"
+        session = ssh.open_session("sleep 600")
         sleeper = wait_for(
             lambda: [p for p in _pids_of(setup.account.uid) if _cmdline(p) == "sleep 600"],
             10,
