@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from . import __version__
+from .errors import SSHDProxyError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,17 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a failure is one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SSHDProxyError as error:
+        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
+        # ssh reports a ProxyCommand's failure as its own exit status, 255.
+        return 255 if args.command == "proxy" else 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
-        from .client import main_proxy
+        from .client.proxy_command import main_proxy
 
         return main_proxy(args.url, args.token_file, args.ping_interval or None, args.start)
     if args.command == "config-ssh":
-        from .configure import main_config_ssh
+        from .client.config_ssh import main_config_ssh
 
         return main_config_ssh(args)
     if args.command == "doctor":
-        from .doctor import main_doctor
+        from .client.doctor import main_doctor
 
         return main_doctor(args)
     if args.command == "demo":

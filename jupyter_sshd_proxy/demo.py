@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import sshd
-from .errors import SSHDProxyError
+from .errors import PreflightError
 
 HOST_ALIAS = "jupyter-demo"
 
@@ -71,21 +71,22 @@ def prepare_keys(workdir: Path, ssh_keygen: str, user, alias: str) -> tuple[Path
 
 
 def run_demo(ssh_command: list[str]) -> int:
+    """Run the demo; its failures are SSHDProxyErrors (one line each)."""
+    user = sshd.current_user()
+    ssh_keygen = sshd.find_program("ssh-keygen", "", "JUPYTER_SSHD_PROXY_SSH_KEYGEN_PATH")
+    ssh = shutil.which("ssh")
+    if not ssh:
+        msg = "ssh not found on PATH; install openssh-client"
+        raise PreflightError(msg)
+    # Under the home directory, not /tmp: sshd's StrictModes refuses keys
+    # files below a world-writable directory.
+    base = Path(user.pw_dir, ".cache", "jupyter-sshd-proxy")
     try:
-        user = sshd.current_user()
-        ssh_keygen = sshd.find_program("ssh-keygen", "", "JUPYTER_SSHD_PROXY_SSH_KEYGEN_PATH")
-        ssh = shutil.which("ssh")
-        if not ssh:
-            say("ssh not found on PATH; install openssh-client")
-            return 1
-        # Under the home directory, not /tmp: sshd's StrictModes refuses keys
-        # files below a world-writable directory.
-        base = Path(user.pw_dir, ".cache", "jupyter-sshd-proxy")
         base.mkdir(parents=True, mode=0o700, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=base))
-    except (SSHDProxyError, OSError) as error:
-        say(str(error))
-        return 1
+    except OSError as error:
+        msg = f"cannot make a work directory under {base}: {error.strerror}"
+        raise PreflightError(msg) from None
     server = None
     try:
         key, authorized_keys, known_hosts = prepare_keys(workdir, ssh_keygen, user, HOST_ALIAS)
@@ -109,9 +110,6 @@ def run_demo(ssh_command: list[str]) -> int:
         say(f"Jupyter server with the sshd proxy at http://127.0.0.1:{port}/ (log: {log_path})")
         say("ssh session through the proxy starts now; exit the shell to stop the demo")
         return subprocess.call(argv, env={**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": token})
-    except (SSHDProxyError, RuntimeError) as error:
-        say(str(error))
-        return 1
     finally:
         if server is not None:
             stop_server(server)
@@ -142,7 +140,7 @@ def start_server(port, token, workdir, authorized_keys, log_path) -> subprocess.
             stop_server(server)
             tail = log_path.read_text(errors="replace")[-2000:]
             msg = f"the Jupyter server did not start; its log ends with:\n{tail}"
-            raise RuntimeError(msg)
+            raise PreflightError(msg)
         time.sleep(0.2)
     return server
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from tornado import web
 
 from . import sshd
-from .config import SSHDProxy, env_name
 from .errors import SSHDProxyError
+from .settings import SSHDProxy, env_name
 from .supervisor import descendants
 
 

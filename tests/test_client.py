@@ -355,8 +355,9 @@ def test_doctor_without_config_ssh_says_what_to_run(server, laptop):
 def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
     code = (
         "import sys\n"
-        "from jupyter_sshd_proxy import cli, client\n"
-        "client.import_websockets()\n"
+        "from jupyter_sshd_proxy import cli\n"
+        "from jupyter_sshd_proxy.client import proxy_command\n"
+        "proxy_command.import_websockets()\n"
         "assert not [m for m in sys.modules if m.startswith(('jupyter_server', 'tornado'))]\n"
         "assert 'importlib.metadata' not in sys.modules\n"
         "import importlib.metadata\n"

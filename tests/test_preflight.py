@@ -12,8 +12,8 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_sshd_proxy import sshd
-from jupyter_sshd_proxy.config import SSHDProxy
 from jupyter_sshd_proxy.errors import ConfigError, PreflightError
+from jupyter_sshd_proxy.settings import SSHDProxy
 
 USER = pwd.struct_passwd(("alice", "x", 1000, 1000, "", "/home/alice", "/bin/bash"))
 

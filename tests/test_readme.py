@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jupyter_sshd_proxy.config import config_table_markdown
+from jupyter_sshd_proxy.settings import config_table_markdown
 
 from .helpers import REPO, processes_mentioning
 

@@ -10,16 +10,8 @@ import json
 import urllib.error
 import urllib.request
 
-from .errors import SSHDProxyError
+from ..errors import APIError
 from .urls import server_url
-
-
-class APIError(SSHDProxyError):
-    """A REST call failed; str(error) is one line without the token."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -11,21 +11,19 @@ depend on it are skipped. Exit status 0 when every link is ok.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import ssl
 import sys
 from urllib.parse import urlsplit
 
-from . import keys, sshconfig
-from .api import ServerAPI
-from .client import open_websocket, read_token
-from .errors import SSHDProxyError
+from .. import keys
+from ..errors import CheckFailed, SSHDProxyError
+from . import ssh_files
+from .proxy_command import open_websocket, read_token
+from .rest import ServerAPI
 from .urls import server_url, websocket_url
-
-
-class Failed(Exception):
-    """This link is broken; the message says why and what to do."""
 
 
 class Doctor:
@@ -35,7 +33,7 @@ class Doctor:
         self.token_file = token_file
         self.identity = identity
         self.ssh_config = ssh_config
-        self.name = name or sshconfig.host_name(self.base)
+        self.name = name or ssh_files.host_name(self.base)
         self.out = out
         self.api: ServerAPI | None = None
         self.failed = False
@@ -61,7 +59,7 @@ class Doctor:
                 continue
             try:
                 message = check()
-            except Failed as problem:
+            except CheckFailed as problem:
                 self.failed = True
                 self.say("FAIL", link, str(problem))
             except SSHDProxyError as error:
@@ -81,7 +79,7 @@ class Doctor:
             infos = socket.getaddrinfo(self.parts.hostname, self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             msg = f"{self.parts.hostname} does not resolve ({error.strerror}); check the URL"
-            raise Failed(msg) from None
+            raise CheckFailed(msg) from None
         addresses = sorted({info[4][0] for info in infos})
         return f"{self.parts.hostname} resolves to {', '.join(addresses)}"
 
@@ -93,7 +91,7 @@ class Doctor:
                 f"cannot connect to {self.parts.hostname} port {self.port}: "
                 f"{error.strerror or error}; is the Hub up, and is a firewall in the way?"
             )
-            raise Failed(msg) from None
+            raise CheckFailed(msg) from None
         return f"connected to {self.parts.hostname} port {self.port}"
 
     def tls(self):
@@ -109,7 +107,7 @@ class Doctor:
                 raw.close()
         except ssl.SSLError as error:
             msg = f"TLS with {self.parts.hostname} failed: {error.reason or error}"
-            raise Failed(msg) from None
+            raise CheckFailed(msg) from None
         return f"certificate valid for {self.parts.hostname}"
 
     def token(self):
@@ -139,7 +137,7 @@ class Doctor:
             status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
             reason = status.get("last_error") or "see the Jupyter server's log"
             msg = f"the WebSocket closed before sshd spoke: {reason}"
-            raise Failed(msg) from None
+            raise CheckFailed(msg) from None
         finally:
             ws.close()
         text = first.decode(errors="replace") if isinstance(first, bytes) else first
@@ -149,7 +147,7 @@ class Doctor:
         status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
         if not status.get("running"):
             msg = f"not running: {status.get('last_error') or 'see the server log'}"
-            raise Failed(msg)
+            raise CheckFailed(msg)
         return (
             f"{status['version']} running as {status['user']} (pid {status['pid']}, "
             f"port {status['port']}, {status['sessions']} open connections, "
@@ -161,7 +159,7 @@ class Doctor:
         public = identity + ".pub"
         if not os.path.exists(public):
             msg = f"{public} does not exist; run: jupyter-sshd-proxy config-ssh {self.base}"
-            raise Failed(msg)
+            raise CheckFailed(msg)
         with open(public) as stream:
             fingerprint = keys.parse_key(stream.read().strip()).fingerprint
         listed = self.api.get("sshd-proxy/api/authorized-keys", "authorized-keys endpoint")
@@ -170,7 +168,7 @@ class Doctor:
                 f"{public} ({fingerprint}) is not authorized on the server; run: "
                 f"jupyter-sshd-proxy config-ssh {self.base}"
             )
-            raise Failed(msg)
+            raise CheckFailed(msg)
         return f"{public} ({fingerprint}) is authorized"
 
     def host_key(self):
@@ -188,25 +186,20 @@ class Doctor:
                 f"no host key pinned for {self.name} in {path}; run: "
                 f"jupyter-sshd-proxy config-ssh {self.base} --name {self.name}"
             )
-            raise Failed(msg)
+            raise CheckFailed(msg)
         if not pinned & {(key["type"], key["key"]) for key in served}:
             msg = (
                 f"the host keys pinned for {self.name} in {path} are not the server's: "
                 "if the server's host keys were really made anew, run config-ssh again"
             )
-            raise Failed(msg)
+            raise CheckFailed(msg)
         return f"pinned for {self.name} in {path}"
 
     def _ssh_dir(self) -> str:
-        from .configure import default_ssh_config
+        from .config_ssh import default_ssh_config
 
         return os.path.dirname(os.path.abspath(self.ssh_config or default_ssh_config()))
 
 
-def main_doctor(args) -> int:
-    try:
-        doctor = Doctor(args.url, args.token_file, args.identity, args.ssh_config, args.name)
-    except SSHDProxyError as error:
-        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
-        return 1
-    return doctor.run()
+def main_doctor(args: argparse.Namespace) -> int:
+    return Doctor(args.url, args.token_file, args.identity, args.ssh_config, args.name).run()

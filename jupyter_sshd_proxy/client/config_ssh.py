@@ -7,21 +7,18 @@ replaced atomically, so a failed run leaves ~/.ssh/config as it was.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import subprocess
 import sys
 
-from . import sshconfig
-from .api import APIError, ServerAPI
-from .client import read_token
-from .errors import SSHDProxyError
-from .files import write_atomically
+from ..errors import ConfigSSHError
+from ..files import write_atomically
+from . import ssh_files
+from .proxy_command import read_token
+from .rest import ServerAPI
 from .urls import server_url
-
-
-class ConfigureError(SSHDProxyError):
-    """config-ssh cannot go on; str(error) is one line."""
 
 
 def default_ssh_config() -> str:
@@ -46,9 +43,9 @@ def config_ssh(
 ) -> int:
     base = server_url(url)
     try:
-        name = sshconfig.check_name(name or sshconfig.host_name(base))
+        name = ssh_files.check_name(name or ssh_files.host_name(base))
     except ValueError as error:
-        raise ConfigureError(str(error)) from None
+        raise ConfigSSHError(str(error)) from None
     ssh_config = os.path.abspath(ssh_config or default_ssh_config())
     ssh_dir = os.path.dirname(ssh_config)
     own_dir = os.path.join(ssh_dir, "jupyter-sshd-proxy")
@@ -63,8 +60,8 @@ def config_ssh(
     host_keys = api.get("sshd-proxy/api/host-keys", "sshd-proxy host-keys endpoint")["keys"]
     if not host_keys:
         msg = f"{base} has no host keys to pin; see the Jupyter server's log"
-        raise ConfigureError(msg)
-    block = sshconfig.render_block(
+        raise ConfigSSHError(msg)
+    block = ssh_files.render_block(
         name=name,
         user=status["user"],
         proxy_argv=[
@@ -81,12 +78,12 @@ def config_ssh(
         host_key_checking=host_key_checking,
     )
     try:
-        new_config = sshconfig.put_block(old_config, name, block)
+        new_config = ssh_files.put_block(old_config, name, block)
     except ValueError as error:
         msg = f"{ssh_config}: {error}"
-        raise ConfigureError(msg) from None
+        raise ConfigSSHError(msg) from None
     old_known = _read(known_hosts_path)
-    new_known = sshconfig.put_known_hosts(
+    new_known = ssh_files.put_known_hosts(
         old_known, name, [(key["type"], key["key"]) for key in host_keys]
     )
 
@@ -103,11 +100,11 @@ def config_ssh(
     public_key = _ensure_identity(identity)
     code, body = api.call("POST", "sshd-proxy/api/authorized-keys", {"key": public_key})
     if code not in (201, 409):
-        from .api import explain
+        from .rest import explain
 
         location = body.get("location") if isinstance(body, dict) else None
         what = "sshd-proxy authorized-keys endpoint"
-        raise ConfigureError(explain(code, base, what, body, location))
+        raise ConfigSSHError(explain(code, base, what, body, location))
 
     os.makedirs(own_dir, mode=0o700, exist_ok=True)
     write_atomically(token_path, token.encode() + b"\n", 0o600)
@@ -151,26 +148,22 @@ def _ensure_identity(identity: str) -> str:
         )  # fmt: skip
         if result.returncode != 0:
             msg = f"ssh-keygen could not make {identity}: {result.stderr.strip()}"
-            raise ConfigureError(msg)
+            raise ConfigSSHError(msg)
         print(f"jupyter-sshd-proxy: made a new key {identity}", file=sys.stderr)
     if not os.path.exists(public):
         msg = f"{public} is missing; make it with: ssh-keygen -y -f {identity} > {public}"
-        raise ConfigureError(msg)
+        raise ConfigSSHError(msg)
     with open(public) as stream:
         return stream.read().strip()
 
 
-def main_config_ssh(args) -> int:
-    try:
-        return config_ssh(
-            args.url,
-            name=args.name,
-            identity=args.identity,
-            token_file=args.token_file,
-            ssh_config=args.ssh_config,
-            host_key_checking=args.host_key_checking,
-            dry_run=args.dry_run,
-        )
-    except (SSHDProxyError, APIError) as error:
-        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
-        return 1
+def main_config_ssh(args: argparse.Namespace) -> int:
+    return config_ssh(
+        args.url,
+        name=args.name,
+        identity=args.identity,
+        token_file=args.token_file,
+        ssh_config=args.ssh_config,
+        host_key_checking=args.host_key_checking,
+        dry_run=args.dry_run,
+    )

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import SSHDProxyError
+from ..errors import BadURLError
 
 HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-
-
-class BadURLError(SSHDProxyError, ValueError):
-    """The URL is not a Jupyter server URL."""
 
 
 def server_url(url: str) -> str:

@@ -6,16 +6,12 @@ import json
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from .api import ServerAPI, explain
-from .errors import SSHDProxyError
+from ..errors import HubError
+from .rest import ServerAPI, explain
 from .urls import server_url
 
 USER_PATH = re.compile(r"^(?P<prefix>.*/)user/(?P<user>[^/]+)/(?:(?P<server>[^/]+)/)?$")
 START_TIMEOUT = 300  # seconds; slow spawners (Kubernetes pulling an image) take minutes
-
-
-class HubError(SSHDProxyError):
-    """The Hub could not start the server; str(error) is one line."""
 
 
 def hub_api(url: str) -> tuple[str, str, str]:

@@ -13,15 +13,11 @@ import stat
 import sys
 import threading
 
-from .errors import SSHDProxyError
+from ..errors import ProxyError, ServerNotRunning, SSHDProxyError
 from .urls import websocket_url
 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
-
-
-class ProxyError(SSHDProxyError):
-    """A failure to tell the user in one line (the exit status is 255, as ssh's)."""
 
 
 def read_token(token_file: str | None) -> str:
@@ -78,10 +74,6 @@ def import_websockets():
             del sys.modules[name]
         from websockets.sync import client
     return client
-
-
-class ServerNotRunning(ProxyError):
-    """The Hub answered for the user's server: it is not running."""
 
 
 PROXY_VARIABLES = (
@@ -158,7 +150,7 @@ def open_websocket(url: str, token: str, ping_interval: float | None, open_timeo
         status = error if isinstance(error, InvalidStatus) else error.__cause__
         if not isinstance(status, InvalidStatus):
             raise
-        from .api import explain, server_not_running
+        from .rest import explain, server_not_running
 
         code = status.response.status_code
         location = status.response.headers.get("Location")
@@ -208,7 +200,7 @@ def pump(ws, url: str, token: str) -> int:
 
 
 def why_sshd_did_not_start(url: str, token: str) -> str:
-    from .api import ServerAPI
+    from .rest import ServerAPI
 
     try:
         status = ServerAPI(url, token).get("sshd-proxy/api/status", "sshd-proxy status endpoint")
@@ -223,19 +215,16 @@ def why_sshd_did_not_start(url: str, token: str) -> str:
 def main_proxy(
     url: str, token_file: str | None, ping_interval: float | None, start: bool = False
 ) -> int:
+    """Connect, then carry the bytes; a failure is a ProxyError (exit status 255)."""
+    ws_url = websocket_url(url)
+    token = read_token(token_file)
     try:
-        ws_url = websocket_url(url)
-        token = read_token(token_file)
-        try:
-            ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
-        except ServerNotRunning:
-            if not start:
-                raise
-            from .hub import start_server
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+    except ServerNotRunning:
+        if not start:
+            raise
+        from .hub_start import start_server
 
-            start_server(url, token, progress=lambda line: print(line, file=sys.stderr))
-            ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
-        return pump(ws, ws_url, token)
-    except SSHDProxyError as error:
-        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
-        return 255
+        start_server(url, token, progress=lambda line: print(line, file=sys.stderr))
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+    return pump(ws, ws_url, token)
