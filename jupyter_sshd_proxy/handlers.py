@@ -17,6 +17,7 @@ an unreadable host key) is 503 with its one line, never a 500.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, TypeVar
 
 from jupyter_server.auth.decorator import authorized
@@ -47,14 +48,16 @@ class SSHDProxyAPIHandler(APIHandler):
             self.log.error("jupyter-sshd-proxy: %s", error)
             raise web.HTTPError(503, str(error)) from None
 
-    def log_exception(self, typ, value, tb) -> None:
-        # tornado formats an HTTPError's reason with %: ours may contain a '%'.
-        if isinstance(value, web.HTTPError) and value.log_message:
-            self.log.warning(
-                "%d %s: %s", value.status_code, self._request_summary(), value.log_message
-            )
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # tornado stores a reason given without arguments with each '%' doubled;
+        # APIHandler would send that form. Send the reason as it was written.
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, web.HTTPError) and error.log_message:
+            self.set_header("Content-Type", "application/json")
+            message = error.log_message % error.args
+            self.finish(json.dumps({"message": message, "reason": error.reason}))
             return
-        super().log_exception(typ, value, tb)
+        super().write_error(status_code, **kwargs)
 
 
 class StatusHandler(SSHDProxyAPIHandler):
