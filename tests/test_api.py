@@ -16,23 +16,14 @@ API = "/sshd-proxy/api"
 
 
 def call(server, method, path, body=None, token=""):
+    """(status, decoded JSON) of one API call; token "" is the server's own."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
-    connection_body = json.dumps(body) if body is not None else None
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
-    if token is not None:
-        headers["Authorization"] = f"token {server.token if token == '' else token}"
-    try:
-        connection.request(method, API + path, body=connection_body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        body = json.loads(data) if data else None
-        if isinstance(body, dict) and body.get("reason", "") is None:
-            del body["reason"]  # jupyter_server adds it to every refusal
-        return response.status, body
-    finally:
-        connection.close()
+    data = json.dumps(body).encode() if body is not None else None
+    status, answer = server.request(method, API + path, token=token, headers=headers, body=data)
+    answer = json.loads(answer) if answer else None
+    if isinstance(answer, dict) and answer.get("reason", "") is None:
+        del answer["reason"]  # jupyter_server adds it to every refusal
+    return status, answer
 
 
 def fingerprint_of(pub_path) -> str:

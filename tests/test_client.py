@@ -257,7 +257,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-DOWNLOADS = int(os.environ.get("JUPYTER_SSHD_PROXY_DOWNLOADS", "200"))
+def _downloads() -> int:
+    """20 by default, 200 in a soak run, or JUPYTER_SSHD_PROXY_DOWNLOADS."""
+    soak = os.environ.get("JUPYTER_SSHD_PROXY_SOAK") == "1"
+    return int(os.environ.get("JUPYTER_SSHD_PROXY_DOWNLOADS") or (200 if soak else 20))
 
 
 def test_many_downloads_through_our_proxy_never_stall(server, setup, client_key, tmp_path):
@@ -272,7 +275,7 @@ def test_many_downloads_through_our_proxy_never_stall(server, setup, client_key,
     batch = tmp_path / "batch"
     batch.write_text(f"get {remote} {tmp_path}/sftp.bin\n")
     expected = _sha256(data)
-    for n in range(DOWNLOADS):
+    for n in range(_downloads()):
         target = tmp_path / "back.bin"
         if n % 2:
             argv = ["sftp", "-q", "-b", str(batch), *ssh.options(), ssh.host_alias]
