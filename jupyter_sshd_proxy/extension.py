@@ -7,6 +7,7 @@ from jupyter_server.utils import url_path_join
 from .activity import start_tracking
 from .errors import SSHDProxyError
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
+from .page import page_handlers
 from .server import STATE, load_config
 
 
@@ -19,6 +20,7 @@ def _load_jupyter_server_extension(serverapp) -> None:
             (url_path_join(api, "status"), StatusHandler),
             (url_path_join(api, "host-keys"), HostKeysHandler),
             (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler),
+            *page_handlers(base_url),
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
