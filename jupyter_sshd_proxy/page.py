@@ -131,4 +131,3 @@ def page_handlers(base_url: str, environ: Mapping[str, str] | None = None) -> li
         (page + "/?", PageHandler, {"hub": hub}),
         (url_path_join(page, "static", "([^/]+)"), AssetHandler),
     ]
-
