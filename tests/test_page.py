@@ -76,7 +76,7 @@ def open_with_cookie_login(context, server, **options):
         f"{server.url}/login?next={urllib.parse.quote(prefix + PAGE, safe='')}"
     )
     page.get_by_label("Password or token").fill(server.token)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log in", exact=True).click()
     expect(page).to_have_url(f"{server.url}{PAGE}")
     return loaded(page)
 
@@ -250,8 +250,10 @@ class _Attacker(BaseHTTPRequestHandler):
 
 def test_a_cross_site_form_post_is_refused(server, setup, context, tmp_path):
     """Another site (here another port) posts a form to the API while the browser
-    holds the Jupyter cookie: the body is a valid request, the cookie goes along
-    (same site), and only the XSRF check stops it."""
+    holds the Jupyter cookie. The body is a valid request and the cookie goes
+    along (same site), but jupyter_server refuses a cross-origin API request
+    (404, APIHandler's origin check); and a request from this very origin
+    without the XSRF token gets 403."""
     key = make_key(tmp_path / "attacker")
     line = key.with_suffix(".pub").read_text().strip()
     # enctype=text/plain makes name=value a JSON body: {"key": "...", "pad": "="}
@@ -276,12 +278,26 @@ def test_a_cross_site_form_post_is_refused(server, setup, context, tmp_path):
         attacker.server_close()
         thread.join(10)
     assert response.request.method == "POST"
-    assert "username-127-0-0-1" in (response.request.header_value("cookie") or "")
-    assert response.status == 403
+    assert response.request.header_value("origin") == f"http://127.0.0.1:{attacker.server_port}"
+    assert f"username-127-0-0-1-{server.port}=" in (response.request.header_value("cookie") or "")
+    assert (response.status, response.json()["message"]) == (404, "Not Found")
     assert setup.authorized_keys.read_bytes() == before
-    # The same body with the token (no cookie, so no XSRF check) is a valid request:
-    # XSRF protection is what refused the form.
+
+    # From this origin, with the cookie but without the XSRF token: 403.
     sent = response.request.post_data_buffer
+    page = open_with_token(context, server)
+    refused = page.evaluate(
+        """async ([url, body]) => {
+            const response = await fetch(url, {method: "POST", body});
+            return [response.status, (await response.json()).message];
+        }""",
+        [target, sent.decode()],
+    )
+    assert refused == [403, "'_xsrf' argument missing from POST"]
+    assert setup.authorized_keys.read_bytes() == before
+
+    # The same body with the token (no cookie, so no XSRF check) is a valid
+    # request: the origin and XSRF checks are what refused it.
     assert json.loads(sent)["key"] == line
     code, added = api_call(server, "POST", "authorized-keys", sent)
     assert code == 201, added
