@@ -21,15 +21,22 @@ from jupyter_sshd_proxy.client.ssh_files import host_name
 from jupyter_sshd_proxy.page import hub_info
 
 from .browser import chromium
-from .helpers import REPO, Account, JupyterServer, SSHClient, free_port, make_key, wait_for
-from .hub import Hub, home_is_ready
+from .helpers import (
+    REPO,
+    Account,
+    JupyterServer,
+    SSHClient,
+    free_port,
+    make_key,
+    pin_host_keys,
+)
+from .hub import Hub, HubUserServer, home_is_ready
 
 PAGE = "/sshd-proxy/"
 API = "/sshd-proxy/api/"
 TITLE = "SSH into this server"
-# JUPYTER_SSHD_PROXY_SCREENSHOT=1 writes the README's screenshot; otherwise the
-# tests take it into their temporary directory (so a test run leaves the
-# checkout as it was).
+# JUPYTER_SSHD_PROXY_SCREENSHOT=1 makes the real-Hub test write the README's
+# screenshot (a plain test run leaves the checkout as it was).
 SCREENSHOT = REPO / "docs" / "page.png"
 
 expect.set_options(timeout=20_000)
@@ -467,19 +474,24 @@ def test_on_a_hub_path(hub_path_server, setup, context, tmp_path):
     )
     expect(page.locator("#status-version")).to_have_text("known once sshd has started")
     expect(page.locator("#status-sessions")).to_have_text("0")
-    # Writing works under the prefix (API path, XSRF cookie path).
+    # Writing works under the prefix (API path, XSRF cookie path), and the key
+    # logs in through /user/alice/sshd/.
     key = make_key(tmp_path / "hub-path")
     page.get_by_label("Add a public key").fill(key.with_suffix(".pub").read_text())
     page.get_by_role("button", name="Add key").click()
     print_ = fingerprint(key.with_suffix(".pub"))
     expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({print_}).")
-    page.get_by_label("Add a public key").fill("ssh-ed25519 AAAA")
-    page.get_by_role("button", name="Add key").click()
-    expect(page.locator("#keys-error")).not_to_have_text("")
-    if os.environ.get("JUPYTER_SSHD_PROXY_SCREENSHOT") == "1" and setup.account.is_current:
-        page.screenshot(path=SCREENSHOT, full_page=True)
-    else:
-        page.screenshot(path=tmp_path / "page.png", full_page=True)
+    setup.pin_host_keys()
+    ssh = SSHClient(server, key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+    assert ssh.ssh("echo in", identity=key).stdout == b"in\n"
+    page.get_by_role("button", name="Refresh").click()
+    status = server.status()
+    expect(page.locator("#status-state")).to_have_text(
+        f"running (pid {status['pid']}, 127.0.0.1:{status['port']})"
+    )
+    expect(page.locator("#status-version")).to_have_text(status["version"])
+    expect(page.locator("#status-error")).to_have_text("none")
+    page.screenshot(path=tmp_path / "page.png", full_page=True)
     page.get_by_role("button", name=f"Remove the key test ({print_})").click()
     expect(key_item(page, print_)).to_have_count(0)
 
@@ -510,27 +522,21 @@ def real_hub(run_dir, hub_user):
         hub.stop()
 
 
-def server_ready(hub: Hub, name: str) -> bool:
-    """Whether name's default server is ready; starts it when the login did not."""
-    server = hub.user(name)["servers"].get("")
-    if server is None:
-        hub.start_server(name)
-        return True
-    return bool(server.get("ready"))
-
-
 def test_on_a_real_hub(real_hub, hub_user, context, tmp_path):
     """Log in to the Hub as a person does, open the page through the Hub's proxy
     (OAuth to the user's server), and add a key: the Hub's XSRF rules hold."""
-    page = context().new_page()
-    page.goto(f"{real_hub.url}/hub/login")
+    base = f"{real_hub.url}/user/{hub_user.name}"
+    page = context(viewport={"width": 1000, "height": 900}).new_page()
+    # A link to the page, followed by someone logged out: log in, start the
+    # server, and the page opens.
+    page.goto(f"{real_hub.url}/hub/login?next={urllib.parse.quote(f'/user/{hub_user.name}{PAGE}')}")
     page.fill("#username_input", hub_user.name)
     page.fill("#password_input", "anything")
     page.click("#login_submit")
-    page.wait_for_load_state()
-    wait_for(lambda: server_ready(real_hub, hub_user.name), 120, "the user's server")
-    base = f"{real_hub.url}/user/{hub_user.name}"
-    page.goto(f"{base}{PAGE}")
+    # JupyterHub asks before it starts a server for a link.
+    page.get_by_text("Launch Server").click()
+    # (The Hub may add ?redirects=N on the way.)
+    page.wait_for_url(lambda url: url.startswith(f"{base}{PAGE}"), timeout=120_000)
     loaded(page)
     expect(page.locator("#command")).to_have_text(
         f"jupyter-sshd-proxy config-ssh {base}/ --name {host_name(base + '/')}"
@@ -543,10 +549,25 @@ def test_on_a_real_hub(real_hub, hub_user, context, tmp_path):
     page.get_by_role("button", name="Add key").click()
     print_ = fingerprint(key.with_suffix(".pub"))
     expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({print_}).")
-    assert line in (hub_user.home / ".ssh" / "authorized_keys").read_text().splitlines()
+    authorized_keys = hub_user.home / ".ssh" / "authorized_keys"
+    assert line in authorized_keys.read_text().splitlines()
+    # That key logs in, through the Hub's proxy, with a token from the Hub.
+    known_hosts = tmp_path / "known_hosts"
+    pin_host_keys(
+        known_hosts, "jupyter-test", hub_user.home / ".local/share/jupyter/sshd_proxy/host_keys"
+    )
+    user_server = HubUserServer(real_hub, hub_user, real_hub.token_for(hub_user.name))
+    ssh = SSHClient(user_server, key, known_hosts, proxy="jupyter-sshd-proxy")
+    assert ssh.ssh("echo in", identity=key).stdout == b"in\n"
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#status-state")).to_contain_text("running (pid ")
+    expect(page.locator("#status-user")).to_have_text(hub_user.name)
+    if os.environ.get("JUPYTER_SSHD_PROXY_SCREENSHOT") == "1":
+        page.screenshot(path=SCREENSHOT, full_page=True)
     page.get_by_role("button", name=f"Remove the key test ({print_})").click()
     expect(key_item(page, print_)).to_have_count(0)
-    assert line not in (hub_user.home / ".ssh" / "authorized_keys").read_text()
+    assert line not in authorized_keys.read_text()
+    assert b"Permission denied (publickey)" in ssh.ssh("true", identity=key).stderr
     # The link leads to the Hub's token page, for the logged-in user.
     response = page.goto(page.locator("#token-page").evaluate("link => link.href"))
     assert response.status == 200

@@ -40,8 +40,11 @@
 
   const publicUrl = location.origin + baseUrl;
   const name = hostName(publicUrl);
-  byId("command").textContent =
-    `jupyter-sshd-proxy config-ssh ${shellWord(publicUrl)} --name ${shellWord(name)}`;
+  // (Wrapped in the URL rather than inside "--name NAME".)
+  byId("command").replaceChildren(
+    `jupyter-sshd-proxy config-ssh ${shellWord(publicUrl)} `,
+    make("span", "nowrap", `--name ${shellWord(name)}`),
+  );
   for (const element of document.querySelectorAll(".host-name")) {
     element.textContent = name;
   }
