@@ -149,6 +149,7 @@
       keysList.replaceChildren(...data.keys.map(keyItem));
     } catch (error) {
       keysFile.textContent = "The authorized keys could not be read:";
+      keysList.replaceChildren();
       show(keysError, error.message);
     }
   }
