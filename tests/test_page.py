@@ -23,6 +23,7 @@ from jupyter_sshd_proxy.page import hub_info
 from .browser import chromium
 from .helpers import (
     REPO,
+    WEBSOCAT,
     Account,
     JupyterServer,
     SSHClient,
@@ -151,9 +152,7 @@ def test_page_shows_the_command_host_keys_keys_and_status(server, setup, client_
     expect(page.locator("#keys-file")).to_have_text(
         f"These keys may log in, from {setup.authorized_keys}:"
     )
-    ours = page.locator(
-        f'#keys li[data-fingerprint="{fingerprint(client_key.with_suffix(".pub"))}"]'
-    )
+    ours = key_item(page, fingerprint(client_key.with_suffix(".pub")))
     expect(ours.locator(".comment")).to_have_text("test")
     expect(ours.get_by_role("button", name="Remove the key test (")).to_be_visible()
     status = server.status()
@@ -187,20 +186,20 @@ def test_a_key_pasted_in_the_page_logs_in_until_it_is_removed(
 ):
     key = make_key(tmp_path / "pasted")
     line = key.with_suffix(".pub").read_text().strip()
-    print_ = fingerprint(key.with_suffix(".pub"))
+    fp = fingerprint(key.with_suffix(".pub"))
     assert ssh_client.ssh("true", identity=key).returncode == 255
     page = open_with_cookie_login(context, server)
     page.get_by_label("Add a public key").fill(line)
     page.get_by_role("button", name="Add key").click()
-    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({print_}).")
-    expect(key_item(page, print_)).to_have_count(1)
+    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({fp}).")
+    expect(key_item(page, fp)).to_have_count(1)
     expect(page.get_by_label("Add a public key")).to_have_value("")
     assert line in setup.authorized_keys.read_text().splitlines()
     assert ssh_client.ssh("echo in", identity=key).stdout == b"in\n"
 
-    page.get_by_role("button", name=f"Remove the key test ({print_})").click()
-    expect(page.locator("#keys-message")).to_have_text(f"Removed the key test ({print_}).")
-    expect(key_item(page, print_)).to_have_count(0)
+    page.get_by_role("button", name=f"Remove the key test ({fp})").click()
+    expect(page.locator("#keys-message")).to_have_text(f"Removed the key test ({fp}).")
+    expect(key_item(page, fp)).to_have_count(0)
     assert line not in setup.authorized_keys.read_text()
     refused = ssh_client.ssh("echo in", identity=key)
     assert refused.returncode == 255
@@ -346,6 +345,28 @@ def test_narrow_window_light_and_dark(server, context, scheme, tmp_path):
         api_call(server, "DELETE", f"authorized-keys?fingerprint={query}")
 
 
+def test_sshd_problems_show_as_the_api_words_them(setup, context):
+    broken = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH="/nonexistent/sshd").start()
+    try:
+        # A connection attempt: the server logs why sshd cannot start.
+        subprocess.run(
+            [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {broken.token}",
+             f"ws://127.0.0.1:{broken.port}/sshd/"],
+            input=b"", capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        last_error = broken.status()["last_error"]
+        assert "/nonexistent/sshd" in last_error
+        code, answer = api_call(broken, "GET", "host-keys")
+        assert code == 503
+        page = open_with_token(context, broken)
+        expect(page.locator("#status-error")).to_have_text(last_error)
+        expect(page.locator("#status-error")).to_have_class("problem")
+        expect(page.locator("#host-keys-error")).to_have_text(answer["message"])
+        expect(page.locator("#host-keys li")).to_have_count(0)
+    finally:
+        broken.stop()
+
+
 # ------------------------------------------------------- routes, login, launcher
 
 
@@ -480,8 +501,8 @@ def test_on_a_hub_path(hub_path_server, setup, context, tmp_path):
     key = make_key(tmp_path / "hub-path")
     page.get_by_label("Add a public key").fill(key.with_suffix(".pub").read_text())
     page.get_by_role("button", name="Add key").click()
-    print_ = fingerprint(key.with_suffix(".pub"))
-    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({print_}).")
+    fp = fingerprint(key.with_suffix(".pub"))
+    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({fp}).")
     setup.pin_host_keys()
     ssh = SSHClient(server, key, setup.known_hosts, proxy="jupyter-sshd-proxy")
     assert ssh.ssh("echo in", identity=key).stdout == b"in\n"
@@ -493,8 +514,8 @@ def test_on_a_hub_path(hub_path_server, setup, context, tmp_path):
     expect(page.locator("#status-version")).to_have_text(status["version"])
     expect(page.locator("#status-error")).to_have_text("none")
     page.screenshot(path=tmp_path / "page.png", full_page=True)
-    page.get_by_role("button", name=f"Remove the key test ({print_})").click()
-    expect(key_item(page, print_)).to_have_count(0)
+    page.get_by_role("button", name=f"Remove the key test ({fp})").click()
+    expect(key_item(page, fp)).to_have_count(0)
 
 
 # ------------------------------------------------------------ on a real JupyterHub
@@ -548,8 +569,8 @@ def test_on_a_real_hub(real_hub, hub_user, context, tmp_path):
     line = key.with_suffix(".pub").read_text().strip()
     page.get_by_label("Add a public key").fill(line)
     page.get_by_role("button", name="Add key").click()
-    print_ = fingerprint(key.with_suffix(".pub"))
-    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({print_}).")
+    fp = fingerprint(key.with_suffix(".pub"))
+    expect(page.locator("#keys-message")).to_have_text(f"Added the key test ({fp}).")
     authorized_keys = hub_user.home / ".ssh" / "authorized_keys"
     assert line in authorized_keys.read_text().splitlines()
     # That key logs in, through the Hub's proxy, with a token from the Hub.
@@ -565,8 +586,8 @@ def test_on_a_real_hub(real_hub, hub_user, context, tmp_path):
     expect(page.locator("#status-user")).to_have_text(hub_user.name)
     if os.environ.get("JUPYTER_SSHD_PROXY_SCREENSHOT") == "1":
         page.screenshot(path=SCREENSHOT, full_page=True)
-    page.get_by_role("button", name=f"Remove the key test ({print_})").click()
-    expect(key_item(page, print_)).to_have_count(0)
+    page.get_by_role("button", name=f"Remove the key test ({fp})").click()
+    expect(key_item(page, fp)).to_have_count(0)
     assert line not in authorized_keys.read_text()
     assert b"Permission denied (publickey)" in ssh.ssh("true", identity=key).stderr
     # The link leads to the Hub's token page, for the logged-in user.
