@@ -8,6 +8,7 @@ from jupyter_server.utils import url_path_join
 
 from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
+from .page import page_handlers
 from .server import SSHDService
 
 
@@ -21,6 +22,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (url_path_join(api, "status"), StatusHandler, {"service": service}),
             (url_path_join(api, "host-keys"), HostKeysHandler, {"service": service}),
             (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler, {"service": service}),
+            *page_handlers(base_url),
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
