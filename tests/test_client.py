@@ -14,15 +14,12 @@ from pathlib import Path
 import pytest
 
 from .helpers import VENV_BIN, SSHClient, free_port, make_key
-
-CLI = str(VENV_BIN / "jupyter-sshd-proxy")
+from .laptop import CLI, EXISTING_CONFIG, env_with_token, make_laptop, remove_laptop
 
 
 def ssh_through_proxy(url: str, token: str | None):
     """ssh with our ProxyCommand to url; (exit status, stderr lines, seconds)."""
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    if token is not None:
-        env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    env = env_with_token(token)
     argv = ["ssh", "-F", "none", "-o", "BatchMode=yes",
             "-o", f"ProxyCommand={shlex.quote(CLI)} proxy {url}", "anyhost", "true"]  # fmt: skip
     started = time.monotonic()
@@ -133,8 +130,7 @@ def test_token_is_not_on_any_command_line_during_a_session(server, setup, client
 
 
 def config_ssh(server, home: Path, *args: str):
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = server.token
+    env = env_with_token(server.token)
     return subprocess.run(
         [CLI, "config-ssh", server.url + "/", "--name", "myhub",
          "--ssh-config", str(home / ".ssh" / "config"), *args],
@@ -142,25 +138,12 @@ def config_ssh(server, home: Path, *args: str):
     )  # fmt: skip
 
 
-EXISTING_CONFIG = (
-    "# my own settings\n"
-    "Host work\n"
-    "    HostName work.example.org\n"
-    "    User me\n"
-    "\n"
-    "Host *\n"
-    "    ServerAliveInterval 60\n"
-)
-
-
 @pytest.fixture
-def laptop(tmp_path):
+def laptop():
     """A user's ~ on the laptop: ~/.ssh with a config of their own."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True, mode=0o700)
-    (home / ".ssh" / "config").write_text(EXISTING_CONFIG)
-    (home / ".ssh" / "config").chmod(0o600)
-    return home
+    home = make_laptop()
+    yield home
+    remove_laptop(home)
 
 
 def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
@@ -180,6 +163,9 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    StrictHostKeyChecking yes\n"
         f"    IdentityFile {laptop / '.ssh' / 'id_ed25519'}\n"
         "    IdentitiesOnly yes\n"
+        "    ControlMaster auto\n"
+        f"    ControlPath {own}/cm-%C\n"
+        "    ControlPersist 10m\n"
         f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
         f"{token_file} {server.url}/\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
@@ -196,9 +182,10 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         if path.is_file() and path != token_file:
             assert server.token not in path.read_text(errors="replace"), path
 
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env = env_with_token(None)
     ssh = subprocess.run(
-        ["ssh", "-F", str(laptop / ".ssh" / "config"), "myhub", "hostname"],
+        ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "ControlMaster=no",
+         "myhub", "hostname"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert ssh.returncode == 0, ssh.stderr
@@ -239,8 +226,7 @@ def test_config_ssh_failure_keeps_the_config_byte_for_byte(server, laptop):
 
 def test_config_ssh_wrong_token_writes_nothing(server, laptop):
     before = {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()}
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = "wrong"
+    env = env_with_token("wrong")
     result = subprocess.run(
         [CLI, "config-ssh", server.url, "--ssh-config", str(laptop / ".ssh" / "config")],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
@@ -306,8 +292,7 @@ def test_config_ssh_with_an_existing_identity(server, laptop, tmp_path):
 
 
 def doctor(server, laptop: Path, token: str, *args: str):
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    env = env_with_token(token)
     return subprocess.run(
         [CLI, "doctor", server.url + "/", "--name", "myhub",
          "--ssh-config", str(laptop / ".ssh" / "config"), *args],

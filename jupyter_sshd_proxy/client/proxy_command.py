@@ -13,39 +13,68 @@ import stat
 import sys
 import threading
 
-from ..errors import ProxyError, ServerNotRunning, SSHDProxyError
+from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .urls import websocket_url
 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
+MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
 
 
 def read_token(token_file: str | None) -> str:
-    """The token from a 0600 file or the environment; never from the command line."""
+    """The token from a 0600 file of ours or the environment; never from the command line."""
     if token_file:
-        try:
-            st = os.stat(token_file)
-        except OSError as error:
-            msg = f"cannot read token file {token_file}: {error.strerror}"
-            raise ProxyError(msg) from None
-        # (Windows keeps permissions in ACLs, which st_mode does not show.)
-        if os.name != "nt" and stat.S_IMODE(st.st_mode) & 0o077:
+        token, source = _read_token_file(token_file), f"token file {token_file}"
+    else:
+        name = next((name for name in TOKEN_VARIABLES if os.environ.get(name, "").strip()), None)
+        if name is None:
+            msg = f"no token: set {TOKEN_VARIABLES[0]} or give --token-file (a file with mode 600)"
+            raise ProxyError(msg)
+        token, source = os.environ[name].strip(), f"${name}"
+    # It goes into an HTTP header: nothing but visible ASCII (and never printed).
+    if not (token.isascii() and token.isprintable() and " " not in token):
+        msg = (
+            f"{source} does not hold a token: it has spaces, control characters or "
+            "non-ASCII letters in it, which a token never has; copy the token again"
+        )
+        raise ProxyError(msg)
+    return token
+
+
+def _read_token_file(path: str) -> str:
+    """The token in path, checked on the open file (fstat), so the file that is
+    checked is the file that is read; O_NONBLOCK so that a FIFO cannot hang us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        msg = f"cannot read token file {path}: {error.strerror}"
+        raise ProxyError(msg) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            msg = f"token file {path} is not a regular file; put the token in a file with mode 600"
+            raise ProxyError(msg)
+        # (Windows keeps owners and permissions in ACLs, which st_mode does not show.)
+        if os.name != "nt" and st.st_uid != os.getuid():
             msg = (
-                f"token file {token_file} can be read by others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {token_file}"
+                f"token file {path} belongs to uid {st.st_uid}, not to you (uid "
+                f"{os.getuid()}); keep your token in a file of your own with mode 600"
             )
             raise ProxyError(msg)
-        with open(token_file) as stream:
-            token = stream.read().strip()
-        if not token:
-            msg = f"token file {token_file} is empty"
+        if os.name != "nt" and stat.S_IMODE(st.st_mode) & 0o077:
+            msg = (
+                f"token file {path} can be read by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {path}"
+            )
             raise ProxyError(msg)
-        return token
-    for name in TOKEN_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name].strip()
-    msg = f"no token: set {TOKEN_VARIABLES[0]} or give --token-file (a file with mode 600)"
-    raise ProxyError(msg)
+        data = os.read(fd, MAX_TOKEN_FILE)
+    finally:
+        os.close(fd)
+    token = data.decode(errors="replace").strip()
+    if not token:
+        msg = f"token file {path} is empty"
+        raise ProxyError(msg)
+    return token
 
 
 def import_websockets():
@@ -126,15 +155,28 @@ class EarlySocket:
         return self.sock
 
 
-def open_websocket(url: str, token: str, ping_interval: float | None, open_timeout: float):
+def open_websocket(
+    url: str,
+    token: str,
+    ping_interval: float | None,
+    open_timeout: float,
+    ca_file: str | None = None,
+):
+    """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
     early = EarlySocket(url, open_timeout)
     connect = import_websockets().connect
+    import ssl
+
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+    from . import tls
+
+    context = tls.context(ca_file) if url.startswith("wss:") else None
     try:
         return connect(
             url,
             sock=early.result(),
+            **({"ssl": context} if context is not None else {}),
             additional_headers={"Authorization": f"token {token}"},
             compression=None,  # SSH traffic is encrypted: it does not compress
             max_size=None,
@@ -163,12 +205,17 @@ def open_websocket(url: str, token: str, ping_interval: float | None, open_timeo
     except TimeoutError:
         msg = f"no answer from {url} within {open_timeout:g}s"
         raise ProxyError(msg) from None
+    except ssl.SSLError as error:  # (an OSError too)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
     except OSError as error:
         msg = f"cannot connect to {url}: {error.strerror or error}"
         raise ProxyError(msg) from None
 
 
-def pump(ws, url: str, token: str) -> int:
+def pump(ws, url: str, token: str, ca_file: str | None = None) -> int:
     """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
     from websockets.exceptions import ConnectionClosed
 
@@ -195,16 +242,18 @@ def pump(ws, url: str, token: str) -> int:
         ws.close()
     if received == 0:
         # Opened, then closed before sshd said a word: sshd could not start.
-        raise ProxyError(why_sshd_did_not_start(url, token))
+        raise ProxyError(why_sshd_did_not_start(url, token, ca_file))
     return 0
 
 
-def why_sshd_did_not_start(url: str, token: str) -> str:
+def why_sshd_did_not_start(url: str, token: str, ca_file: str | None = None) -> str:
     from .rest import ServerAPI
+    from .untrusted import printable
 
     try:
-        status = ServerAPI(url, token).get("sshd-proxy/api/status", "sshd-proxy status endpoint")
-        reason = status.get("last_error")
+        api = ServerAPI(url, token, ca_file=ca_file)
+        status = api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        reason = printable(status.get("last_error") or "")
     except SSHDProxyError:
         reason = None
     if reason:
@@ -213,18 +262,22 @@ def why_sshd_did_not_start(url: str, token: str) -> str:
 
 
 def main_proxy(
-    url: str, token_file: str | None, ping_interval: float | None, start: bool = False
+    url: str,
+    token_file: str | None,
+    ping_interval: float | None,
+    start: bool = False,
+    ca_file: str | None = None,
 ) -> int:
     """Connect, then carry the bytes; a failure is a ProxyError (exit status 255)."""
     ws_url = websocket_url(url)
     token = read_token(token_file)
     try:
-        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
     except ServerNotRunning:
         if not start:
             raise
         from .hub_start import start_server
 
-        start_server(url, token, progress=lambda line: print(line, file=sys.stderr))
-        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
-    return pump(ws, ws_url, token)
+        start_server(url, token, lambda line: print(line, file=sys.stderr), ca_file)
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
+    return pump(ws, ws_url, token, ca_file)
