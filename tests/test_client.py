@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import VENV_BIN, SSHClient, free_port, make_key
-from .laptop import CLI, EXISTING_CONFIG, env_with_token, make_laptop, remove_laptop
+from .conftest import STARTED_PIDS
+from .helpers import VENV_BIN, SSHClient, free_port, make_key, processes_mentioning, wait_for
+from .laptop import CLI, EXISTING_CONFIG, ServerAt, env_with_token, make_laptop, remove_laptop
 
 
 def ssh_through_proxy(url: str, token: str | None):
@@ -353,3 +354,163 @@ def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()[0].isdigit()
+
+
+# The token file: checked on the file that is read
+
+
+def proxy_with_token_file(server, token_file: Path):
+    return subprocess.run(
+        [CLI, "proxy", "--token-file", str(token_file), server.url],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+        env=env_with_token(None),
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another owner needs root")
+def test_token_file_of_another_owner_is_refused(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    token_file.chmod(0o600)
+    os.chown(token_file, 65534, 65534)
+    result = proxy_with_token_file(server, token_file)
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} belongs to uid 65534, not to you "
+        "(uid 0); keep your token in a file of your own with mode 600\n"
+    )
+
+
+def test_token_file_that_is_a_fifo_is_refused_at_once(server, tmp_path):
+    """Opening a FIFO for reading waits for a writer: the check must not hang."""
+    token_file = tmp_path / "token"
+    os.mkfifo(token_file, 0o600)
+    result = proxy_with_token_file(server, token_file)
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} is not a regular file; put the token "
+        "in a file with mode 600\n"
+    )
+
+
+def test_a_token_with_a_line_break_is_one_line_and_never_printed(server):
+    code, lines, _ = ssh_through_proxy(server.url + "/", server.token + "\nX-Evil: 1")
+    assert code == 255
+    assert our_line(lines) == (
+        "jupyter-sshd-proxy: $JUPYTER_SSHD_PROXY_TOKEN does not hold a token: it has spaces, "
+        "control characters or non-ASCII letters in it, which a token never has; copy the "
+        "token again"
+    )
+
+
+# config-ssh: a % in the URL, a symlinked config, two runs at once, connection sharing
+
+
+def ssh_with_config(config: Path, *args: str, timeout: float = 60):
+    """ssh -F config ARGS; stdout and stderr go to files, because a ProxyCommand
+    started for a shared connection keeps the first ssh's stderr open."""
+    with open(config.parent / "ssh.out", "w+") as out, open(config.parent / "ssh.err", "w+") as err:
+        result = subprocess.run(
+            ["ssh", "-F", str(config), *args], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=err, env=env_with_token(None), timeout=timeout, check=False,
+        )  # fmt: skip
+        out.seek(0)
+        err.seek(0)
+        return result.returncode, out.read(), err.read()
+
+
+def test_a_percent_in_the_url_is_escaped_for_ssh(setup, laptop):
+    """JupyterHub escapes some user names (alice+test is /user/alice%2Btest/), and ssh
+    expands % in a ProxyCommand: unescaped, ssh fails with `percent_expand: unknown key %2`."""
+    base_path = "/user/alice%2Btest/"
+    server = ServerAt(
+        setup.account, setup.run_dir, setup.token, dict(setup.env),
+        [f"--ServerApp.base_url={base_path}"], base_path=base_path,
+    )  # fmt: skip
+    server.start()
+    try:
+        result = config_ssh(server, laptop, "--no-connection-sharing")
+        assert result.returncode == 0, result.stderr
+        config = laptop / ".ssh" / "config"
+        assert f" http://127.0.0.1:{server.port}/user/alice%%2Btest/\n" in config.read_text()
+        code, out, err = ssh_with_config(config, "myhub", "echo", "escaped")
+        assert (code, out) == (0, "escaped\n"), err
+    finally:
+        pid = server.status()["pid"]
+        if pid:
+            STARTED_PIDS.append(pid)
+        server.stop()
+
+
+def test_config_ssh_writes_through_a_symlinked_config(server, laptop):
+    """Dotfile managers link ~/.ssh/config: the link stays, its target is updated."""
+    dotfiles = laptop / "dotfiles"
+    dotfiles.mkdir()
+    config = laptop / ".ssh" / "config"
+    config.rename(dotfiles / "ssh_config")
+    config.symlink_to("../dotfiles/ssh_config")
+    result = config_ssh(server, laptop)
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(config) == "../dotfiles/ssh_config"
+    text = (dotfiles / "ssh_config").read_text()
+    assert text.startswith(EXISTING_CONFIG + "\n# >>> jupyter-sshd-proxy myhub >>>\n")
+    assert [p.name for p in dotfiles.iterdir()] == ["ssh_config"]  # no temporary file left
+
+
+def test_two_config_ssh_runs_at_once_both_end_up_in_the_files(server, laptop):
+    """Both edit ~/.ssh/config and the shared known_hosts, and both need the key made."""
+    config = str(laptop / ".ssh" / "config")
+    runs = [
+        subprocess.Popen(
+            [CLI, "config-ssh", server.url + "/", "--name", name, "--ssh-config", config],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_with_token(server.token),
+        )
+        for name in ("one", "two")
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 0, stderr
+    config = (laptop / ".ssh" / "config").read_text()
+    assert config.startswith(EXISTING_CONFIG)
+    assert "\nHost one\n" in config
+    assert "\nHost two\n" in config
+    known_hosts = (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").read_text()
+    assert sorted({line.split()[0] for line in known_hosts.splitlines()}) == ["one", "two"]
+
+
+def _our_proxies(laptop: Path) -> list[int]:
+    """The ProxyCommands of this laptop's ssh connections that are running."""
+    token_file = str(laptop / ".ssh" / "jupyter-sshd-proxy" / "myhub.token")
+    return sorted(int(line.split(":")[0]) for line in processes_mentioning(token_file))
+
+
+def test_the_second_connection_reuses_the_first(server, laptop):
+    """ControlMaster: one WebSocket (one ProxyCommand, one sshd connection) for both."""
+    assert config_ssh(server, laptop).returncode == 0
+    config = laptop / ".ssh" / "config"
+    try:
+        assert ssh_with_config(config, "myhub", "true")[0] == 0
+        code, _, check = ssh_with_config(config, "-O", "check", "myhub")
+        assert code == 0, check
+        assert check.startswith("Master running (pid=")
+        proxies = _our_proxies(laptop)
+        assert len(proxies) == 1
+        assert server.status()["sessions"] == 1
+
+        code, out, err = ssh_with_config(config, "myhub", "echo", "again")
+        assert (code, out) == (0, "again\n"), err
+        assert _our_proxies(laptop) == proxies  # no second ProxyCommand
+        assert server.status()["sessions"] == 1
+        assert ssh_with_config(config, "-O", "check", "myhub")[2] == check
+    finally:
+        ssh_with_config(config, "-O", "exit", "myhub")
+    wait_for(lambda: not _our_proxies(laptop), 10, "the shared connection to end")
+
+
+def test_no_connection_sharing_when_asked(server, laptop):
+    assert config_ssh(server, laptop, "--no-connection-sharing").returncode == 0
+    assert "Control" not in (laptop / ".ssh" / "config").read_text()

@@ -205,17 +205,19 @@ def _diff(path: str, old: str, new: str) -> str:
 def _ensure_identity(identity: str) -> str:
     """The public key line of identity, making an ed25519 key first if there is none."""
     public = identity + ".pub"
-    if not os.path.exists(identity):
+    with _writing(identity):
         os.makedirs(os.path.dirname(identity), mode=0o700, exist_ok=True)
-        result = subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "jupyter-sshd-proxy",
-             "-f", identity],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            msg = f"ssh-keygen could not make {identity}: {result.stderr.strip()}"
-            raise ConfigSSHError(msg)
-        print(f"jupyter-sshd-proxy: made a new key {identity}", file=sys.stderr)
+    with locked(identity):  # two runs at once (two --name) make one key
+        if not os.path.exists(identity):
+            result = subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "jupyter-sshd-proxy",
+                 "-f", identity],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                msg = f"ssh-keygen could not make {identity}: {result.stderr.strip()}"
+                raise ConfigSSHError(msg)
+            print(f"jupyter-sshd-proxy: made a new key {identity}", file=sys.stderr)
     if not os.path.exists(public):
         msg = f"{public} is missing; make it with: ssh-keygen -y -f {identity} > {public}"
         raise ConfigSSHError(msg)

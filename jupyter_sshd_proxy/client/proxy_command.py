@@ -186,6 +186,11 @@ def open_websocket(
             close_timeout=2,  # ssh has gone: do not linger over the goodbye
             user_agent_header="jupyter-sshd-proxy",
         )
+    except ssl.SSLError as error:  # first: a failed verification is a ValueError too
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
     except (InvalidStatus, ValueError) as error:
         # With our own socket, websockets refuses to follow a redirect
         # (ValueError, caused by the InvalidStatus): we never follow silently.
@@ -205,11 +210,6 @@ def open_websocket(
     except TimeoutError:
         msg = f"no answer from {url} within {open_timeout:g}s"
         raise ProxyError(msg) from None
-    except ssl.SSLError as error:  # (an OSError too)
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
     except OSError as error:
         msg = f"cannot connect to {url}: {error.strerror or error}"
         raise ProxyError(msg) from None
