@@ -145,7 +145,9 @@ def put_block(config: str, name: str, block: str) -> str:
     return config + separator + block
 
 
-KNOWN_HOSTS_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]* [a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}\n")
+KNOWN_HOSTS_LINE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]* [a-z][a-z0-9@.-]* [A-Za-z0-9+/]+={0,2}\n"
+)
 
 
 def put_known_hosts(known_hosts: str, alias: str, keys: list[tuple[str, str]]) -> str:
