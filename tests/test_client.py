@@ -457,8 +457,11 @@ def test_config_ssh_writes_through_a_symlinked_config(server, laptop):
     assert [p.name for p in dotfiles.iterdir()] == ["ssh_config"]  # no temporary file left
 
 
-def test_two_config_ssh_runs_at_once_both_end_up_in_the_files(server, laptop):
-    """Both edit ~/.ssh/config and the shared known_hosts, and both need the key made."""
+NAMES = ["one", "two", "three", "four"]
+
+
+def test_config_ssh_runs_at_once_all_end_up_in_the_files(server, laptop):
+    """All edit ~/.ssh/config and the shared known_hosts, and all need the key made."""
     config = str(laptop / ".ssh" / "config")
     runs = [
         subprocess.Popen(
@@ -469,17 +472,16 @@ def test_two_config_ssh_runs_at_once_both_end_up_in_the_files(server, laptop):
             text=True,
             env=env_with_token(server.token),
         )
-        for name in ("one", "two")
+        for name in NAMES
     ]
     for run in runs:
         _, stderr = run.communicate(timeout=60)
         assert run.returncode == 0, stderr
     config = (laptop / ".ssh" / "config").read_text()
     assert config.startswith(EXISTING_CONFIG)
-    assert "\nHost one\n" in config
-    assert "\nHost two\n" in config
+    assert [name for name in NAMES if f"\nHost {name}\n" in config] == NAMES
     known_hosts = (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").read_text()
-    assert sorted({line.split()[0] for line in known_hosts.splitlines()}) == ["one", "two"]
+    assert sorted({line.split()[0] for line in known_hosts.splitlines()}) == sorted(NAMES)
 
 
 def _our_proxies(laptop: Path) -> list[int]:
