@@ -356,6 +356,37 @@ def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
     assert result.stdout.strip()[0].isdigit()
 
 
+def test_urllib_request_is_imported_only_when_websockets_needs_the_proxy_settings():
+    """It costs 10 ms per connection; websockets reads the HTTP(S) proxy settings
+    with it only when it opens the socket itself (a proxy is configured)."""
+    code = (
+        "import os, sys\n"
+        "from jupyter_sshd_proxy.client import proxy_command\n"
+        "proxy_command.import_websockets()\n"
+        "assert 'http.client' not in sys.modules\n"
+        "from websockets.proxy import get_proxy\n"
+        "from websockets.uri import parse_uri\n"
+        "os.environ['https_proxy'] = 'http://proxy.example:3128'\n"
+        "print(get_proxy(parse_uri('wss://hub.example.org/user/a/sshd/')))\n"
+        "import urllib.request\n"
+        "assert 'getproxies' in vars(urllib.request), 'the real module'\n"
+        "assert sys.modules['urllib.request'] is urllib.request\n"
+        "from jupyter_sshd_proxy.client import rest\n"
+        "try:\n"
+        "    rest.ServerAPI('http://127.0.0.1:1/', 'token').call('GET', 'x')\n"
+        "except rest.APIError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "http://proxy.example:3128\ncannot reach http://127.0.0.1:1/: Connection refused\n"
+    )
+
+
 # The token file: checked on the file that is read
 
 

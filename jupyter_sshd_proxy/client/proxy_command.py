@@ -12,6 +12,7 @@ import socket
 import stat
 import sys
 import threading
+import types
 
 from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .urls import websocket_url
@@ -77,16 +78,22 @@ def _read_token_file(path: str) -> str:
     return token
 
 
-def import_websockets():
-    """Import the websockets client without importlib.metadata when we can.
+def import_websockets() -> types.ModuleType:
+    """websockets.sync.client, imported without what the ProxyCommand never uses.
 
     websockets/version.py imports importlib.metadata (a third of websockets'
     import time, paid on every ssh connection) but uses it only in unreleased
     builds. Let it import a placeholder; if it does need the real module, the
     placeholder fails, and we import everything again the ordinary way.
-    """
-    import types
 
+    websockets/proxy.py imports urllib.request (and with it http.client and
+    the email parser: another 10 ms) for the HTTP(S) proxy settings, which it
+    reads only when it opens the socket itself; EarlySocket opens it unless a
+    proxy is configured. So it gets urllib.request as a lazy module, which is
+    imported for real at its first use.
+    """
+    if "urllib.request" not in sys.modules:
+        _lazy_module("urllib.request")
     if "importlib.metadata" in sys.modules:  # already paid for
         from websockets.sync import client
 
@@ -103,6 +110,26 @@ def import_websockets():
             del sys.modules[name]
         from websockets.sync import client
     return client
+
+
+class _ImportedAtFirstUse(types.ModuleType):
+    """A stand-in for a module: the first attribute asked of it imports the real
+    module (which takes its place in sys.modules and in its package)."""
+
+    def __getattr__(self, attribute: str):
+        import importlib
+
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def _lazy_module(name: str) -> None:
+    """Put a stand-in for module name (a submodule) into sys.modules and its package."""
+    parent, _, child = name.rpartition(".")
+    __import__(parent)
+    sys.modules[name] = stand_in = _ImportedAtFirstUse(name)
+    setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
 
 
 PROXY_VARIABLES = (
