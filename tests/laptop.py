@@ -8,12 +8,14 @@ A laptop home lives in a short directory under /tmp: ssh's control sockets
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +51,17 @@ def run_cli(*args: str, token: str | None, timeout: float = 60, **env: str):
     )  # fmt: skip
 
 
-def make_laptop() -> Path:
-    """A fresh laptop home with ~/.ssh/config holding EXISTING_CONFIG; remove it with rmtree."""
+@contextlib.contextmanager
+def laptop_home() -> Iterator[Path]:
+    """A fresh laptop home with ~/.ssh/config holding EXISTING_CONFIG, removed afterwards."""
     home = Path(tempfile.mkdtemp(prefix="jsp-", dir="/tmp"))
-    (home / ".ssh").mkdir(mode=0o700)
-    (home / ".ssh" / "config").write_text(EXISTING_CONFIG)
-    (home / ".ssh" / "config").chmod(0o600)
-    return home
-
-
-def remove_laptop(home: Path) -> None:
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        (home / ".ssh").mkdir(mode=0o700)
+        (home / ".ssh" / "config").write_text(EXISTING_CONFIG)
+        (home / ".ssh" / "config").chmod(0o600)
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def snapshot(home: Path) -> dict:

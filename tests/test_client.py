@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import STARTED_PIDS
 from .helpers import VENV_BIN, SSHClient, free_port, make_key, processes_mentioning, wait_for
-from .laptop import CLI, EXISTING_CONFIG, ServerAt, env_with_token, make_laptop, remove_laptop
+from .laptop import CLI, EXISTING_CONFIG, ServerAt, env_with_token, laptop_home
 
 
 def ssh_through_proxy(url: str, token: str | None):
@@ -142,9 +142,8 @@ def config_ssh(server, home: Path, *args: str):
 @pytest.fixture
 def laptop():
     """A user's ~ on the laptop: ~/.ssh with a config of their own."""
-    home = make_laptop()
-    yield home
-    remove_laptop(home)
+    with laptop_home() as home:
+        yield home
 
 
 def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .hostile import Answer, HostileServer
-from .laptop import make_laptop, remove_laptop, run_cli, snapshot
+from .laptop import laptop_home, run_cli, snapshot
 
 CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 SUSPICIOUS = "is that URL really your Jupyter server?"
@@ -37,9 +37,8 @@ ECDSA = (
 
 @pytest.fixture
 def laptop():
-    home = make_laptop()
-    yield home
-    remove_laptop(home)
+    with laptop_home() as home:
+        yield home
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import STARTED_PIDS, ServerSetup
 from .helpers import Account, SSHClient, pin_host_keys
-from .laptop import ServerAt, env_with_token, make_laptop, remove_laptop, run_cli, snapshot
+from .laptop import ServerAt, env_with_token, laptop_home, run_cli, snapshot
 from .tls import make_ca
 
 UNTRUSTED = (
@@ -64,9 +64,8 @@ def server(tls_setup, ca):
 
 @pytest.fixture
 def laptop():
-    home = make_laptop()
-    yield home
-    remove_laptop(home)
+    with laptop_home() as home:
+        yield home
 
 
 @pytest.fixture

@@ -13,9 +13,13 @@ import stat
 import sys
 import threading
 import types
+from typing import TYPE_CHECKING
 
 from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .urls import websocket_url
+
+if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket is opening
+    from websockets.sync.client import ClientConnection
 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
@@ -116,7 +120,7 @@ class _ImportedAtFirstUse(types.ModuleType):
     """A stand-in for a module: the first attribute asked of it imports the real
     module (which takes its place in sys.modules and in its package)."""
 
-    def __getattr__(self, attribute: str):
+    def __getattr__(self, attribute: str) -> object:
         import importlib
 
         if sys.modules.get(self.__name__) is self:
@@ -151,7 +155,7 @@ class EarlySocket:
     is still recognised by the Hub's final 424).
     """
 
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float) -> None:
         from urllib.parse import urlsplit
 
         self.sock = None
@@ -162,7 +166,7 @@ class EarlySocket:
         parts = urlsplit(url)
         address = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
 
-        def connect():
+        def connect() -> None:
             try:
                 self.sock = socket.create_connection(address, timeout=timeout)
                 self.sock.settimeout(None)
@@ -172,7 +176,7 @@ class EarlySocket:
         self.thread = threading.Thread(target=connect, daemon=True)
         self.thread.start()
 
-    def result(self):
+    def result(self) -> socket.socket | None:
         """The connected socket, None to let websockets connect, or the OSError."""
         if self.thread is None:
             return None
@@ -188,7 +192,7 @@ def open_websocket(
     ping_interval: float | None,
     open_timeout: float,
     ca_file: str | None = None,
-):
+) -> ClientConnection:
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
     early = EarlySocket(url, open_timeout)
     connect = import_websockets().connect
@@ -242,11 +246,11 @@ def open_websocket(
         raise ProxyError(msg) from None
 
 
-def pump(ws, url: str, token: str, ca_file: str | None = None) -> int:
+def pump(ws: ClientConnection, url: str, token: str, ca_file: str | None = None) -> int:
     """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
     from websockets.exceptions import ConnectionClosed
 
-    def upstream():
+    def upstream() -> None:
         try:
             while chunk := os.read(0, CHUNK):
                 ws.send(chunk)

@@ -30,7 +30,7 @@ MAX_LINE = 64 * 1024  # bytes per line of an event stream
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(self, req, fp, code, msg, headers, newurl) -> None:
         return None
 
 
@@ -47,7 +47,7 @@ class ServerAPI:
             handlers.append(urllib.request.HTTPSHandler(context=context))
         self._opener = urllib.request.build_opener(*handlers)
 
-    def _request(self, method: str, path: str, data: bytes | None = None):
+    def _request(self, method: str, path: str, data: bytes | None = None) -> urllib.request.Request:
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Authorization", f"token {self._token}")
         return request
@@ -70,7 +70,9 @@ class ServerAPI:
         except (OSError, http.client.HTTPException) as error:
             raise self._failure(error) from None
 
-    def _read(self, response, path: str) -> bytes:
+    def _read(
+        self, response: http.client.HTTPResponse | urllib.error.HTTPError, path: str
+    ) -> bytes:
         data = response.read(MAX_ANSWER + 1)
         if len(data) > MAX_ANSWER:
             msg = f"{self.base} answered {path} with more than 1 MiB; {SUSPICIOUS}"
