@@ -437,16 +437,12 @@ def test_a_token_with_a_line_break_is_one_line_and_never_printed(server):
 
 
 def ssh_with_config(config: Path, *args: str, timeout: float = 60):
-    """ssh -F config ARGS; stdout and stderr go to files, because a ProxyCommand
-    started for a shared connection keeps the first ssh's stderr open."""
-    with open(config.parent / "ssh.out", "w+") as out, open(config.parent / "ssh.err", "w+") as err:
-        result = subprocess.run(
-            ["ssh", "-F", str(config), *args], stdin=subprocess.DEVNULL, stdout=out,
-            stderr=err, env=env_with_token(None), timeout=timeout, check=False,
-        )  # fmt: skip
-        out.seek(0)
-        err.seek(0)
-        return result.returncode, out.read(), err.read()
+    """ssh -F config ARGS, as a user runs it: (exit status, stdout, stderr)."""
+    result = subprocess.run(
+        ["ssh", "-F", str(config), *args], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, env=env_with_token(None), timeout=timeout, check=False,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_a_percent_in_the_url_is_escaped_for_ssh(setup, laptop):

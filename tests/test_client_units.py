@@ -325,3 +325,10 @@ def test_a_missing_ca_file_is_one_line(tmp_path):
 
 def test_no_ca_file_means_the_default_context():
     assert tls.context(None) is None
+
+
+def test_the_block_refuses_a_user_name_that_is_not_portable():
+    with pytest.raises(ValueError, match="refusing to write the user name 'jo vyan'"):
+        ssh_files.render_block(
+            name="myhub", user="jo vyan", proxy_argv=["x"], identity_file="/i", known_hosts="/k"
+        )

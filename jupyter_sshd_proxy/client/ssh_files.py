@@ -11,6 +11,8 @@ import re
 import shlex
 import subprocess
 
+from .untrusted import USER_NAME
+
 BEGIN = "# >>> jupyter-sshd-proxy {name} >>>"
 END = "# <<< jupyter-sshd-proxy {name} <<<"
 HOST_KEY_CHECKING = ("yes", "accept-new")
@@ -67,8 +69,8 @@ def sharing_fits(control_dir: str) -> bool:
     characters longer, then renames it; sun_path holds 104 bytes on macOS and
     the BSDs (108 on Linux), the last one a NUL.
     """
-    longest = len(os.path.join(control_dir, "cm-").encode()) + 40 + 17 + 1  # cm-%C
-    return longest <= MAX_SOCKET_PATH
+    socket = os.path.join(control_dir, CONTROL_SOCKET.replace("%C", "0" * 40))
+    return len(socket.encode()) + 17 + 1 <= MAX_SOCKET_PATH
 
 
 def render_block(
@@ -84,9 +86,12 @@ def render_block(
 ) -> str:
     """The marked Host block; connection sharing when control_dir is given.
 
-    Raises ValueError for a value ssh_config cannot hold; the user name and the
-    name must have been checked already (untrusted.user_name, check_name).
+    Raises ValueError for a value ssh_config cannot hold. The user name comes
+    from the server: untrusted.user_name() has checked it, and so does this.
     """
+    if not USER_NAME.fullmatch(user):
+        msg = f"refusing to write the user name {user!r}: it is not a portable one"
+        raise ValueError(msg)
     if host_key_checking not in HOST_KEY_CHECKING:
         msg = (
             f"host key checking must be one of {', '.join(HOST_KEY_CHECKING)}, "
@@ -105,7 +110,8 @@ def render_block(
         "    IdentitiesOnly yes",
     ]
     if control_dir is not None:
-        socket = _config_value(os.path.join(control_dir, ""), "the directory", CONTROL_SOCKET)
+        directory = os.path.join(control_dir, "")
+        socket = _config_value(directory, "the control socket directory", CONTROL_SOCKET)
         lines += [
             "    ControlMaster auto",
             f"    ControlPath {socket}",
