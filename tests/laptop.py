@@ -90,7 +90,8 @@ class ServerAt(JupyterServer):
             "127.0.0.1", self.port, timeout=30, context=context
         )
         headers = dict(headers or {})
-        headers["Authorization"] = f"token {self.token if token == '' else token}"
+        if token is not None:
+            headers["Authorization"] = f"token {self.token if token == '' else token}"
         try:
             connection.request(method, self.base_path.rstrip("/") + path, headers=headers)
             response = connection.getresponse()
