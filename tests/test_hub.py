@@ -185,7 +185,7 @@ def test_config_ssh_against_the_hub_then_ssh_name(hub, server, account, tmp_path
     config = home / ".ssh" / "config"
     result = subprocess.run(
         [str(VENV_BIN / "jupyter-sshd-proxy"), "config-ssh", server.url + "/",
-         "--ssh-config", str(config)],
+         "--ssh-config", str(config), "--no-connection-sharing"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
