@@ -61,6 +61,9 @@ def hub_info(environ: Mapping[str, str]) -> dict | None:
         hub_base = environ.get("JUPYTERHUB_BASE_URL", "").strip() or "/"
         if not hub_base.startswith("/"):
             hub_base = "/" + hub_base
+        if "\\" in hub_base or hub_base.startswith("//"):
+            # A browser reads /\\host/ and //host/ as another site: stay on this one.
+            hub_base = "/"
         token_page = url_path_join(hub_base, "hub", "token")
     return {"token_page": token_page, "scope": f"access:servers!server={user}/{server}"}
 

@@ -49,9 +49,11 @@
     element.textContent = name;
   }
 
+  // The token the server put in the page, from the _xsrf cookie it saw. Not
+  // read from document.cookie: a page on another port of the same host can
+  // add a second _xsrf cookie there (cookies ignore ports).
   function xsrfToken() {
-    const cookie = document.cookie.split("; ").find((part) => part.startsWith("_xsrf="));
-    return cookie ? decodeURIComponent(cookie.slice("_xsrf=".length)) : main.dataset.xsrfToken;
+    return main.dataset.xsrfToken;
   }
 
   class APIError extends Error {}
@@ -120,18 +122,27 @@
   const form = byId("add-key");
   const textarea = byId("new-key");
 
+  // What the server stored, with control and direction characters shown as
+  // \\uXXXX: a comment must not reverse or hide the text next to it.
+  function visible(text) {
+    return text.replace(
+      /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+      (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0").toUpperCase()}`,
+    );
+  }
+
   function describe(key) {
-    return key.comment ? `${key.comment} (${key.fingerprint})` : key.fingerprint;
+    return key.comment ? `${visible(key.comment)} (${key.fingerprint})` : key.fingerprint;
   }
 
   function keyItem(key) {
     const item = make("li");
     item.dataset.fingerprint = key.fingerprint;
     const text = make("div", "key");
-    text.append(make("span", "comment", key.comment || "(no comment)"), " ");
+    text.append(make("span", "comment", visible(key.comment) || "(no comment)"), " ");
     text.append(make("span", "type", key.type), " ");
     text.append(make("code", "fingerprint", key.fingerprint));
-    if (key.options) text.append(" ", make("span", "options", `options: ${key.options}`));
+    if (key.options) text.append(" ", make("span", "options", `options: ${visible(key.options)}`));
     const remove = make("button", "remove", "Remove");
     remove.type = "button";
     remove.setAttribute("aria-label", `Remove the key ${describe(key)}`);
@@ -145,7 +156,7 @@
       const data = await call("GET", "authorized-keys");
       keysFile.textContent = data.keys.length
         ? `These keys may log in, from ${data.file}:`
-        : `No key in ${data.file} yet: nobody can log in with ssh. Add your public key below.`;
+        : `No key in ${data.file} yet. Add your public key below.`;
       keysList.replaceChildren(...data.keys.map(keyItem));
     } catch (error) {
       keysFile.textContent = "The authorized keys could not be read:";
