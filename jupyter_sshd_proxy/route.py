@@ -42,13 +42,13 @@ class AuthorizedUpgrade:
     and authenticates (403 for a WebSocket upgrade without a user)."""
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
-        await super().prepare(*args, **kwargs)  # type: ignore[misc]
-        if self._finished:  # type: ignore[attr-defined]
+        await super().prepare(*args, **kwargs)
+        if self._finished:
             return  # the parent answered already (a redirect to the login page)
-        user = self.current_user  # type: ignore[attr-defined]
+        user = self.current_user
         if not user:
             raise web.HTTPError(403)
-        authorizer = self.authorizer  # type: ignore[attr-defined]
+        authorizer = self.authorizer
         if authorizer is None:  # as jupyter_server_terminals does
             warn_disabled_authorization()
             return
