@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -169,6 +170,7 @@ class PublicKey:
     blob: str  # the key, base64, as ssh-keygen writes it
     comment: str
     line: str = ""  # the line as given, written as is by add_key
+    cert_authority: bool = False  # it lets in certificates signed by the key, not the key
 
     @property
     def fingerprint(self) -> str:
@@ -291,7 +293,8 @@ def _parse_line(text: str, strict: bool) -> PublicKey:
         msg = f"{first[:40]!r} is not a supported key type; {EXAMPLE_LINE}"
         raise BadKeyError(msg)
     key = _read_key(text, key_start, options, text)
-    _check_options(text, strict)
+    if "cert-authority" in _check_options(text, strict):
+        key = dataclasses.replace(key, cert_authority=True)
     return key
 
 
@@ -458,8 +461,9 @@ def _options_end(text: str) -> int:
     return pos
 
 
-def _check_options(text: str, strict: bool) -> None:
-    """sshauthopt_parse(): the options at the start of text, as sshd reads them."""
+def _check_options(text: str, strict: bool) -> set[str]:
+    """sshauthopt_parse(): the options at the start of text, as sshd reads them;
+    the names of those given (without "no-")."""
     seen: set[str] = set()
     pos = 0
     while pos < len(text) and text[pos] not in SPACE:
@@ -473,6 +477,7 @@ def _check_options(text: str, strict: bool) -> None:
         if pos >= len(text):
             msg = "the options end with a comma"
             raise BadKeyError(msg)
+    return seen
 
 
 def _one_option(text: str, pos: int, seen: set[str], strict: bool) -> int:
@@ -482,12 +487,14 @@ def _one_option(text: str, pos: int, seen: set[str], strict: bool) -> int:
         if negatable and text[start : start + 3].translate(ASCII_LOWER) == "no-":
             start += 3
         if text[start : start + len(name)].translate(ASCII_LOWER) == name:
+            seen.add(name)
             return start + len(name)
     for name in VALUE_OPTIONS:
         end = pos + len(name)
         if text[pos:end].translate(ASCII_LOWER) == name and text[end : end + 1] == "=":
             value, after = _dequote(text, end + 1, name)
             _check_value(name, value, seen, strict)
+            seen.add(name)
             return after
     return pos  # nothing known here: sshd accepts only a comma (an empty option)
 
@@ -513,10 +520,8 @@ def _dequote(text: str, pos: int, name: str) -> tuple[str, int]:
 def _check_value(name: str, value: str, seen: set[str], strict: bool) -> None:
     """The checks sshd makes of an option's value when it reads the line."""
     problem = None
-    if name in SINGLE_OPTIONS:
-        if name in seen:
-            problem = f'more than one "{name}" option'
-        seen.add(name)
+    if name in SINGLE_OPTIONS and name in seen:
+        problem = f'more than one "{name}" option'
     elif name == "environment":
         variable, equals, _ = value.partition("=")
         if not equals or not re.fullmatch(r"[A-Za-z0-9_]+", variable):
@@ -577,11 +582,17 @@ def read_keys(path: str) -> list[PublicKey]:
 
 
 def add_key(path: str, key: PublicKey) -> bool:
-    """Append key unless a line already lets it in; False if one does."""
+    """Append key unless a line already lets it in (as itself, or as a
+    certificate authority if key is one); False if one does."""
     with _editing(path) as target:
         lines = _read_lines(target)
-        if any(_grants(line, key.fingerprint) for line in lines):
-            return False
+        for line in lines:
+            found = parse_file_line(line.decode("utf-8", "surrogateescape"))
+            if found and (found.fingerprint, found.cert_authority) == (
+                key.fingerprint,
+                key.cert_authority,
+            ):
+                return False
         if lines and not lines[-1].endswith(b"\n"):
             lines[-1] += b"\n"
         lines.append((key.line or _line_of(key)).encode("utf-8") + b"\n")

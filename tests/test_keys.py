@@ -269,3 +269,17 @@ def test_the_api_reads_the_environment_trick_as_sshd_does():
 def test_printable_escapes_what_could_forge_a_log_line():
     text = "me\x1b[31m\nFAKE LOG LINE\u2028x\t\udce9 café"
     assert keys.printable(text) == "me\\x1b[31m\\nFAKE LOG LINE\\u2028x\\t\\udce9 café"
+
+
+def test_a_certificate_authority_line_does_not_count_as_the_key(tmp_path):
+    """sshd lets certificates signed by a cert-authority key in, never the key
+    itself: adding the key as a plain key is not refused as "already there"."""
+    path = tmp_path / "authorized_keys"
+    path.write_text(f"cert-authority {K['A'].line()}\n")
+    (listed_key,) = keys.read_keys(str(path))
+    assert listed_key.cert_authority
+    assert listed_key.options == "cert-authority"
+    assert keys.add_key(str(path), keys.parse_key(K["A"].line("me")))
+    assert not keys.add_key(str(path), keys.parse_key(K["A"].line("again")))
+    assert keys.remove_key(str(path), fp("A")) == 2
+    assert path.read_text() == ""
