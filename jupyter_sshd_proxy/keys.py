@@ -21,6 +21,10 @@ or outlive its removal. So every line is read with sshd's own rules (OpenSSH
   (ED25519, RSA). The fingerprint is that of the key, not of the bytes in the
   line, as ssh-keygen -l prints it.
 
+Options that sshd applies when a key is used (from=, expiry-time, and
+cert-authority, which lets in certificates signed by the key rather than the
+key) are returned with the key, for the caller to show.
+
 A key sent to the API (parse_key) must also be one line, of at most MAX_LINE
 characters of valid Unicode, and its options must be fully understood
 (strict): values that sshd checks with the C library (times, ports, tunnel
