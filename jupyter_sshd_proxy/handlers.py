@@ -36,6 +36,10 @@ from .server import SSHDService
 
 AUTH_RESOURCE = "terminals"
 CHANGE_KEYS = "execute"  # a key is a shell: what jupyter_server_terminals asks to open one
+NOT_ALLOWED = (
+    "adding or removing a key needs the right to open a terminal (execute on terminals), "
+    "which this user does not have"
+)
 MAX_BODY = 64 * 1024  # bytes; a key line is at most keys.MAX_LINE characters
 Result = TypeVar("Result")
 
@@ -146,7 +150,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         self.finish({"file": path, "keys": [key.as_json() for key in found]})
 
     @web.authenticated
-    @authorized(CHANGE_KEYS)
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
     def post(self) -> None:
         body = self.json_object()
         line = body.get("key")
@@ -168,7 +172,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         self.finish(key.as_json())
 
     @web.authenticated
-    @authorized(CHANGE_KEYS)
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
     def delete(self) -> None:
         fingerprint = self.get_argument("fingerprint", "")
         if not keys.is_fingerprint(fingerprint):

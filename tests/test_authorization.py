@@ -91,7 +91,10 @@ def test_without_execute_keys_cannot_be_added_or_removed(no_execute_server, setu
     line = key.with_suffix(".pub").read_text().strip()
     try:
         status, body = call(no_execute_server, "POST", "/authorized-keys", {"key": line})
-        assert status == 403, body
+        assert (status, body["message"]) == (403, (
+            "adding or removing a key needs the right to open a terminal (execute on "
+            "terminals), which this user does not have"
+        ))  # fmt: skip
         listed = call(no_execute_server, "GET", "/authorized-keys")[1]["keys"]
         query = "?fingerprint=" + urllib.parse.quote(listed[0]["fingerprint"], safe="")
         assert call(no_execute_server, "DELETE", "/authorized-keys" + query)[0] == 403
