@@ -1,4 +1,8 @@
-"""The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/."""
+"""The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/,
+and the /sshd/ route authorized like a terminal (route.py).
+
+It loads after jupyter_server_proxy's extension (extensions load in name
+order), so the route it guards is already registered."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
+from . import route
 from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 from .page import page_handlers
@@ -26,6 +31,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
+    route.install(serverapp.web_app, base_url, serverapp.log)
     if service.settings_error is None:
         start_tracking(serverapp, service.settings, service.connections)
     else:
