@@ -10,11 +10,10 @@ still works. With the default authorizer everything works.
 from __future__ import annotations
 
 import base64
-import http.client
-import json
 import logging
 import os
 import socket
+import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import pytest
 from tornado import web
 
 from .helpers import make_key
+from .test_api import call
 
 TESTS_DIR = Path(__file__).resolve().parent
-API = "/sshd-proxy/api"
 NO_EXECUTE = "--ServerApp.authorizer_class=no_execute_authorizer.ReadWriteOnly"
 
 
@@ -50,23 +49,6 @@ def upgrade_status(server, path: str = "/sshd/") -> int:
                 break
             answer += chunk
     return int(answer.split(b" ", 2)[1])
-
-
-def call(server, method: str, path: str, body=None):
-    """(status, JSON answer) of one REST call with the server's token."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        connection.request(
-            method,
-            API + path,
-            body=None if body is None else json.dumps(body),
-            headers={"Authorization": f"token {server.token}"},
-        )
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, (json.loads(data) if data else None)
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +109,23 @@ def test_install_names_a_missing_route_in_one_error_line(caplog):
         "ssh is not limited to users who may open a terminal; check that "
         "jupyter_server_proxy is installed and enabled"
     ]
+
+
+def test_config_ssh_says_the_user_may_not_open_a_terminal(no_execute_server, tmp_path):
+    from .test_client import CLI
+
+    server = no_execute_server
+    config = tmp_path / ".ssh" / "config"
+    config.parent.mkdir(mode=0o700)
+    result = subprocess.run(
+        [CLI, "config-ssh", server.url + "/", "--name", "myhub", "--ssh-config", str(config)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": server.token},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "jupyter-sshd-proxy: the server refused (403) the sshd-proxy authorized-keys endpoint at "
+        f"{server.url}/: adding or removing a key needs the right to open a terminal (execute "
+        "on terminals), which this user does not have"
+    )
+    assert not config.exists()

@@ -40,8 +40,9 @@ def test_wrong_token(server):
     code, lines, seconds = ssh_through_proxy(server.url + "/", "wrong-token")
     assert code == 255
     assert our_line(lines) == (
-        f"jupyter-sshd-proxy: the server refused the token (403) for "
-        f"ws://127.0.0.1:{server.port}/sshd/; get a new token and try again"
+        f"jupyter-sshd-proxy: the server refused the connection (403) for "
+        f"ws://127.0.0.1:{server.port}/sshd/: get a new token and try again; if that does not "
+        "help, this user may not open a terminal, which ssh needs"
     )
     assert seconds < 2
 

@@ -141,6 +141,17 @@ def explain(
     status: int, base: str, what: str, body: object = None, location: str | None = None
 ) -> str:
     """One line for a failed call, naming the fix; what the server said is made printable."""
+    message = body.get("message") if isinstance(body, dict) else None
+    said = printable(message, 300) if isinstance(message, str) else ""
+    if status in (401, 403) and said and said != http.client.responses[status]:
+        # Our API says why (e.g. changing keys needs the right to open a terminal).
+        return f"the server refused ({status}) the {what} at {base}: {said}"
+    if status == 403 and what == "sshd route":
+        # A refused WebSocket upgrade says nothing more than its status.
+        return (
+            f"the server refused the connection (403) for {base}: get a new token and try "
+            "again; if that does not help, this user may not open a terminal, which ssh needs"
+        )
     if status in (401, 403):
         return f"the server refused the token ({status}) for {base}; get a new token and try again"
     if server_not_running(status, location):
@@ -159,6 +170,4 @@ def explain(
             f"{base} has no {what} (404): install jupyter-sshd-proxy in the Jupyter "
             "server's environment and restart the server"
         )
-    message = body.get("message") if isinstance(body, dict) else None
-    said = printable(message, 300) if message else ""
     return f"{base} answered {status} for {what}" + (f": {said}" if said else "")
