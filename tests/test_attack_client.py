@@ -1,0 +1,615 @@
+"""Attacks on the laptop side by a hostile (or merely broken) server, URL or laptop.
+
+test_break_* tests fail today: each is one break of the client's rules (a
+refusal is one line and writes nothing, no token in any output, host keys
+pinned, no hang without a deadline); each can be cherry-picked alone.
+test_held_* tests pass: attacks that the client withstood, kept as guards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from .attack_server import ScriptedServer, websocket_accept
+from .hostile import Answer, HostileServer
+from .laptop import CLI, env_with_token, laptop_home, run_cli, snapshot
+from .test_hostile_server import AUTHORIZED_KEYS, ED25519, HOST_KEYS, STATUS
+
+TOKEN = "secret-token-3f9a"
+
+
+@pytest.fixture
+def laptop():
+    with laptop_home() as home:
+        yield home
+
+
+def good_answers(server: HostileServer, prefix: str = "") -> None:
+    """server answers like a good one under prefix (a path such as /user/alice)."""
+    server.answers[("GET", prefix + STATUS)] = Answer.json({"running": True, "user": "jovyan"})
+    server.answers[("GET", prefix + HOST_KEYS)] = Answer.json(
+        {"keys": [{"type": "ssh-ed25519", "key": ED25519}]}
+    )
+    server.answers[("POST", prefix + AUTHORIZED_KEYS)] = Answer.json({}, status=201)
+
+
+@pytest.fixture
+def hostile():
+    with HostileServer() as server:
+        good_answers(server)
+        yield server
+
+
+def config_ssh(url: str, laptop: Path, *more: str, name: str | None = "myhub", **env: str):
+    args = ["config-ssh", url, "--ssh-config", str(laptop / ".ssh" / "config"), *more]
+    if name:
+        args.append(f"--name={name}")
+    return run_cli(*args, token=TOKEN, **env)
+
+
+def ssh_effective(config: Path, host: str) -> dict[str, str]:
+    """What ssh would really use for host: `ssh -G`, the first value of each option."""
+    out = subprocess.run(
+        ["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, check=True
+    ).stdout
+    values: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key, value)
+    return values
+
+
+def one_line(stderr: str) -> None:
+    """The rule for every refusal: one line on stderr, no traceback."""
+    last = stderr.strip().splitlines()[-1:] or [""]
+    assert "Traceback" not in stderr, f"a traceback ending in {last[0]!r}"
+    assert stderr.count("\n") == 1, stderr
+
+
+# ---------------------------------------------------------------- breaks
+
+
+def test_break_a_broken_chunked_error_answer_is_a_traceback(laptop):
+    """500 with a chunked body whose chunk size is not hex: rest.call() reads the
+    error body inside its `except HTTPError` clause, so the IncompleteRead escapes."""
+
+    def answer(sock, request, stop):
+        sock.sendall(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+
+    with ScriptedServer(answer) as server:
+        before = snapshot(laptop)
+        result = config_ssh(server.url, laptop)
+    assert result.returncode == 1
+    one_line(result.stderr)
+    assert snapshot(laptop) == before
+
+
+def test_break_an_error_answer_that_stalls_is_a_traceback(laptop):
+    """500 that promises 1000 bytes and sends none: TimeoutError from the error body."""
+
+    def answer(sock, request, stop):
+        sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 1000\r\n\r\n")
+        stop.wait(30)
+
+    with ScriptedServer(answer) as server:
+        result = config_ssh(server.url, laptop)
+    assert result.returncode == 1
+    one_line(result.stderr)
+
+
+def test_break_an_answer_dripping_one_byte_at_a_time_has_no_deadline():
+    """ServerAPI's timeout is per recv(), not per answer: a server that sends a
+    byte every half second inside a 1 s timeout holds the client for as long as it
+    likes (config-ssh, doctor and the ProxyCommand's status call all wait)."""
+    from jupyter_sshd_proxy.client.rest import ServerAPI
+
+    def answer(sock, request, stop):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        sock.sendall(b"Content-Length: 200\r\n\r\n")
+        for _ in range(200):
+            if stop.wait(0.5):
+                return
+            sock.sendall(b" ")
+
+    outcome: list[object] = []
+    with ScriptedServer(answer) as server:
+        api = ServerAPI(server.url, TOKEN, timeout=1)
+
+        def call():
+            try:
+                outcome.append(api.get("sshd-proxy/api/status", "status"))
+            except Exception as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(8)
+        still_waiting = thread.is_alive()
+    assert not still_waiting, "ServerAPI(timeout=1) still waiting for one answer after 8 s"
+
+
+def test_break_start_follows_a_progress_stream_for_ever(monkeypatch):
+    """`proxy --start`: START_TIMEOUT is the socket timeout of each read, not a
+    deadline; a Hub that keeps sending progress events keeps the ProxyCommand
+    (and the ssh or VS Code waiting on it) for ever."""
+    from jupyter_sshd_proxy.client import hub_start
+
+    monkeypatch.setattr(hub_start, "START_TIMEOUT", 2)
+
+    def answer(sock, request, stop):
+        if request.method == "POST":
+            sock.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+            return
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        while not stop.wait(0.5):
+            sock.sendall(b'data: {"progress": 50, "message": "pending"}\n\n')
+
+    lines: list[str] = []
+    outcome: list[object] = []
+    with ScriptedServer(answer) as server:
+
+        def start():
+            try:
+                hub_start.start_server(server.url + "user/alice/", TOKEN, lines.append)
+                outcome.append("ready")
+            except Exception as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(10)
+        still_waiting = thread.is_alive()
+    assert not still_waiting, (
+        f"start_server with START_TIMEOUT=2 still following the stream after 10 s "
+        f"({len(lines)} progress lines printed)"
+    )
+
+
+def _rss_mib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as stream:
+        for line in stream:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def test_break_one_websocket_message_can_take_all_memory():
+    """The ProxyCommand connects with max_size=None: one binary frame that claims
+    1 GiB is buffered whole before a byte reaches ssh. The test stops at 300 MiB."""
+    size = 1 << 30
+
+    def answer(sock, request, stop):
+        if not request.is_upgrade:
+            sock.sendall(b"HTTP/1.1 404 No\r\nContent-Length: 0\r\n\r\n")
+            return
+        sock.sendall(websocket_accept(request))
+        sock.sendall(bytes([0x82, 127]) + struct.pack(">Q", size))
+        chunk = b"\0" * (1 << 20)
+        for _ in range(size >> 20):
+            if stop.is_set():
+                return
+            sock.sendall(chunk)
+
+    with ScriptedServer(answer) as server:
+        proxy = subprocess.Popen(
+            [CLI, "proxy", server.url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=env_with_token(TOKEN),
+        )  # fmt: skip
+        peak = 0
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.poll() is None and time.monotonic() < deadline and peak < 300:
+                time.sleep(0.2)
+                peak = max(peak, _rss_mib(proxy.pid))
+        finally:
+            if proxy.poll() is None:
+                proxy.kill()
+            proxy.communicate()
+    assert peak < 300, f"the ProxyCommand grew to {peak} MiB on one WebSocket message"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        b"https://hub.example.org/sshd/",  # every ingress that moves http to https
+        b"/sshd/#fragment",
+        b"https://e\x9b31mvil/",  # a C1 CSI, printed raw in the traceback
+    ],
+)
+def test_break_a_websocket_redirect_to_a_non_ws_url_is_a_traceback(location):
+    """websockets parses the Location (InvalidURI) before it notices our own socket;
+    InvalidURI is no InvalidHandshake, so open_websocket() lets it through:
+    a traceback, exit status 1 instead of 255, the server's header printed raw."""
+
+    def answer(sock, request, stop):
+        sock.sendall(
+            b"HTTP/1.1 301 Moved\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+
+    with ScriptedServer(answer) as server:
+        result = subprocess.run(
+            [CLI, "proxy", server.url], stdin=subprocess.DEVNULL, capture_output=True,
+            env=env_with_token(TOKEN), timeout=30,
+        )  # fmt: skip
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert "\x9b" not in stderr, "a C1 control character from the Location header"
+    one_line(stderr)
+    assert result.returncode == 255, stderr
+
+
+def test_break_an_earlier_host_star_voids_the_pinned_host_key(hostile, laptop):
+    """The block is appended; ssh takes the first value of each option, so a
+    `Host *` above it (common in dev setups) wins: config-ssh says "host keys
+    pinned" and exits 0, and ssh checks no host key at all."""
+    config = laptop / ".ssh" / "config"
+    config.write_text("Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n")
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 0, result.stderr
+    assert "host keys pinned" in result.stdout
+    effective = ssh_effective(config, "myhub")
+    known_hosts = laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts"
+    assert (effective["stricthostkeychecking"], effective["userknownhostsfile"]) == (
+        "true",
+        str(known_hosts),
+    )
+
+
+def test_break_a_named_server_replaces_the_default_servers_block(laptop):
+    """/user/alice/ and /user/alice/gpu/ both become Host hub-alice: the second
+    config-ssh silently replaces the first block, its pinned host key and its
+    token (http:// and https:// of one server collide the same way)."""
+    with HostileServer() as server:
+        good_answers(server, "/user/alice")
+        good_answers(server, "/user/alice/gpu")
+        first = config_ssh(server.url + "user/alice/", laptop, name=None)
+        second = config_ssh(server.url + "user/alice/gpu/", laptop, name=None)
+    assert first.returncode == 0, first.stderr
+    config = (laptop / ".ssh" / "config").read_text()
+    assert "/user/alice/\n" in config, "the default server's block is gone"
+    assert second.returncode == 0
+    assert "/user/alice/gpu/\n" in config
+
+
+@pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
+def test_break_the_proxycommand_is_quoted_for_sh_but_run_by_users_shell(laptop):
+    """ssh runs ProxyCommand with $SHELL -c. shlex.join() quotes for POSIX sh;
+    in fish, \\' inside single quotes is an escaped quote, so a URL with \\' "
+    ends the quoting and (cmd) runs on every `ssh NAME`."""
+    marker = laptop / "PWNED"
+    with HostileServer() as server:
+        url = server.url + "a\\'\"(id>" + str(marker) + ")\\'/"
+        good_answers(server, urlsplit(url).path.rstrip("/"))
+        result = config_ssh(url, laptop, name="w")
+        assert result.returncode == 0, result.stderr
+        for shell in ("/bin/sh", shutil.which("fish")):
+            subprocess.run(
+                ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "BatchMode=yes", "w", "true"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                env=dict(env_with_token(None), SHELL=shell),
+            )  # fmt: skip
+            assert not marker.exists(), f"the URL ran a command through SHELL={shell}"
+
+
+def test_break_the_one_line_never_reaches_the_user_with_connection_sharing(hostile, laptop):
+    """OpenSSH sends a ProxyCommand's stderr to /dev/null when ControlPersist is
+    set (sshconnect.c), and the block sets it: `ssh NAME` with a stopped server
+    shows only "kex_exchange_identification: Connection closed by remote host"
+    (the README promises "`ssh NAME` says so in one line"; --start's progress
+    is lost the same way)."""
+    assert config_ssh(hostile.url, laptop).returncode == 0
+    hostile.answers[("GET", "/sshd/")] = Answer(424, b"")  # the server is stopped
+    result = subprocess.run(
+        ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "BatchMode=yes", "myhub", "true"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        env=env_with_token(None),
+    )  # fmt: skip
+    assert result.returncode == 255
+    assert "jupyter-sshd-proxy: the Jupyter server" in result.stderr, result.stderr
+
+
+def test_break_a_failed_write_leaves_known_hosts_token_and_server_key(hostile, laptop):
+    """~/.ssh/config is a link whose target's directory is gone (an unmounted
+    dotfiles disk): _read() takes it as empty, the key is authorized, known_hosts
+    and the token file are written, and only then the config write fails.
+    (Same with a target in a read-only directory, e.g. home-manager's link into
+    /nix/store, checked by hand as an unprivileged user.)"""
+    identity = laptop / ".ssh" / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)], check=True)
+    config = laptop / ".ssh" / "config"
+    config.unlink()
+    config.symlink_to(laptop / "unmounted" / "config")
+    before = snapshot(laptop)
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 1
+    new = sorted(str(path.relative_to(laptop)) for path in set(snapshot(laptop)) - set(before))
+    authorized = ("POST", AUTHORIZED_KEYS) in hostile.requests
+    assert (new, authorized) == ([], False), f"said {result.stderr!r}"
+
+
+def test_break_a_token_the_server_reflects_is_printed(hostile, laptop):
+    """The client prints the server's message as it is (made printable): a proxy
+    or error page that echoes the Authorization header puts the token on the
+    terminal, in CI logs, in screenshots."""
+    hostile.answers[("POST", AUTHORIZED_KEYS)] = Answer.json(
+        {"message": f"rejected Authorization: token {TOKEN}"}, 500
+    )
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 1
+    assert TOKEN not in result.stderr, result.stderr
+
+
+def test_break_a_password_in_the_url_is_echoed(hostile, laptop):
+    """http://user:password@host/ is accepted: the password is printed in the
+    error line (and would go into the Host name and the ProxyCommand)."""
+    url = hostile.url.replace("http://", "http://alice:hunter2@")
+    result = config_ssh(url, laptop, name=None)
+    assert result.returncode == 1
+    assert "hunter2" not in result.stderr, result.stderr
+
+
+def test_break_a_url_with_a_non_ascii_letter_is_a_traceback(hostile, laptop):
+    """A Hub user name such as jörg pasted as it shows in the address bar:
+    http.client cannot encode the request line (UnicodeEncodeError)."""
+    good_answers(hostile, "/user/jörg")
+    result = config_ssh(hostile.url + "user/jörg/", laptop)
+    one_line(result.stderr)
+
+
+def test_break_a_dollar_brace_in_a_path_is_expanded_by_ssh(hostile):
+    """ssh expands ${VAR} in UserKnownHostsFile, IdentityFile and ControlPath;
+    _config_value() doubles % but leaves ${...}: the pinned keys are looked up
+    in another file than the one config-ssh wrote."""
+    home = Path("/tmp/jsp-${HOME}-attack")
+    shutil.rmtree(home, ignore_errors=True)
+    (home / ".ssh").mkdir(parents=True)
+    try:
+        result = config_ssh(hostile.url, home)
+        assert result.returncode == 0, result.stderr
+        effective = ssh_effective(home / ".ssh" / "config", "myhub")
+        assert effective["userknownhostsfile"] == str(
+            home / ".ssh" / "jupyter-sshd-proxy" / "known_hosts"
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_break_an_http_to_https_redirect_is_blamed_on_a_missing_install(laptop):
+    """http:// URL, server (an ingress) redirects to https: the token has already
+    crossed in clear text, and the advice is to install jupyter-sshd-proxy."""
+    seen = []
+
+    def answer(sock, request, stop):
+        seen.append(request)
+        sock.sendall(
+            b"HTTP/1.1 301 Moved\r\nLocation: https://hub.example.org"
+            + request.path.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+        )  # fmt: skip
+
+    with ScriptedServer(answer) as server:
+        result = config_ssh(server.url + "user/alice/", laptop)
+    assert [r.header("Authorization") for r in seen] == [f"token {TOKEN}"]  # in clear
+    assert result.returncode == 1
+    assert "install jupyter-sshd-proxy" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [ED25519 + "==", "AAAAC3NzaC1lZDI1NTE5"],  # excess padding; the type name and no key
+    ids=["excess padding", "type name only"],
+)
+def test_break_host_key_data_that_ssh_cannot_read_is_pinned(blob, hostile, laptop):
+    """untrusted.host_keys() checks the type name inside the key data, not the
+    key: config-ssh says "host keys pinned" for lines ssh skips as invalid
+    (ssh-keygen -l reads none of them). With --host-key-checking accept-new,
+    ssh then finds no key for the alias and accepts whatever it is shown."""
+    hostile.answers[("GET", HOST_KEYS)] = Answer.json(
+        {"keys": [{"type": "ssh-ed25519", "key": blob}]}
+    )
+    result = config_ssh(hostile.url, laptop)
+    known = laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts"
+    if result.returncode != 0:
+        one_line(result.stderr)
+        return
+    readable = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(known)], capture_output=True, text=True
+    )
+    assert readable.returncode == 0, f"pinned {known.read_text()!r}, which ssh cannot read"
+
+
+# ---------------------------------------------------------------- held
+
+
+BAD_USERS = [
+    "j\u043evyan",  # Cyrillic o
+    "jovyan\u200b",  # zero-width space
+    "\uff4aovyan",  # fullwidth j
+    "jovyan=x",
+    'jo"vyan',
+    "jo'vyan",
+    "jovyan#x",
+    "${HOME}",
+    "%h",
+    "-oProxyCommand=id",
+    "a" * 33,
+    "jovyan\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("user", BAD_USERS, ids=[repr(u)[:20] for u in BAD_USERS])
+def test_held_user_names_that_are_not_portable_are_refused(user, hostile, laptop):
+    hostile.answers[("GET", STATUS)] = Answer.json({"running": True, "user": user})
+    before = snapshot(laptop)
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 1
+    one_line(result.stderr)
+    assert snapshot(laptop) == before
+    assert ("POST", AUTHORIZED_KEYS) not in hostile.requests
+
+
+BAD_HOST_KEYS = [
+    {"type": "SSH-ED25519", "key": ED25519},
+    {"type": "ssh-ed25519 ", "key": ED25519},
+    {"type": " ssh-ed25519", "key": ED25519},
+    {"type": "ssh-ed25519", "key": ED25519 + " "},
+    {"type": "ssh-ed25519", "key": ED25519 + ",evil"},
+    {"type": "cert-authority ssh-ed25519", "key": ED25519},
+    {"type": "ssh-ed25519\tx", "key": ED25519},
+    {"type": "ssh-ed25519", "key": ED25519, "marker": "@revoked"},  # extra field ignored
+]
+
+
+@pytest.mark.parametrize("entry", BAD_HOST_KEYS, ids=[repr(e)[:40] for e in BAD_HOST_KEYS])
+def test_held_host_key_entries_are_exactly_type_and_base64(entry, hostile, laptop):
+    hostile.answers[("GET", HOST_KEYS)] = Answer.json({"keys": [entry]})
+    result = config_ssh(hostile.url, laptop)
+    known = laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts"
+    if result.returncode == 0:  # only the last one is accepted, as a plain line
+        assert known.read_text() == f"myhub ssh-ed25519 {ED25519}\n"
+    else:
+        one_line(result.stderr)
+        assert not known.exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["m\u0443hub", "my hub", "*", "-oProxyCommand=id", "my\nhub", "a%h"]
+)
+def test_held_bad_names_are_refused(name, hostile, laptop):
+    before = snapshot(laptop)
+    result = config_ssh(hostile.url, laptop, name=name)
+    assert result.returncode == 1
+    one_line(result.stderr)
+    assert snapshot(laptop) == before
+
+
+def test_held_a_url_full_of_shell_and_ssh_syntax_survives_sh(laptop):
+    """%, ${}, $(), backquotes, quotes and ; in the URL path reach the server as
+    they were given through real ssh, with /bin/sh as the shell."""
+    marker = laptop / "PWNED"
+    with HostileServer() as server:
+        path = f"/u/a%25b%0a%h%%${{HOME}}$(id>{marker})`id>{marker}`'\"\\;!*[x]~/"
+        url = server.url.rstrip("/") + path
+        good_answers(server, path.rstrip("/"))
+        assert config_ssh(url, laptop, name="w").returncode == 0
+        subprocess.run(
+            ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "BatchMode=yes", "w", "true"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            env=dict(env_with_token(None), SHELL="/bin/sh"),
+        )  # fmt: skip
+        assert ("GET", path + "sshd/") in server.requests
+    assert not marker.exists()
+
+
+def test_held_a_cross_origin_websocket_redirect_through_a_proxy_drops_the_token():
+    """With HTTPS_PROXY/http_proxy set, websockets follows redirects itself; to
+    another origin it strips Authorization."""
+    import socket as socketlib
+
+    stolen = []
+    stack: list = []  # upstream sockets, closed at the end
+
+    def evil(sock, request, stop):
+        stolen.append(request)
+        sock.sendall(b"HTTP/1.1 404 No\r\nContent-Length: 0\r\n\r\n")
+
+    def proxy(sock, request, stop):
+        host, port = request.path.rsplit(":", 1)
+        upstream = socketlib.create_connection((host, int(port)))
+        stack.append(upstream)
+        sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(a, b):
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                with_shutdown(b)
+
+        back = threading.Thread(target=pipe, args=(upstream, sock), daemon=True)
+        back.start()
+        pipe(sock, upstream)
+        back.join(5)
+
+    with ScriptedServer(evil) as thief, ScriptedServer(proxy) as forward:
+
+        def hub(sock, request, stop):
+            sock.sendall(
+                f"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:{thief.port}/steal\r\n"
+                "Content-Length: 0\r\n\r\n".encode()
+            )
+
+        with ScriptedServer(hub) as server:
+            env = env_with_token(TOKEN, http_proxy=forward.url, HTTPS_PROXY=forward.url)
+            result = subprocess.run(
+                [CLI, "proxy", server.url], stdin=subprocess.DEVNULL, capture_output=True,
+                text=True, env=env, timeout=30,
+            )  # fmt: skip
+    for upstream in stack:
+        upstream.close()
+    assert result.returncode == 255
+    assert forward.requests[0].path == f"127.0.0.1:{server.port}"
+    assert stolen
+    assert all(r.header("Authorization") is None for r in stolen)
+
+
+def with_shutdown(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(2)
+
+
+def test_held_a_websocket_handshake_that_never_ends_has_a_deadline():
+    def answer(sock, request, stop):
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\n")
+        while not stop.wait(1):
+            sock.sendall(b"X-Slow: 1\r\n")
+
+    with ScriptedServer(answer) as server:
+        started = time.monotonic()
+        result = run_cli("proxy", server.url, token=TOKEN, timeout=40)
+        seconds = time.monotonic() - started
+    assert result.returncode == 255
+    assert result.stderr.endswith("within 10s\n")
+    assert seconds < 15
+
+
+def test_held_a_gzip_answer_is_not_decompressed(hostile, laptop):
+    import gzip
+
+    bomb = gzip.compress(b" " * (50 << 20))
+    hostile.answers[("GET", STATUS)] = Answer(
+        200, bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 1
+    assert "not a JSON object" in result.stderr
+
+
+def test_held_eight_config_ssh_runs_at_once_all_land(hostile, laptop):
+    runs = [
+        subprocess.Popen(
+            [CLI, "config-ssh", hostile.url, "--name", f"n{i}",
+             "--ssh-config", str(laptop / ".ssh" / "config")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env_with_token(TOKEN),
+        )
+        for i in range(8)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 8, outputs
+    config = (laptop / ".ssh" / "config").read_text()
+    known = (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").read_text()
+    for i in range(8):
+        assert f"Host n{i}\n" in config
+        assert f"n{i} ssh-ed25519 {ED25519}\n" in known
+    assert config.startswith("# my own settings\n")
