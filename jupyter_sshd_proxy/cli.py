@@ -116,15 +116,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a failure is one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
+    # ssh reports a ProxyCommand's failure as its own exit status, 255.
+    failed = 255 if args.command == "proxy" else 1
     try:
         return _run(args)
     except SSHDProxyError as error:
+        # Parts of the message may come from the server: never an escape sequence.
+        _say(args, str(error))
+        return failed
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the last guard: still one line, still no token
         from .client.untrusted import printable
 
-        # Parts of the message may come from the server: never an escape sequence.
-        print(f"jupyter-sshd-proxy: {printable(error, 2000)}", file=sys.stderr)
-        # ssh reports a ProxyCommand's failure as its own exit status, 255.
-        return 255 if args.command == "proxy" else 1
+        what = printable(f"{type(error).__name__}: {error}", 300)
+        _say(args, f"{what}; this is a bug in jupyter-sshd-proxy; please report it")
+        return failed
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """One line for the user, made printable (no escape sequence, no token)."""
+    from .client.untrusted import printable
+
+    line = f"jupyter-sshd-proxy: {printable(message, 2000)}"
+    if args.command == "proxy":
+        from .client.proxy_command import tell_user  # the terminal, when ssh hides stderr
+
+        tell_user(line)
+    else:
+        print(line, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:

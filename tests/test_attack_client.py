@@ -1,30 +1,40 @@
 """Attacks on the laptop side by a hostile (or merely broken) server, URL or laptop.
 
-test_break_* tests fail today: each is one break of the client's rules (a
-refusal is one line and writes nothing, no token in any output, host keys
-pinned, no hang without a deadline); each can be cherry-picked alone.
-test_held_* tests pass: attacks that the client withstood, kept as guards.
+The tests above "held" were breaks of the client's rules (a refusal is one
+line and writes nothing, no token in any output, host keys pinned, no hang
+without a deadline), each found failing and since fixed; their docstrings
+tell the attack and the fix. test_held_* tests: attacks that the client
+withstood from the start, kept as guards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from .attack_server import ScriptedServer, websocket_accept
 from .hostile import Answer, HostileServer
-from .laptop import CLI, env_with_token, laptop_home, run_cli, snapshot
+from .laptop import CLI, EXISTING_CONFIG, env_with_token, laptop_home, run_cli, snapshot
 from .test_hostile_server import AUTHORIZED_KEYS, ED25519, HOST_KEYS, STATUS
 
 TOKEN = "secret-token-3f9a"
+
+
+def encoded(path: str) -> str:
+    """path as the client sends it: every character outside A-Za-z0-9-._~/%:@+=,
+    percent-encoded (UTF-8), so that no shell reads anything in the URL."""
+    return quote(path, safe="/%:@+=,~")
 
 
 @pytest.fixture
@@ -75,10 +85,10 @@ def one_line(stderr: str) -> None:
     assert stderr.count("\n") == 1, stderr
 
 
-# ---------------------------------------------------------------- breaks
+# ---------------------------------------------------------------- breaks, fixed
 
 
-def test_break_a_broken_chunked_error_answer_is_a_traceback(laptop):
+def test_a_broken_chunked_error_answer_is_one_line(laptop):
     """500 with a chunked body whose chunk size is not hex: rest.call() reads the
     error body inside its `except HTTPError` clause, so the IncompleteRead escapes."""
 
@@ -93,7 +103,7 @@ def test_break_a_broken_chunked_error_answer_is_a_traceback(laptop):
     assert snapshot(laptop) == before
 
 
-def test_break_an_error_answer_that_stalls_is_a_traceback(laptop):
+def test_an_error_answer_that_stalls_is_one_line(laptop):
     """500 that promises 1000 bytes and sends none: TimeoutError from the error body."""
 
     def answer(sock, request, stop):
@@ -106,7 +116,7 @@ def test_break_an_error_answer_that_stalls_is_a_traceback(laptop):
     one_line(result.stderr)
 
 
-def test_break_an_answer_dripping_one_byte_at_a_time_has_no_deadline():
+def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
     """ServerAPI's timeout is per recv(), not per answer: a server that sends a
     byte every half second inside a 1 s timeout holds the client for as long as it
     likes (config-ssh, doctor and the ProxyCommand's status call all wait)."""
@@ -137,7 +147,7 @@ def test_break_an_answer_dripping_one_byte_at_a_time_has_no_deadline():
     assert not still_waiting, "ServerAPI(timeout=1) still waiting for one answer after 8 s"
 
 
-def test_break_start_follows_a_progress_stream_for_ever(monkeypatch):
+def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
     """`proxy --start`: START_TIMEOUT is the socket timeout of each read, not a
     deadline; a Hub that keeps sending progress events keeps the ProxyCommand
     (and the ssh or VS Code waiting on it) for ever."""
@@ -182,7 +192,7 @@ def _rss_mib(pid: int) -> int:
     return 0
 
 
-def test_break_one_websocket_message_can_take_all_memory():
+def test_one_websocket_message_cannot_take_all_memory():
     """The ProxyCommand connects with max_size=None: one binary frame that claims
     1 GiB is buffered whole before a byte reaches ssh. The test stops at 300 MiB."""
     size = 1 << 30
@@ -225,7 +235,7 @@ def test_break_one_websocket_message_can_take_all_memory():
         b"https://e\x9b31mvil/",  # a C1 CSI, printed raw in the traceback
     ],
 )
-def test_break_a_websocket_redirect_to_a_non_ws_url_is_a_traceback(location):
+def test_a_websocket_redirect_to_a_non_ws_url_is_one_line(location):
     """websockets parses the Location (InvalidURI) before it notices our own socket;
     InvalidURI is no InvalidHandshake, so open_websocket() lets it through:
     a traceback, exit status 1 instead of 255, the server's header printed raw."""
@@ -246,7 +256,7 @@ def test_break_a_websocket_redirect_to_a_non_ws_url_is_a_traceback(location):
     assert result.returncode == 255, stderr
 
 
-def test_break_an_earlier_host_star_voids_the_pinned_host_key(hostile, laptop):
+def test_an_earlier_host_star_does_not_void_the_pinned_host_key(hostile, laptop):
     """The block is appended; ssh takes the first value of each option, so a
     `Host *` above it (common in dev setups) wins: config-ssh says "host keys
     pinned" and exits 0, and ssh checks no host key at all."""
@@ -263,7 +273,7 @@ def test_break_an_earlier_host_star_voids_the_pinned_host_key(hostile, laptop):
     )
 
 
-def test_break_a_named_server_replaces_the_default_servers_block(laptop):
+def test_a_named_server_gets_a_block_of_its_own(laptop):
     """/user/alice/ and /user/alice/gpu/ both become Host hub-alice: the second
     config-ssh silently replaces the first block, its pinned host key and its
     token (http:// and https:// of one server collide the same way)."""
@@ -280,14 +290,15 @@ def test_break_a_named_server_replaces_the_default_servers_block(laptop):
 
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
-def test_break_the_proxycommand_is_quoted_for_sh_but_run_by_users_shell(laptop):
+def test_the_proxycommand_runs_nothing_else_in_the_users_shell(laptop):
     """ssh runs ProxyCommand with $SHELL -c. shlex.join() quotes for POSIX sh;
     in fish, \\' inside single quotes is an escaped quote, so a URL with \\' "
-    ends the quoting and (cmd) runs on every `ssh NAME`."""
+    ends the quoting and (cmd) runs on every `ssh NAME`. Fixed: the URL's path
+    is percent-encoded outside A-Za-z0-9-._~/%:@+=, so nothing in it is quoted."""
     marker = laptop / "PWNED"
     with HostileServer() as server:
         url = server.url + "a\\'\"(id>" + str(marker) + ")\\'/"
-        good_answers(server, urlsplit(url).path.rstrip("/"))
+        good_answers(server, encoded(urlsplit(url).path).rstrip("/"))
         result = config_ssh(url, laptop, name="w")
         assert result.returncode == 0, result.stderr
         for shell in ("/bin/sh", shutil.which("fish")):
@@ -299,24 +310,75 @@ def test_break_the_proxycommand_is_quoted_for_sh_but_run_by_users_shell(laptop):
             assert not marker.exists(), f"the URL ran a command through SHELL={shell}"
 
 
-def test_break_the_one_line_never_reaches_the_user_with_connection_sharing(hostile, laptop):
+def in_a_terminal(argv: list[str], env: dict, timeout: float = 30) -> tuple[int, str]:
+    """Run argv with a new pty as its controlling terminal (and stdin, stdout,
+    stderr), as `ssh NAME` typed in a terminal is: (exit status, what the
+    terminal showed)."""
+    become_terminal = (
+        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    main, other = os.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", become_terminal, *argv], stdin=other, stdout=other,
+            stderr=other, env=env, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        os.close(other)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([main], [], [], 0.5)[0]:
+                continue
+            try:
+                data = os.read(main, 4096)
+            except OSError:  # EIO: every process on the terminal has closed it
+                break
+            if not data:
+                break
+            shown += data
+        return child.wait(timeout=max(1, deadline - time.monotonic())), shown.decode(
+            errors="replace"
+        )
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(main)
+
+
+def test_the_one_line_reaches_the_terminal_with_connection_sharing(hostile, laptop):
     """OpenSSH sends a ProxyCommand's stderr to /dev/null when ControlPersist is
     set (sshconnect.c), and the block sets it: `ssh NAME` with a stopped server
-    shows only "kex_exchange_identification: Connection closed by remote host"
+    showed only "kex_exchange_identification: Connection closed by remote host"
     (the README promises "`ssh NAME` says so in one line"; --start's progress
-    is lost the same way)."""
+    was lost the same way). Fixed: when its stderr is /dev/null, the
+    ProxyCommand writes its lines to the terminal (/dev/tty)."""
     assert config_ssh(hostile.url, laptop).returncode == 0
     hostile.answers[("GET", "/sshd/")] = Answer(424, b"")  # the server is stopped
-    result = subprocess.run(
+    status, shown = in_a_terminal(
         ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "BatchMode=yes", "myhub", "true"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-        env=env_with_token(None),
+        env_with_token(None),
+    )
+    assert status == 255
+    assert "jupyter-sshd-proxy: the Jupyter server" in shown, shown
+
+
+def test_without_a_terminal_a_null_stderr_is_no_failure(hostile):
+    """stderr is /dev/null and there is no terminal to write to (VS Code, cron):
+    the ProxyCommand still fails as it should, 255, with nothing on stdout."""
+    hostile.answers[("GET", "/sshd/")] = Answer(424, b"")
+    result = subprocess.run(
+        [CLI, "proxy", hostile.url], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=env_with_token(TOKEN), start_new_session=True,
+        timeout=30,
     )  # fmt: skip
-    assert result.returncode == 255
-    assert "jupyter-sshd-proxy: the Jupyter server" in result.stderr, result.stderr
+    assert (result.returncode, result.stdout) == (255, b"")
 
 
-def test_break_a_failed_write_leaves_known_hosts_token_and_server_key(hostile, laptop):
+def test_a_write_that_would_fail_writes_nothing_and_sends_no_key(hostile, laptop):
     """~/.ssh/config is a link whose target's directory is gone (an unmounted
     dotfiles disk): _read() takes it as empty, the key is authorized, known_hosts
     and the token file are written, and only then the config write fails.
@@ -335,7 +397,7 @@ def test_break_a_failed_write_leaves_known_hosts_token_and_server_key(hostile, l
     assert (new, authorized) == ([], False), f"said {result.stderr!r}"
 
 
-def test_break_a_token_the_server_reflects_is_printed(hostile, laptop):
+def test_a_token_the_server_reflects_is_not_printed(hostile, laptop):
     """The client prints the server's message as it is (made printable): a proxy
     or error page that echoes the Authorization header puts the token on the
     terminal, in CI logs, in screenshots."""
@@ -347,7 +409,7 @@ def test_break_a_token_the_server_reflects_is_printed(hostile, laptop):
     assert TOKEN not in result.stderr, result.stderr
 
 
-def test_break_a_password_in_the_url_is_echoed(hostile, laptop):
+def test_a_password_in_the_url_is_refused_unechoed(hostile, laptop):
     """http://user:password@host/ is accepted: the password is printed in the
     error line (and would go into the Host name and the ProxyCommand)."""
     url = hostile.url.replace("http://", "http://alice:hunter2@")
@@ -356,7 +418,7 @@ def test_break_a_password_in_the_url_is_echoed(hostile, laptop):
     assert "hunter2" not in result.stderr, result.stderr
 
 
-def test_break_a_url_with_a_non_ascii_letter_is_a_traceback(hostile, laptop):
+def test_a_url_with_a_non_ascii_letter_is_one_line(hostile, laptop):
     """A Hub user name such as jörg pasted as it shows in the address bar:
     http.client cannot encode the request line (UnicodeEncodeError)."""
     good_answers(hostile, "/user/jörg")
@@ -364,25 +426,27 @@ def test_break_a_url_with_a_non_ascii_letter_is_a_traceback(hostile, laptop):
     one_line(result.stderr)
 
 
-def test_break_a_dollar_brace_in_a_path_is_expanded_by_ssh(hostile):
-    """ssh expands ${VAR} in UserKnownHostsFile, IdentityFile and ControlPath;
-    _config_value() doubles % but leaves ${...}: the pinned keys are looked up
-    in another file than the one config-ssh wrote."""
+def test_a_dollar_brace_in_a_path_is_refused(hostile):
+    """ssh expands ${VAR} in UserKnownHostsFile, IdentityFile and ControlPath, with
+    no way to escape it; _config_value() doubled % but left ${...}: the pinned
+    keys were looked up in another file than the one config-ssh wrote. Fixed:
+    such a path is refused, in one line, and nothing is written."""
     home = Path("/tmp/jsp-${HOME}-attack")
     shutil.rmtree(home, ignore_errors=True)
     (home / ".ssh").mkdir(parents=True)
     try:
+        before = snapshot(home)
         result = config_ssh(hostile.url, home)
-        assert result.returncode == 0, result.stderr
-        effective = ssh_effective(home / ".ssh" / "config", "myhub")
-        assert effective["userknownhostsfile"] == str(
-            home / ".ssh" / "jupyter-sshd-proxy" / "known_hosts"
-        )
+        assert result.returncode == 1
+        one_line(result.stderr)
+        assert "'${' in it" in result.stderr
+        assert snapshot(home) == before
+        assert ("POST", AUTHORIZED_KEYS) not in hostile.requests
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_break_an_http_to_https_redirect_is_blamed_on_a_missing_install(laptop):
+def test_an_http_to_https_redirect_says_use_https(laptop):
     """http:// URL, server (an ingress) redirects to https: the token has already
     crossed in clear text, and the advice is to install jupyter-sshd-proxy."""
     seen = []
@@ -406,7 +470,7 @@ def test_break_an_http_to_https_redirect_is_blamed_on_a_missing_install(laptop):
     [ED25519 + "==", "AAAAC3NzaC1lZDI1NTE5"],  # excess padding; the type name and no key
     ids=["excess padding", "type name only"],
 )
-def test_break_host_key_data_that_ssh_cannot_read_is_pinned(blob, hostile, laptop):
+def test_host_key_data_that_ssh_cannot_read_is_not_pinned(blob, hostile, laptop):
     """untrusted.host_keys() checks the type name inside the key data, not the
     key: config-ssh says "host keys pinned" for lines ssh skips as invalid
     (ssh-keygen -l reads none of them). With --host-key-checking accept-new,
@@ -492,20 +556,20 @@ def test_held_bad_names_are_refused(name, hostile, laptop):
 
 
 def test_held_a_url_full_of_shell_and_ssh_syntax_survives_sh(laptop):
-    """%, ${}, $(), backquotes, quotes and ; in the URL path reach the server as
-    they were given through real ssh, with /bin/sh as the shell."""
+    """%, ${}, $(), backquotes, quotes and ; in the URL path reach the server
+    (percent-encoded, the same path to it) through real ssh, with /bin/sh as the shell."""
     marker = laptop / "PWNED"
     with HostileServer() as server:
         path = f"/u/a%25b%0a%h%%${{HOME}}$(id>{marker})`id>{marker}`'\"\\;!*[x]~/"
         url = server.url.rstrip("/") + path
-        good_answers(server, path.rstrip("/"))
+        good_answers(server, encoded(path).rstrip("/"))
         assert config_ssh(url, laptop, name="w").returncode == 0
         subprocess.run(
             ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "BatchMode=yes", "w", "true"],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
             env=dict(env_with_token(None), SHELL="/bin/sh"),
         )  # fmt: skip
-        assert ("GET", path + "sshd/") in server.requests
+        assert ("GET", encoded(path) + "sshd/") in server.requests
     assert not marker.exists()
 
 
@@ -612,4 +676,4 @@ def test_held_eight_config_ssh_runs_at_once_all_land(hostile, laptop):
     for i in range(8):
         assert f"Host n{i}\n" in config
         assert f"n{i} ssh-ed25519 {ED25519}\n" in known
-    assert config.startswith("# my own settings\n")
+    assert config.endswith("\n" + EXISTING_CONFIG)  # the blocks on top, the user's text kept

@@ -151,10 +151,11 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
     result = config_ssh(server, laptop)
     assert result.returncode == 0, result.stderr
     config = (laptop / ".ssh" / "config").read_text()
-    assert config.startswith(EXISTING_CONFIG + "\n# >>> jupyter-sshd-proxy myhub >>>\n")
+    # At the top, where ssh reads it first; the user's text after it, as it was.
+    assert config.endswith("\n" + EXISTING_CONFIG)
     own = laptop / ".ssh" / "jupyter-sshd-proxy"
     token_file = own / "myhub.token"
-    assert config[len(EXISTING_CONFIG) + 1 :] == (
+    assert config[: -len(EXISTING_CONFIG) - 1] == (
         "# >>> jupyter-sshd-proxy myhub >>>\n"
         "# Written by `jupyter-sshd-proxy config-ssh`; run it again to update this block.\n"
         "Host myhub\n"
@@ -164,11 +165,13 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    StrictHostKeyChecking yes\n"
         f"    IdentityFile {laptop / '.ssh' / 'id_ed25519'}\n"
         "    IdentitiesOnly yes\n"
+        "    ForwardAgent no\n"
         "    ControlMaster auto\n"
         f"    ControlPath {own}/cm-%C\n"
         "    ControlPersist 10m\n"
         f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
         f"{token_file} {server.url}/\n"
+        "Host *\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
     )
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -483,7 +486,8 @@ def test_config_ssh_writes_through_a_symlinked_config(server, laptop):
     assert result.returncode == 0, result.stderr
     assert os.readlink(config) == "../dotfiles/ssh_config"
     text = (dotfiles / "ssh_config").read_text()
-    assert text.startswith(EXISTING_CONFIG + "\n# >>> jupyter-sshd-proxy myhub >>>\n")
+    assert text.startswith("# >>> jupyter-sshd-proxy myhub >>>\n")
+    assert text.endswith("# <<< jupyter-sshd-proxy myhub <<<\n\n" + EXISTING_CONFIG)
     assert [p.name for p in dotfiles.iterdir()] == ["ssh_config"]  # no temporary file left
 
 
@@ -508,7 +512,7 @@ def test_config_ssh_runs_at_once_all_end_up_in_the_files(server, laptop):
         _, stderr = run.communicate(timeout=60)
         assert run.returncode == 0, stderr
     config = (laptop / ".ssh" / "config").read_text()
-    assert config.startswith(EXISTING_CONFIG)
+    assert config.endswith("\n" + EXISTING_CONFIG)
     assert [name for name in NAMES if f"\nHost {name}\n" in config] == NAMES
     known_hosts = (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").read_text()
     assert sorted({line.split()[0] for line in known_hosts.splitlines()}) == sorted(NAMES)

@@ -43,6 +43,15 @@ def test_printable(text, shown):
     assert untrusted.printable(text) == shown
 
 
+def test_a_registered_secret_is_never_printed(monkeypatch):
+    monkeypatch.setattr(untrusted, "_SECRETS", set())
+    assert untrusted.secret("s3cr3t-t0ken") == "s3cr3t-t0ken"
+    assert untrusted.printable("Authorization: token s3cr3t-\x1bt0ken!") == (
+        "Authorization: token <token>!"
+    )
+    assert untrusted.shown({"echo": "s3cr3t-t0ken"}) == "{'echo': '<token>'}"
+
+
 @pytest.mark.parametrize("user", ["jovyan", "alice.b", "a_b-c", "_x", "1000", "x" * 32])
 def test_good_user_names(user):
     assert untrusted.user_name({"user": user}, BASE) == user
@@ -117,6 +126,16 @@ def test_key_lists_of_the_wrong_shape(keys):
             "https://hub.example.org/user/alice%2Btest/",
             "https://hub.example.org/user/alice%2Btest/",
         ),
+        # Percent-encoded as the browser does: no shell reads anything in it.
+        ("https://hub.example.org/user/jörg/", "https://hub.example.org/user/j%C3%B6rg/"),
+        (
+            "https://h.org/a'b\"c\\d$(e)`f`;g!*[h]{i}<j>|k&l",
+            "https://h.org/a%27b%22c%5Cd%24%28e%29%60f%60%3Bg%21%2A%5Bh%5D%7Bi%7D%3Cj%3E%7Ck%26l/",
+        ),
+        ("https://h.org/a-._~/%:@+=,b/", "https://h.org/a-._~/%:@+=,b/"),
+        ("HTTPS://Hub.Example.ORG:8443/", "https://hub.example.org:8443/"),
+        ("https://bücher.example/", "https://xn--bcher-kva.example/"),
+        ("http://[::1]:8888/", "http://[::1]:8888/"),
     ],
 )
 def test_server_url(given, base):
@@ -125,11 +144,35 @@ def test_server_url(given, base):
 
 
 @pytest.mark.parametrize(
-    "given", ["hub.example.org/user/alice/", "ftp://hub/", "https://", "https://hub/a b/"]
+    "given",
+    [
+        "hub.example.org/user/alice/",
+        "ftp://hub/",
+        "https://",
+        "https://hub/a b/",
+        "https://[::1/",
+        "https://h:0/",
+        "https://h:65536/",
+        "https://h:x/",
+        "https://-h/",
+        "https://h$(id)/",
+        "https://h'x/",
+        "https://[fe80::1%25eth0]/",
+        "https://h..org/",
+    ],
 )
 def test_not_a_server_url(given):
     with pytest.raises(BadURLError):
         server_url(given)
+
+
+def test_a_user_name_or_password_in_the_url_is_refused_and_not_repeated():
+    with pytest.raises(BadURLError) as refused:
+        server_url("https://alice:hunter2@hub.example.org/user/alice/")
+    assert str(refused.value) == (
+        "the URL 'https://hub.example.org/user/alice/' has a user name or password in it "
+        "(user:password@...); leave it out: the token is all the server needs"
+    )
 
 
 def test_a_url_with_a_control_character_is_refused():
@@ -198,11 +241,13 @@ def test_the_block():
         "    StrictHostKeyChecking yes\n"
         "    IdentityFile /home/me/.ssh/id_ed25519\n"
         "    IdentitiesOnly yes\n"
+        "    ForwardAgent no\n"
         "    ControlMaster auto\n"
         "    ControlPath /home/me/.ssh/jupyter-sshd-proxy/cm-%C\n"
         "    ControlPersist 10m\n"
         "    ProxyCommand /usr/bin/python3 -m jupyter_sshd_proxy proxy --token-file "
         "/home/me/.ssh/jupyter-sshd-proxy/myhub.token https://hub.example.org/user/alice/\n"
+        "Host *\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
     )
     assert "Control" not in block(sharing=False)
@@ -244,6 +289,16 @@ def test_paths_ssh_config_cannot_hold_are_refused(home):
         block(home)
 
 
+def test_a_dollar_brace_in_a_path_is_refused():
+    with pytest.raises(ValueError, match=r"has '\$\{' in it, which ssh would read as an envir"):
+        block("/home/${USER}")
+
+
+def test_a_backslash_in_a_proxycommand_word_is_refused():
+    with pytest.raises(ValueError, match=r"has a backslash in it, which shells quote differently"):
+        block("/home/a\\b")
+
+
 def test_a_control_character_anywhere_in_the_block_is_refused():
     with pytest.raises(ValueError, match=r"^the Host block would have a control character"):
         block(url="https://h.org/\nHost *")
@@ -258,6 +313,10 @@ def test_sharing_fits_a_unix_socket_address():
 def test_host_name_and_check_name():
     assert ssh_files.host_name(BASE) == "hub.example.org-alice"
     assert ssh_files.host_name("http://127.0.0.1:8888/user/a%2Bb/") == "127.0.0.1-8888-a-2Bb"
+    # A named server is a server of its own.
+    assert ssh_files.host_name(BASE + "gpu/") == "hub.example.org-alice-gpu"
+    assert ssh_files.host_name("https://h.org/pre/user/bob/x/") == "h.org-bob-x"
+    assert ssh_files.host_name("http://[::1]:8888/") == "1--8888"
     assert ssh_files.check_name("my.hub_1-x") == "my.hub_1-x"
     for bad in ["-x", "a b", "a%b", "*", "a\nb", ""]:
         with pytest.raises(ValueError, match="must be letters, digits"):
@@ -267,11 +326,49 @@ def test_host_name_and_check_name():
 CONFIG = "# mine\x0cwith a form feed\nHost work\r\n    User me"
 
 
-def test_put_block_appends_then_replaces_and_keeps_the_rest():
+def test_put_block_puts_a_new_block_on_top_then_replaces_it_in_place():
     first = ssh_files.put_block(CONFIG, "myhub", block())
-    assert first == CONFIG + "\n\n" + block()
-    again = ssh_files.put_block(first + "Host after\n", "myhub", block(sharing=False))
-    assert again == CONFIG + "\n\n" + block(sharing=False) + "Host after\n"
+    assert first == block() + "\n" + CONFIG
+    again = ssh_files.put_block("Host before\n" + first, "myhub", block(sharing=False))
+    assert again == "Host before\n" + block(sharing=False) + "\n" + CONFIG
+    assert ssh_files.put_block("", "myhub", block()) == block()
+
+
+def test_the_block_on_top_wins_and_global_options_still_apply_to_all(tmp_path):
+    """ssh takes the first value of each option: an earlier `Host *` would void the
+    pinning. The block ends with `Host *`, so the options that began the file
+    (before the user's first Host) still apply to every host."""
+    config = (
+        "ForwardAgent yes\n"
+        "ServerAliveInterval 42\n"
+        "Host *\n"
+        "    StrictHostKeyChecking no\n"
+        "    UserKnownHostsFile /dev/null\n"
+    )
+    text = ssh_files.put_block(config, "myhub", block())
+    seen = ssh_g(tmp_path, text)
+    assert seen["stricthostkeychecking"] == "true"
+    assert seen["userknownhostsfile"] == "/home/me/.ssh/jupyter-sshd-proxy/known_hosts"
+    assert seen["forwardagent"] == "no"
+    assert seen["serveraliveinterval"] == "42"
+    (tmp_path / "config").write_text(text)
+    other = subprocess.run(
+        ["ssh", "-G", "-F", str(tmp_path / "config"), "other"],
+        capture_output=True, text=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    assert "\nforwardagent yes\n" in other
+    assert "\nserveraliveinterval 42\n" in other
+
+
+def test_block_url_and_block_settings():
+    config = ssh_files.put_block(CONFIG, "myhub", block(url="https://h.org/user/a%2Bb/"))
+    assert ssh_files.block_url(config, "myhub") == "https://h.org/user/a%2Bb/"
+    assert ssh_files.block_url(config, "other") is None
+    settings = ssh_files.block_settings(block(home="/home/o'brien #1"))
+    assert settings["userknownhostsfile"] == "/home/o'brien #1/.ssh/jupyter-sshd-proxy/known_hosts"
+    assert settings["stricthostkeychecking"] == "yes"
+    assert settings["forwardagent"] == "no"
+    assert "host" not in settings
 
 
 def test_put_block_refuses_a_damaged_block():
@@ -283,7 +380,7 @@ def test_a_config_that_is_not_utf8_survives_byte_for_byte(tmp_path):
     config = tmp_path / "config"
     config.write_bytes(b"# caf\xe9 in latin-1\nHost x\n")
     text = _read(str(config))
-    assert _encode(ssh_files.put_block(text, "myhub", block())).startswith(config.read_bytes())
+    assert _encode(ssh_files.put_block(text, "myhub", block())).endswith(config.read_bytes())
 
 
 KNOWN_HOSTS = (

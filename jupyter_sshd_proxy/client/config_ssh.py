@@ -1,14 +1,23 @@
 """`jupyter-sshd-proxy config-ssh URL`: make `ssh NAME` work, with the host key pinned.
 
-Everything that can fail is checked before anything is written: the token,
-the network, the server's answers (untrusted.py: a hostile server cannot put
-lines of its own into ~/.ssh/config or known_hosts), the existing config's
-markers, every path that goes into the block. Then each file is replaced
-atomically, written through a symlink to its target (dotfile managers link
-~/.ssh/config), and the read-modify-write of ~/.ssh/config and of the shared
-known_hosts happens under files.locked(), so two runs at once (two --name)
-both end up in the files. A failed run leaves ~/.ssh/config as it was, byte
-for byte.
+Everything that can fail is checked before anything is written or the key
+is sent to the server: the token, the network, the server's answers
+(untrusted.py: a hostile server cannot put lines of its own into
+~/.ssh/config or known_hosts), the existing config's markers, every path
+that goes into the block, that each file's real directory takes new files,
+and that ssh itself reads the new config as we mean it (`ssh -G`: an earlier
+`Host *` with `StrictHostKeyChecking no` would void the pinning). Then each
+file is replaced atomically, written through a symlink to its target (dotfile
+managers link ~/.ssh/config), ~/.ssh/config last: until it is written, the
+other two files change nothing. The read-modify-write of ~/.ssh/config and
+of the shared known_hosts happens under files.locked(), so two runs at once
+(two --name) both end up in the files. A failed run leaves ~/.ssh/config as
+it was, byte for byte.
+
+A new block goes at the top of ~/.ssh/config, where its options come first
+(ssh takes the first value it finds); an existing block is updated in place.
+A block for another server of the same name is not replaced unless --name
+says so.
 
 The block turns on OpenSSH's connection sharing (ControlMaster) where ssh
 has it (not on Windows): the second and later connections reuse the first
@@ -21,17 +30,33 @@ import argparse
 import contextlib
 import difflib
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..errors import ConfigSSHError
-from ..files import locked, write_atomically
+from ..errors import BadURLError, ConfigSSHError
+from ..files import locked, real_path, write_atomically
 from . import ssh_files, untrusted
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
-from .urls import server_url
+from .urls import is_loopback, server_url
+
+# What `ssh -G NAME` must show as the block has it (as ssh_config spells it).
+CHECKED_BY_SSH = {
+    "user": "User",
+    "hostkeyalias": "HostKeyAlias",
+    "userknownhostsfile": "UserKnownHostsFile",
+    "stricthostkeychecking": "StrictHostKeyChecking",
+    "identityfile": "IdentityFile",
+    "identitiesonly": "IdentitiesOnly",
+    "forwardagent": "ForwardAgent",
+    "proxycommand": "ProxyCommand",
+}
+SSH_G_TIMEOUT = 30  # seconds; ssh -G does not connect (a Match exec might be slow)
 
 
 def default_ssh_config() -> str:
@@ -57,10 +82,16 @@ def config_ssh(
     out: TextIO = sys.stdout,
 ) -> int:
     base = server_url(url)
+    name_given = name is not None
     try:
         name = ssh_files.check_name(name or ssh_files.host_name(base))
     except ValueError as error:
         raise ConfigSSHError(str(error)) from None
+    if base.startswith("http://") and not is_loopback(base):
+        print(
+            "jupyter-sshd-proxy: http:// sends the token unencrypted; use https://",
+            file=sys.stderr,
+        )
     ssh_config = os.path.abspath(ssh_config or default_ssh_config())
     ssh_dir = os.path.dirname(ssh_config)
     own_dir = os.path.join(ssh_dir, "jupyter-sshd-proxy")
@@ -69,12 +100,8 @@ def config_ssh(
     identity = os.path.abspath(os.path.expanduser(identity or os.path.join(ssh_dir, "id_ed25519")))
     ca_file = os.path.abspath(ca_file) if ca_file else None
     control_dir = own_dir if connection_sharing and os.name != "nt" else None
-    if control_dir is not None and not ssh_files.sharing_fits(control_dir):
-        print(
-            f"jupyter-sshd-proxy: connection sharing stays off: a control socket in "
-            f"{control_dir} would not fit in a unix socket address (104 bytes)",
-            file=sys.stderr,
-        )
+    sharing_off = control_dir is not None and not ssh_files.sharing_fits(control_dir)
+    if sharing_off:
         control_dir = None
 
     token = read_token(token_file)
@@ -102,8 +129,20 @@ def config_ssh(
     # Now, before the key goes to the server; again under the lock, to write.
     old_config = _read(ssh_config)
     new_config = _put_block(ssh_config, old_config, name, block)
+    if not name_given:
+        _check_same_server(ssh_config, old_config, name, base)
     old_known = _read(known_hosts_path)
     new_known = ssh_files.put_known_hosts(old_known, name, host_keys)
+    targets = [ssh_config, known_hosts_path, token_path]
+    for path in targets + ([] if os.path.exists(identity) else [identity]):
+        _check_writable(path)
+    _check_with_ssh(ssh_config, new_config, name, block)
+    if sharing_off:  # (not before: a refusal is one line)
+        print(
+            f"jupyter-sshd-proxy: connection sharing stays off: a control socket in {own_dir} "
+            "would not fit in a unix socket address (104 bytes)",
+            file=sys.stderr,
+        )
 
     if dry_run:
         out.write(_diff(ssh_config, old_config, new_config))
@@ -120,22 +159,151 @@ def config_ssh(
     if code not in (201, 409):
         location = body.get("location") if isinstance(body, dict) else None
         what = "sshd-proxy authorized-keys endpoint"
-        raise ConfigSSHError(explain(code, base, what, body, location))
+        path = "sshd-proxy/api/authorized-keys"
+        raise ConfigSSHError(explain(code, base, what, body, location, path))
 
-    with _writing(own_dir):
-        for directory in (ssh_dir, own_dir):
+    for directory in (ssh_dir, own_dir):
+        try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        write_atomically(token_path, token.encode() + b"\n", 0o600)
-        with _locked_both(ssh_config, known_hosts_path):
-            new_config = _put_block(ssh_config, _read(ssh_config), name, block)
-            known_hosts = ssh_files.put_known_hosts(_read(known_hosts_path), name, host_keys)
-            write_atomically(known_hosts_path, _encode(known_hosts), 0o644)
-            write_atomically(ssh_config, _encode(new_config), _mode(ssh_config))
+        except OSError as error:
+            msg = f"cannot make the directory {directory}: {error.strerror or error}"
+            raise ConfigSSHError(msg) from None
+    with _locked_both(ssh_config, known_hosts_path):
+        known_hosts = ssh_files.put_known_hosts(_read(known_hosts_path), name, host_keys)
+        current = _read(ssh_config)
+        config = _put_block(ssh_config, current, name, block)
+        if current != old_config:  # another program changed it meanwhile: check again
+            if not name_given:
+                _check_same_server(ssh_config, current, name, base)
+            _check_with_ssh(ssh_config, config, name, block)
+        # ~/.ssh/config last: the block is what makes the other two files count.
+        _write(known_hosts_path, _encode(known_hosts), 0o644)
+        _write(token_path, token.encode() + b"\n", 0o600)
+        _write(ssh_config, _encode(config), _mode(ssh_config))
     out.write(
         f"jupyter-sshd-proxy: `ssh {name}` is ready: host keys pinned in {known_hosts_path}, "
         f"{identity}.pub authorized, Host block in {ssh_config}\n"
     )
     return 0
+
+
+def _check_same_server(ssh_config: str, config: str, name: str, base: str) -> None:
+    """Refuse to replace, under a name made from the URL, a block for another
+    server (/user/alice/ and /user/alice/gpu/ were once one name), or an https://
+    block with an http:// one."""
+    try:
+        old = ssh_files.block_url(config, name)
+        old = server_url(old) if old else None
+    except (ValueError, BadURLError):
+        old = None  # not a URL we can read: our markers say the block is ours
+    if old is None or old == base:
+        return
+    if old.startswith("http://") and base == "https://" + old[len("http://") :]:
+        return  # the same server, now over https
+    if old.startswith("https://") and base == "http://" + old[len("https://") :]:
+        msg = (
+            f"{ssh_config} has Host {name} for {old}: refusing to replace it with {base}, "
+            f"which sends the token unencrypted; use {old}, or give --name {name} to replace it"
+        )
+        raise ConfigSSHError(msg)
+    msg = (
+        f"{ssh_config} has Host {name} for another server, {old}; give this one a name of "
+        f"its own with --name NAME, or --name {name} to replace that block"
+    )
+    raise ConfigSSHError(msg)
+
+
+def _check_writable(path: str) -> None:
+    """Refuse unless path's real target can be written: its directory (or the
+    nearest one that exists, where the missing ones would be made) takes a new
+    file. A link to a directory that is not there (an unmounted disk) is refused."""
+    target = real_path(path)
+    directory = os.path.dirname(target)
+    if os.path.islink(path) and not os.path.isdir(directory):
+        msg = (
+            f"cannot write {target} (where {path} links to): its directory does not exist; "
+            "mount it or fix the link, then run config-ssh again"
+        )
+        raise ConfigSSHError(msg)
+    existing = directory
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    probe = os.path.join(existing, f".jupyter-sshd-proxy-probe-{secrets.token_hex(4)}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        msg = f"cannot write {target}: {existing} takes no new file ({error.strerror or error})"
+        raise ConfigSSHError(msg) from None
+
+
+def _check_with_ssh(ssh_config: str, config: str, name: str, block: str) -> None:
+    """Refuse unless `ssh -G NAME`, reading config (written to a file beside
+    ssh_config for the time it takes), uses the block's settings: ssh takes the
+    first value it finds, and a `Host *` above the block would win."""
+    ssh = shutil.which("ssh")
+    if ssh is None or os.name == "nt":
+        return
+    directory = os.path.dirname(real_path(ssh_config))
+    try:
+        fd, temporary = tempfile.mkstemp(
+            prefix=".jupyter-sshd-proxy-check-", dir=directory if os.path.isdir(directory) else None
+        )
+    except OSError as error:
+        msg = f"cannot write a file beside {ssh_config}: {error.strerror or error}"
+        raise ConfigSSHError(msg) from None
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(_encode(config))
+        result = subprocess.run(
+            [ssh, "-G", "-F", temporary, name],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=SSH_G_TIMEOUT, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        msg = f"`ssh -G {name}` did not finish within {SSH_G_TIMEOUT}s reading {ssh_config}"
+        raise ConfigSSHError(msg) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    if result.returncode != 0:
+        said = untrusted.printable(result.stderr.replace(temporary, ssh_config), 300)
+        msg = (
+            f"ssh cannot read {ssh_config} with the new block at its top: {said}; fix the "
+            "file, then run config-ssh again"
+        )
+        raise ConfigSSHError(msg)
+    seen: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        seen.setdefault(key, []).append(value)
+    wanted = ssh_files.block_settings(block)
+    for key, keyword in CHECKED_BY_SSH.items():
+        value = wanted.get(key)
+        if value is None or key not in seen:  # not in the block, or not shown by this ssh
+            continue
+        forms = {value, value.replace("%%", "%")}
+        if key == "stricthostkeychecking" and value == "yes":
+            forms.add("true")
+        used = seen[key]
+        if (key == "identityfile" and forms & set(used)) or used[0] in forms:
+            continue
+        msg = (
+            f"ssh would not use the block's {keyword} for {name}: something above it in "
+            f"{ssh_config} (a `Host *` or `Match`, or a file it includes) sets {used[0]!r}; "
+            f"move that below the jupyter-sshd-proxy blocks, or remove the block for {name} "
+            "and run config-ssh again to have it written at the top"
+        )
+        raise ConfigSSHError(msg)
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    """write_atomically(), an OSError as one line that names the real file."""
+    try:
+        write_atomically(path, data, mode)
+    except OSError as error:
+        msg = f"cannot write {real_path(path)}: {error.strerror or error}"
+        raise ConfigSSHError(msg) from None
 
 
 def _put_block(ssh_config: str, config: str, name: str, block: str) -> str:

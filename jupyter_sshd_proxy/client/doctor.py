@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from .. import keys
 from ..errors import CheckFailed, SSHDProxyError
 from . import ssh_files, tls, untrusted
-from .proxy_command import open_websocket, read_token
+from .proxy_command import MESSAGE_TOO_BIG, open_websocket, read_token, too_big
 from .rest import ServerAPI
 from .untrusted import printable
 from .urls import server_url, websocket_url
@@ -153,12 +153,14 @@ class Doctor:
         """The first words of sshd, through the same WebSocket ssh would use."""
         from websockets.exceptions import WebSocketException
 
-        ws = open_websocket(
-            websocket_url(self.base), self.token_value, None, open_timeout=10, ca_file=self.ca_file
-        )
+        url = websocket_url(self.base)
+        ws = open_websocket(url, self.token_value, None, open_timeout=10, ca_file=self.ca_file)
         try:
             first = ws.recv(timeout=10)
-        except (WebSocketException, TimeoutError, OSError):
+        except (WebSocketException, TimeoutError, OSError) as error:
+            sent = getattr(error, "sent", None)
+            if sent is not None and sent.code == MESSAGE_TOO_BIG:
+                raise CheckFailed(too_big(url)) from None
             status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
             reason = status.get("last_error") or "see the Jupyter server's log"
             msg = f"the WebSocket closed before sshd spoke: {reason}"

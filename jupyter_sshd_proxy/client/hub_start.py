@@ -2,7 +2,8 @@
 
 The Hub's progress messages are printed on the user's terminal as they come:
 like everything a server sends, they are made printable first (no escape
-sequences), and an event that is not a JSON object is skipped.
+sequences), and an event that is not a JSON object is skipped. It waits
+START_TIMEOUT seconds in all, however busily the Hub keeps reporting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .untrusted import printable
 from .urls import server_url
 
 USER_PATH = re.compile(r"^(?P<prefix>.*/)user/(?P<user>[^/]+)/(?:(?P<server>[^/]+)/)?$")
-START_TIMEOUT = 300  # seconds; slow spawners (Kubernetes pulling an image) take minutes
+START_TIMEOUT = 300  # seconds in all; slow spawners (Kubernetes pulling an image) take minutes
 
 
 def hub_api(url: str) -> tuple[str, str, str]:
@@ -50,7 +51,11 @@ def start_server(
     if code not in (201, 202, 400):  # 400: already running or starting
         raise HubError(explain(code, api_base + path, "server start", body))
     progress(f"jupyter-sshd-proxy: starting {user}'s server on the Hub ...")
-    for line in api.lines(path + "/progress", timeout=START_TIMEOUT):
+    expired = (
+        f"{user}'s server was not ready within {START_TIMEOUT:g}s; see its progress on the "
+        "Hub's home page, then connect again"
+    )
+    for line in api.lines(path + "/progress", timeout=START_TIMEOUT, expired=expired):
         if not line.startswith("data:"):
             continue
         try:

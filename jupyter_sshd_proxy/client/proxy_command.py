@@ -2,7 +2,9 @@
 
 ssh starts this on every connection, so it imports only what it needs (never
 jupyter_server). stdout carries the SSH bytes: messages go to stderr, one line
-each, and never contain the token.
+each, and never contain the token. With connection sharing (ControlPersist)
+ssh sends our stderr to /dev/null; tell_user() then writes to the terminal
+(/dev/tty), so that `ssh NAME` still says why it failed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import types
 from typing import TYPE_CHECKING
 
 from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
+from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 
 if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket is opening
@@ -24,6 +27,12 @@ if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
 MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
+# The largest WebSocket message we take. jupyter-server-proxy sends what one
+# data_received() of its asyncio transport gives it (at most 256 KiB): a
+# message of megabytes is not from our server, and is refused before it is read.
+MAX_MESSAGE = 4 * 1024 * 1024
+MESSAGE_TOO_BIG = 1009  # the WebSocket close code
+_user_stream = None
 
 
 def read_token(token_file: str | None) -> str:
@@ -43,7 +52,7 @@ def read_token(token_file: str | None) -> str:
             "non-ASCII letters in it, which a token never has; copy the token again"
         )
         raise ProxyError(msg)
-    return token
+    return secret(token)  # never printed: printable() shows <token>
 
 
 def _read_token_file(path: str) -> str:
@@ -136,6 +145,38 @@ def _lazy_module(name: str) -> None:
     setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
 
 
+def tell_user(line: str) -> None:
+    """Write one line where the user sees it: stderr, or the terminal when ssh
+    has sent our stderr to /dev/null (it does with ControlPersist). Never fails."""
+    global _user_stream
+    if _user_stream is None:
+        _user_stream = _terminal_if_stderr_is_null() or sys.stderr
+    if _user_stream is None:  # no stderr at all: nowhere to say it (never stdout)
+        return
+    end = "\r\n" if _user_stream is not sys.stderr else "\n"  # the terminal may be raw
+    try:
+        _user_stream.write(line + end)
+        _user_stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _terminal_if_stderr_is_null():
+    """/dev/tty, open for writing, if fd 2 is /dev/null and there is a terminal."""
+    if os.name == "nt":
+        return None
+    try:
+        err, null = os.fstat(2), os.stat(os.devnull)
+        if not (
+            stat.S_ISCHR(err.st_mode)
+            and (err.st_rdev, err.st_ino, err.st_dev) == (null.st_rdev, null.st_ino, null.st_dev)
+        ):
+            return None
+        return open("/dev/tty", "w", encoding="utf-8", errors="replace")
+    except OSError:  # no controlling terminal (VS Code, cron): stay silent, as ssh asked
+        return None
+
+
 PROXY_VARIABLES = (
     "https_proxy",
     "HTTPS_PROXY",
@@ -198,7 +239,7 @@ def open_websocket(
     connect = import_websockets().connect
     import ssl
 
-    from websockets.exceptions import InvalidHandshake, InvalidStatus
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
     from . import tls
 
@@ -210,7 +251,7 @@ def open_websocket(
             **({"ssl": context} if context is not None else {}),
             additional_headers={"Authorization": f"token {token}"},
             compression=None,  # SSH traffic is encrypted: it does not compress
-            max_size=None,
+            max_size=MAX_MESSAGE,
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
             open_timeout=open_timeout,
@@ -222,22 +263,28 @@ def open_websocket(
 
         parts = urlsplit(url)
         raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
-    except (InvalidStatus, ValueError) as error:
+    except (WebSocketException, ValueError) as error:
         # With our own socket, websockets refuses to follow a redirect
         # (ValueError, caused by the InvalidStatus): we never follow silently.
-        status = error if isinstance(error, InvalidStatus) else error.__cause__
-        if not isinstance(status, InvalidStatus):
-            raise
+        # A Location it cannot parse (https://, a #fragment) is an InvalidURI
+        # raised while it handles the InvalidStatus.
+        causes = (error, error.__cause__, error.__context__)
+        status = next((e for e in causes if isinstance(e, InvalidStatus)), None)
+        if status is None:
+            if not isinstance(error, WebSocketException):
+                raise
+            from .untrusted import printable
+
+            what = "handshake" if isinstance(error, InvalidHandshake) else "connection"
+            msg = f"WebSocket {what} with {url} failed: {printable(error, 300)}"
+            raise ProxyError(msg) from None
         from .rest import explain, server_not_running
 
         code = status.response.status_code
         location = status.response.headers.get("Location")
-        message = explain(code, url, "sshd route", location=location)
+        message = explain(code, url, "sshd route", location=location, path="sshd/")
         error_class = ServerNotRunning if server_not_running(code, location) else ProxyError
         raise error_class(message) from None
-    except InvalidHandshake as error:
-        msg = f"WebSocket handshake with {url} failed: {error}"
-        raise ProxyError(msg) from None
     except TimeoutError:
         msg = f"no answer from {url} within {open_timeout:g}s"
         raise ProxyError(msg) from None
@@ -267,14 +314,24 @@ def pump(ws: ClientConnection, url: str, token: str, ca_file: str | None = None)
             while view:
                 view = view[os.write(1, view) :]
             received += len(data)
-    except (BrokenPipeError, ConnectionClosed):
+    except BrokenPipeError:
         pass
+    except ConnectionClosed as closed:
+        if closed.sent is not None and closed.sent.code == MESSAGE_TOO_BIG:
+            raise ProxyError(too_big(url)) from None
     finally:
         ws.close()
     if received == 0:
         # Opened, then closed before sshd said a word: sshd could not start.
         raise ProxyError(why_sshd_did_not_start(url, token, ca_file))
     return 0
+
+
+def too_big(url: str) -> str:
+    return (
+        f"{url} sent a WebSocket message of more than {MAX_MESSAGE >> 20} MiB, which "
+        f"jupyter-sshd-proxy's server never sends; {SUSPICIOUS}"
+    )
 
 
 def why_sshd_did_not_start(url: str, token: str, ca_file: str | None = None) -> str:
@@ -309,6 +366,6 @@ def main_proxy(
             raise
         from .hub_start import start_server
 
-        start_server(url, token, lambda line: print(line, file=sys.stderr), ca_file)
+        start_server(url, token, tell_user, ca_file)
         ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
     return pump(ws, ws_url, token, ca_file)

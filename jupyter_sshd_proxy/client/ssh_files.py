@@ -22,12 +22,17 @@ MAX_SOCKET_PATH = 104  # bytes in a unix socket address, with the NUL (macOS, BS
 
 
 def host_name(url_base: str) -> str:
-    """A Host name from a server URL: hub.example.org/user/alice/ -> hub.example.org-alice."""
+    """A Host name from a server URL: hub.example.org/user/alice/ -> hub.example.org-alice,
+    and a named server hub.example.org/user/alice/gpu/ -> hub.example.org-alice-gpu."""
     without_scheme = url_base.split("://", 1)[-1].rstrip("/")
     host, _, path = without_scheme.partition("/")
-    user = re.search(r"(?:^|/)user/([^/]+)", path)
-    name = host.replace(":", "-") + (f"-{user.group(1)}" if user else "")
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+    user = re.search(r"(?:^|/)user/([^/]+)(?:/([^/]+))?", path)
+    name = host.replace(":", "-")
+    if user:
+        name += "".join(f"-{part}" for part in user.groups() if part)
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name)
+    # A letter or digit first, as check_name() wants (an IPv6 host starts with "[").
+    return re.sub(r"^[^A-Za-z0-9]+", "", cleaned) or "jupyter"
 
 
 def check_name(name: str) -> str:
@@ -43,11 +48,18 @@ def check_name(name: str) -> str:
 def _config_value(path: str, what: str, tokens: str = "") -> str:
     """path for ssh_config, where ssh expands %-tokens: its % doubled, then the
     tokens (ssh's own, such as %C) added, the whole in double quotes when it
-    has white space, ' or #."""
+    has white space, ' or #. ssh also expands ${VARIABLE} in these paths, with
+    no way to escape it: such a path is refused."""
     if not path.isprintable() or '"' in path:
         msg = (
             f"{what} {path!r} has a control character or a double quote in it, which "
             "ssh_config cannot hold; use another path"
+        )
+        raise ValueError(msg)
+    if "${" in path:
+        msg = (
+            f"{what} {path!r} has '${{' in it, which ssh would read as an environment "
+            "variable; use another path"
         )
         raise ValueError(msg)
     value = path.replace("%", "%%") + tokens
@@ -56,9 +68,21 @@ def _config_value(path: str, what: str, tokens: str = "") -> str:
 
 def _command_line(argv: list[str]) -> str:
     """A ProxyCommand: ssh expands %-tokens in it (so % is doubled), then runs it
-    through /bin/sh (Windows' ssh.exe: through CreateProcess)."""
-    line = subprocess.list2cmdline(argv) if os.name == "nt" else shlex.join(argv)
-    return line.replace("%", "%%")
+    through the user's $SHELL -c (Windows' ssh.exe: through CreateProcess).
+
+    The URL holds no character any shell reads (urls.server_url saw to it); the
+    paths are single-quoted where needed, which sh, bash, zsh and fish all read
+    alike, except for a backslash: fish reads \\' inside single quotes as a quote."""
+    if os.name == "nt":
+        return subprocess.list2cmdline(argv).replace("%", "%%")
+    for word in argv:
+        if "\\" in word:
+            msg = (
+                f"{word!r} has a backslash in it, which shells quote differently (fish); "
+                "use a path without one"
+            )
+            raise ValueError(msg)
+    return shlex.join(argv).replace("%", "%%")
 
 
 def sharing_fits(control_dir: str) -> bool:
@@ -108,6 +132,7 @@ def render_block(
         f"    StrictHostKeyChecking {host_key_checking}",
         f"    IdentityFile {_config_value(identity_file, 'the identity')}",
         "    IdentitiesOnly yes",
+        "    ForwardAgent no",
     ]
     if control_dir is not None:
         directory = os.path.join(control_dir, "")
@@ -117,7 +142,13 @@ def render_block(
             f"    ControlPath {socket}",
             f"    ControlPersist {control_persist}",
         ]
-    lines += [f"    ProxyCommand {_command_line(proxy_argv)}", END.format(name=name)]
+    lines += [
+        f"    ProxyCommand {_command_line(proxy_argv)}",
+        # What follows the block (the file's global options, when the block is
+        # at the top) applies to every host again, as before the block came.
+        "Host *",
+        END.format(name=name),
+    ]
     for line in lines:
         if not line.isprintable():  # the last guard: one value, one line
             msg = f"the Host block would have a control character in it: {line!r}"
@@ -131,24 +162,68 @@ def _lines(text: str) -> list[str]:
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
-def put_block(config: str, name: str, block: str) -> str:
-    """config with block in place of the old block for name, or appended."""
+def _find_block(lines: list[str], name: str) -> tuple[int, int] | None:
+    """(first, last) line numbers of the block for name, None if there is none;
+    ValueError if only one of its markers is there."""
     begin, end = BEGIN.format(name=name), END.format(name=name)
-    lines = _lines(config)
     starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == begin]
     ends = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == end]
     if starts and ends and ends[0] > starts[0]:
-        return "".join(lines[: starts[0]]) + block + "".join(lines[ends[0] + 1 :])
+        return starts[0], ends[0]
     if starts or ends:
         msg = (
             f"the jupyter-sshd-proxy block for {name} is damaged (a marker line is "
             "missing); fix or remove it by hand"
         )
         raise ValueError(msg)
-    if not config:
-        return block
-    separator = "" if config.endswith("\n\n") else ("\n" if config.endswith("\n") else "\n\n")
-    return config + separator + block
+    return None
+
+
+def put_block(config: str, name: str, block: str) -> str:
+    """config with block in place of the old block for name, or at the top.
+
+    At the top, because ssh takes the first value it finds for each option: a
+    block below a `Host *` that says `StrictHostKeyChecking no` would not pin
+    anything. The block ends with `Host *`, so the global options that began
+    the file still apply to every host."""
+    lines = _lines(config)
+    found = _find_block(lines, name)
+    if found is not None:
+        first, last = found
+        return "".join(lines[:first]) + block + "".join(lines[last + 1 :])
+    return block + "\n" + config if config else block
+
+
+def block_url(config: str, name: str) -> str | None:
+    """The server URL in the ProxyCommand of config's block for name (the last
+    word that starts with http:// or https://), None if there is no such block."""
+    lines = _lines(config)
+    found = _find_block(lines, name)
+    if found is None:
+        return None
+    for line in lines[found[0] : found[1]]:
+        keyword, _, value = line.strip().partition(" ")
+        if keyword.lower() != "proxycommand":
+            continue
+        words = value.replace("%%", "%").split()
+        urls = [word.strip("'\"") for word in words if re.match(r"['\"]?https?://", word)]
+        return urls[-1] if urls else None
+    return None
+
+
+def block_settings(block: str) -> dict[str, str]:
+    """The options of a block render_block() made, by lower-case name, as written
+    (quotes taken off): what `ssh -G NAME` should show."""
+    settings: dict[str, str] = {}
+    for line in _lines(block):
+        if line.startswith("Host *"):
+            break
+        if line.startswith("    "):
+            keyword, _, value = line.strip().partition(" ")
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            settings[keyword.lower()] = value
+    return settings
 
 
 KNOWN_HOSTS_LINE = re.compile(

@@ -9,7 +9,10 @@ retitle it, hide text or worse. So:
 
 * a value that goes into a file must match a strict pattern, or it is refused
   with UntrustedAnswer, and nothing is written;
-* a string that is printed loses its control characters (printable()).
+* a string that is printed loses its control characters (printable()), and
+  any secret we know (the token, registered by read_token with secret()) is
+  shown as <token>: a proxy or an error page that echoes the Authorization
+  header must not put the token on the terminal, in CI logs or screenshots.
 
 Only `re` is imported at the top: printable() runs on every error of the
 ProxyCommand, whose start-up time is the user's wait.
@@ -32,18 +35,33 @@ MAX_HOST_KEYS = 16  # a server has two or three
 # C0 and C1 controls, DEL, and the Unicode marks that reorder text on screen.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
 _LINE_BREAKS = re.compile("[\t\n\x0b\x0c\r\x85\u2028\u2029]+")
+_SECRETS: set[str] = set()  # what printable() and shown() never show
+
+
+def secret(value: str) -> str:
+    """Register value (a token) so that printable() and shown() print <token> in
+    its place; returns value."""
+    if value:
+        _SECRETS.add(value)
+    return value
+
+
+def _hide_secrets(text: str) -> str:
+    for value in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(value, "<token>")
+    return text
 
 
 def printable(text: object, limit: int = 500) -> str:
     """text for the terminal, on one line: control characters removed, line
-    breaks and tabs made spaces, at most limit characters."""
-    text = _CONTROL.sub("", _LINE_BREAKS.sub(" ", str(text))).strip()
+    breaks and tabs made spaces, secrets as <token>, at most limit characters."""
+    text = _hide_secrets(_CONTROL.sub("", _LINE_BREAKS.sub(" ", str(text))).strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def shown(value: object, limit: int = 60) -> str:
     """A short, escaped picture of a refused value, for the one-line error."""
-    text = repr(value)
+    text = _hide_secrets(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

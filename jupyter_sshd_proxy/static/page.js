@@ -19,15 +19,17 @@
   }
 
   // The same rule as the client's ssh_files.host_name(), so that --name is
-  // what config-ssh would pick: hub.example.org/user/alice/ -> hub.example.org-alice.
+  // what config-ssh would pick: hub.example.org/user/alice/ -> hub.example.org-alice,
+  // and a named server hub.example.org/user/alice/gpu/ -> hub.example.org-alice-gpu.
   function hostName(urlBase) {
     const start = urlBase.indexOf("://");
     const rest = (start >= 0 ? urlBase.slice(start + 3) : urlBase).replace(/\/+$/, "");
     const slash = rest.indexOf("/");
     const host = slash >= 0 ? rest.slice(0, slash) : rest;
     const path = slash >= 0 ? rest.slice(slash + 1) : "";
-    const user = /(?:^|\/)user\/([^/]+)/.exec(path);
-    const name = host.replaceAll(":", "-") + (user ? `-${user[1]}` : "");
+    const user = /(?:^|\/)user\/([^/]+)(?:\/([^/]+))?/.exec(path);
+    const parts = user ? user.slice(1).filter(Boolean) : [];
+    const name = host.replaceAll(":", "-") + parts.map((part) => `-${part}`).join("");
     const cleaned = name.replace(/[^A-Za-z0-9._-]/g, "-");
     // config-ssh wants a letter or digit first (an IPv6 host starts with "[").
     return cleaned.replace(/^[^A-Za-z0-9]+/, "") || "jupyter";
