@@ -59,11 +59,13 @@ def hostile():
         yield server
 
 
-def config_ssh(url: str, laptop: Path, *more: str, name: str | None = "myhub", **env: str):
+def config_ssh(
+    url: str, laptop: Path, *more: str, name: str | None = "myhub", timeout: float = 60, **env: str
+):
     args = ["config-ssh", url, "--ssh-config", str(laptop / ".ssh" / "config"), *more]
     if name:
         args.append(f"--name={name}")
-    return run_cli(*args, token=TOKEN, **env)
+    return run_cli(*args, token=TOKEN, timeout=timeout, **env)
 
 
 def ssh_effective(config: Path, host: str) -> dict[str, str]:
@@ -147,6 +149,33 @@ def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
     assert not still_waiting, "ServerAPI(timeout=1) still waiting for one answer after 8 s"
 
 
+def test_headers_dripping_one_at_a_time_have_a_deadline():
+    """The same with the headers: the watchdog shuts the socket at the deadline."""
+    from jupyter_sshd_proxy.client.rest import ServerAPI
+    from jupyter_sshd_proxy.errors import APIError
+
+    def answer(sock, request, stop):
+        sock.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.wait(0.3):
+            sock.sendall(b"X-Slow: 1\r\n")
+
+    with ScriptedServer(answer) as server:
+        api = ServerAPI(server.url, TOKEN, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(APIError, match=r"^no complete answer from http://\S+ within 1s$"):
+            api.get("sshd-proxy/api/status", "status")
+        assert time.monotonic() - started < 3
+
+
+def test_an_http_url_to_another_host_is_warned_about(laptop):
+    """Once, by config-ssh (the ProxyCommand says nothing: ssh shows it every time)."""
+    result = config_ssh("http://nowhere.invalid/user/alice/", laptop, timeout=30)
+    assert result.stderr.splitlines()[0] == (
+        "jupyter-sshd-proxy: http:// sends the token unencrypted; use https://"
+    )
+    assert result.stderr.count("unencrypted") == 1
+
+
 def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
     """`proxy --start`: START_TIMEOUT is the socket timeout of each read, not a
     deadline; a Hub that keeps sending progress events keeps the ProxyCommand
@@ -221,10 +250,16 @@ def test_one_websocket_message_cannot_take_all_memory():
                 time.sleep(0.2)
                 peak = max(peak, _rss_mib(proxy.pid))
         finally:
-            if proxy.poll() is None:
+            ended = proxy.poll() is not None
+            if not ended:
                 proxy.kill()
-            proxy.communicate()
+            _, stderr = proxy.communicate()
     assert peak < 300, f"the ProxyCommand grew to {peak} MiB on one WebSocket message"
+    # Refused at the frame's header (max_size 4 MiB), in one line.
+    assert ended, "the ProxyCommand still reading the message"
+    assert proxy.returncode == 255
+    one_line(stderr.decode())
+    assert "sent a WebSocket message of more than 4 MiB" in stderr.decode()
 
 
 @pytest.mark.parametrize(
@@ -274,9 +309,10 @@ def test_an_earlier_host_star_does_not_void_the_pinned_host_key(hostile, laptop)
 
 
 def test_a_named_server_gets_a_block_of_its_own(laptop):
-    """/user/alice/ and /user/alice/gpu/ both become Host hub-alice: the second
-    config-ssh silently replaces the first block, its pinned host key and its
-    token (http:// and https:// of one server collide the same way)."""
+    """/user/alice/ and /user/alice/gpu/ both became Host hub-alice: the second
+    config-ssh silently replaced the first block, its pinned host key and its
+    token (http:// and https:// of one server collide the same way). Fixed: a
+    named server's Host name ends in its name (hub-alice-gpu)."""
     with HostileServer() as server:
         good_answers(server, "/user/alice")
         good_answers(server, "/user/alice/gpu")
@@ -287,6 +323,64 @@ def test_a_named_server_gets_a_block_of_its_own(laptop):
     assert "/user/alice/\n" in config, "the default server's block is gone"
     assert second.returncode == 0
     assert "/user/alice/gpu/\n" in config
+
+
+def _block_for(laptop: Path, name: str, url: str) -> str:
+    """A block for name and url, as config-ssh writes it, at the top of the config."""
+    from jupyter_sshd_proxy.client import ssh_files
+
+    own = laptop / ".ssh" / "jupyter-sshd-proxy"
+    block = ssh_files.render_block(
+        name=name, user="jovyan", proxy_argv=["python3", "-m", "jupyter_sshd_proxy", "proxy",
+        "--token-file", str(own / f"{name}.token"), url], identity_file=str(own / "id"),
+        known_hosts=str(own / "known_hosts"),
+    )  # fmt: skip
+    config = laptop / ".ssh" / "config"
+    config.write_text(ssh_files.put_block(config.read_text(), name, block))
+    return config.read_text()
+
+
+def test_a_block_for_another_server_of_the_same_name_is_not_replaced(laptop):
+    """Two servers whose URLs make the same Host name (/prefix/user/alice/ and
+    /user/alice/): the block of the first is not replaced by the second unless
+    --name says so."""
+    with HostileServer() as server:
+        good_answers(server, "/user/alice")
+        name = f"127.0.0.1-{server.httpd.server_address[1]}-alice"
+        before = _block_for(laptop, name, server.url + "prefix/user/alice/")
+        refused = config_ssh(server.url + "user/alice/", laptop, name=None)
+        assert refused.returncode == 1
+        one_line(refused.stderr)
+        assert f"has Host {name} for another server, {server.url}prefix/user/alice/" in (
+            refused.stderr
+        )
+        assert f"--name {name} to replace that block" in refused.stderr
+        assert (laptop / ".ssh" / "config").read_text() == before
+        assert ("POST", AUTHORIZED_KEYS) not in server.requests
+        replaced = config_ssh(server.url + "user/alice/", laptop, name=name)
+        assert replaced.returncode == 0, replaced.stderr
+    config = (laptop / ".ssh" / "config").read_text()
+    assert f" {server.url}user/alice/\n" in config
+    assert "prefix" not in config
+
+
+def test_an_https_block_is_not_replaced_by_an_http_one(laptop):
+    with HostileServer() as server:
+        good_answers(server)
+        name = f"127.0.0.1-{server.httpd.server_address[1]}"
+        https = server.url.replace("http://", "https://")
+        before = _block_for(laptop, name, https)
+        refused = config_ssh(server.url, laptop, name=None)
+        assert refused.returncode == 1
+        one_line(refused.stderr)
+        assert f"has Host {name} for {https}: refusing to replace it with {server.url}" in (
+            refused.stderr
+        )
+        assert (laptop / ".ssh" / "config").read_text() == before
+        # The other way, http:// to https://, is the same server: its block is updated
+        # (here the same URL again).
+        _block_for(laptop, name, server.url)
+        assert config_ssh(server.url, laptop, name=None).returncode == 0
 
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")

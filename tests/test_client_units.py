@@ -43,6 +43,24 @@ def test_printable(text, shown):
     assert untrusted.printable(text) == shown
 
 
+@pytest.mark.parametrize(("command", "status"), [("doctor", 1), ("proxy", 255)])
+def test_an_unexpected_error_is_one_line_without_the_token(command, status, monkeypatch, capsys):
+    """cli.main's last guard: a bug is still one line, never a traceback or the token."""
+    from jupyter_sshd_proxy import cli
+
+    monkeypatch.setattr(untrusted, "_SECRETS", {"tok-secret-1"})
+
+    def broken(args):
+        raise RuntimeError("tok-secret-1\x1b[2J")
+
+    monkeypatch.setattr(cli, "_run", broken)
+    assert cli.main([command, "http://127.0.0.1:1/"]) == status
+    assert capsys.readouterr().err == (
+        "jupyter-sshd-proxy: RuntimeError: <token>[2J; this is a bug in jupyter-sshd-proxy; "
+        "please report it\n"
+    )
+
+
 def test_a_registered_secret_is_never_printed(monkeypatch):
     monkeypatch.setattr(untrusted, "_SECRETS", set())
     assert untrusted.secret("s3cr3t-t0ken") == "s3cr3t-t0ken"

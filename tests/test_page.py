@@ -7,6 +7,7 @@ import html
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import threading
 import urllib.parse
@@ -595,3 +596,27 @@ def test_on_a_real_hub(real_hub, hub_user, context, tmp_path):
     assert response.status == 200
     assert response.url == f"{real_hub.url}/hub/token"
     real_hub.stop_server(hub_user.name)
+
+
+HOST_NAME_URLS = [
+    "https://hub.example.org/user/alice/",
+    "https://hub.example.org/user/alice/gpu/",
+    "https://hub.example.org/prefix/user/bob/x/",
+    "http://127.0.0.1:8888/",
+    "http://127.0.0.1:8888/user/a%2Bb/",
+    "https://hub.example.org/user/j%C3%B6rg/",
+    "http://[::1]:8888/user/alice/",
+]
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_the_page_and_config_ssh_pick_the_same_host_name():
+    """page.js's hostName() (run by node) against ssh_files.host_name()."""
+    source = (REPO / "jupyter_sshd_proxy" / "static" / "page.js").read_text()
+    start = source.index("  function hostName(")
+    function = source[start : source.index("\n  }\n", start) + 4]
+    script = f"{function}\nconsole.log(JSON.stringify({json.dumps(HOST_NAME_URLS)}.map(hostName)));"
+    names = subprocess.run(
+        ["node", "-e", script], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert json.loads(names) == [host_name(url) for url in HOST_NAME_URLS]

@@ -104,6 +104,9 @@ def config_ssh(
     if sharing_off:
         control_dir = None
 
+    if not name_given:  # (before the token goes anywhere)
+        _check_same_server(ssh_config, _read(ssh_config), name, base)
+
     token = read_token(token_file)
     api = ServerAPI(base, token, ca_file=ca_file)
     status = api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
@@ -129,8 +132,6 @@ def config_ssh(
     # Now, before the key goes to the server; again under the lock, to write.
     old_config = _read(ssh_config)
     new_config = _put_block(ssh_config, old_config, name, block)
-    if not name_given:
-        _check_same_server(ssh_config, old_config, name, base)
     old_known = _read(known_hosts_path)
     new_known = ssh_files.put_known_hosts(old_known, name, host_keys)
     targets = [ssh_config, known_hosts_path, token_path]

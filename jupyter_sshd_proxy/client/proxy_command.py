@@ -32,7 +32,7 @@ MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
 # message of megabytes is not from our server, and is refused before it is read.
 MAX_MESSAGE = 4 * 1024 * 1024
 MESSAGE_TOO_BIG = 1009  # the WebSocket close code
-_user_stream = None
+_terminal: list = []  # [/dev/tty open for writing, or None], once tell_user() has looked
 
 
 def read_token(token_file: str | None) -> str:
@@ -148,15 +148,15 @@ def _lazy_module(name: str) -> None:
 def tell_user(line: str) -> None:
     """Write one line where the user sees it: stderr, or the terminal when ssh
     has sent our stderr to /dev/null (it does with ControlPersist). Never fails."""
-    global _user_stream
-    if _user_stream is None:
-        _user_stream = _terminal_if_stderr_is_null() or sys.stderr
-    if _user_stream is None:  # no stderr at all: nowhere to say it (never stdout)
+    if not _terminal:
+        _terminal.append(_terminal_if_stderr_is_null())
+    stream = _terminal[0] or sys.stderr
+    if stream is None:  # no stderr at all: nowhere to say it (never stdout)
         return
-    end = "\r\n" if _user_stream is not sys.stderr else "\n"  # the terminal may be raw
+    end = "\r\n" if stream is _terminal[0] else "\n"  # ssh may have made the terminal raw
     try:
-        _user_stream.write(line + end)
-        _user_stream.flush()
+        stream.write(line + end)
+        stream.flush()
     except (OSError, ValueError):
         pass
 
