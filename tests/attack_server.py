@@ -100,6 +100,8 @@ class ScriptedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
+        with contextlib.suppress(OSError):  # wakes the accept() (close alone does not, on Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for sock in self._open:
             with contextlib.suppress(OSError):

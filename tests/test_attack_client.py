@@ -91,8 +91,9 @@ def one_line(stderr: str) -> None:
 
 
 def test_a_broken_chunked_error_answer_is_one_line(laptop):
-    """500 with a chunked body whose chunk size is not hex: rest.call() reads the
-    error body inside its `except HTTPError` clause, so the IncompleteRead escapes."""
+    """500 with a chunked body whose chunk size is not hex: rest.call() read the
+    error body inside its `except HTTPError` clause, so the IncompleteRead
+    escaped. Fixed: the error body is read in a try of its own; the status speaks."""
 
     def answer(sock, request, stop):
         sock.sendall(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
@@ -106,7 +107,8 @@ def test_a_broken_chunked_error_answer_is_one_line(laptop):
 
 
 def test_an_error_answer_that_stalls_is_one_line(laptop):
-    """500 that promises 1000 bytes and sends none: TimeoutError from the error body."""
+    """500 that promises 1000 bytes and sends none: TimeoutError from the error
+    body was a traceback. Fixed as the one above."""
 
     def answer(sock, request, stop):
         sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 1000\r\n\r\n")
@@ -121,7 +123,9 @@ def test_an_error_answer_that_stalls_is_one_line(laptop):
 def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
     """ServerAPI's timeout is per recv(), not per answer: a server that sends a
     byte every half second inside a 1 s timeout holds the client for as long as it
-    likes (config-ssh, doctor and the ProxyCommand's status call all wait)."""
+    likes (config-ssh, doctor and the ProxyCommand's status call all wait).
+    Fixed: a deadline for the whole answer (read1() in a loop, and a watchdog
+    that shuts the socket)."""
     from jupyter_sshd_proxy.client.rest import ServerAPI
 
     def answer(sock, request, stop):
@@ -147,6 +151,7 @@ def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
         thread.join(8)
         still_waiting = thread.is_alive()
     assert not still_waiting, "ServerAPI(timeout=1) still waiting for one answer after 8 s"
+    assert str(outcome[0]) == f"no complete answer from {server.url} within 1s"
 
 
 def test_headers_dripping_one_at_a_time_have_a_deadline():
@@ -179,7 +184,7 @@ def test_an_http_url_to_another_host_is_warned_about(laptop):
 def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
     """`proxy --start`: START_TIMEOUT is the socket timeout of each read, not a
     deadline; a Hub that keeps sending progress events keeps the ProxyCommand
-    (and the ssh or VS Code waiting on it) for ever."""
+    (and the ssh or VS Code waiting on it) for ever. Fixed: START_TIMEOUT in all."""
     from jupyter_sshd_proxy.client import hub_start
 
     monkeypatch.setattr(hub_start, "START_TIMEOUT", 2)
@@ -211,6 +216,10 @@ def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
         f"start_server with START_TIMEOUT=2 still following the stream after 10 s "
         f"({len(lines)} progress lines printed)"
     )
+    assert str(outcome[0]) == (
+        "alice's server was not ready within 2s; see its progress on the Hub's home page, "
+        "then connect again"
+    )
 
 
 def _rss_mib(pid: int) -> int:
@@ -223,7 +232,8 @@ def _rss_mib(pid: int) -> int:
 
 def test_one_websocket_message_cannot_take_all_memory():
     """The ProxyCommand connects with max_size=None: one binary frame that claims
-    1 GiB is buffered whole before a byte reaches ssh. The test stops at 300 MiB."""
+    1 GiB is buffered whole before a byte reaches ssh. The test stops at 300 MiB.
+    Fixed: max_size is 4 MiB, and a larger message is one line."""
     size = 1 << 30
 
     def answer(sock, request, stop):
@@ -273,7 +283,9 @@ def test_one_websocket_message_cannot_take_all_memory():
 def test_a_websocket_redirect_to_a_non_ws_url_is_one_line(location):
     """websockets parses the Location (InvalidURI) before it notices our own socket;
     InvalidURI is no InvalidHandshake, so open_websocket() lets it through:
-    a traceback, exit status 1 instead of 255, the server's header printed raw."""
+    a traceback, exit status 1 instead of 255, the server's header printed raw.
+    Fixed: any WebSocketException is one line, made printable (a redirect to
+    https:// says to use that URL)."""
 
     def answer(sock, request, stop):
         sock.sendall(
@@ -294,7 +306,9 @@ def test_a_websocket_redirect_to_a_non_ws_url_is_one_line(location):
 def test_an_earlier_host_star_does_not_void_the_pinned_host_key(hostile, laptop):
     """The block is appended; ssh takes the first value of each option, so a
     `Host *` above it (common in dev setups) wins: config-ssh says "host keys
-    pinned" and exits 0, and ssh checks no host key at all."""
+    pinned" and exits 0, and ssh checks no host key at all. Fixed: a new block
+    goes at the top (ending in `Host *`), and `ssh -G` must agree before
+    anything is written."""
     config = laptop / ".ssh" / "config"
     config.write_text("Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n")
     result = config_ssh(hostile.url, laptop)
@@ -365,6 +379,7 @@ def test_a_block_for_another_server_of_the_same_name_is_not_replaced(laptop):
 
 
 def test_an_https_block_is_not_replaced_by_an_http_one(laptop):
+    """http:// would send the token in clear from then on: not without --name."""
     with HostileServer() as server:
         good_answers(server)
         name = f"127.0.0.1-{server.httpd.server_address[1]}"
@@ -477,7 +492,9 @@ def test_a_write_that_would_fail_writes_nothing_and_sends_no_key(hostile, laptop
     dotfiles disk): _read() takes it as empty, the key is authorized, known_hosts
     and the token file are written, and only then the config write fails.
     (Same with a target in a read-only directory, e.g. home-manager's link into
-    /nix/store, checked by hand as an unprivileged user.)"""
+    /nix/store, checked by hand as an unprivileged user.) Fixed: before the key
+    is sent, each file's real directory must take a new file; the config is
+    written last."""
     identity = laptop / ".ssh" / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)], check=True)
     config = laptop / ".ssh" / "config"
@@ -494,7 +511,8 @@ def test_a_write_that_would_fail_writes_nothing_and_sends_no_key(hostile, laptop
 def test_a_token_the_server_reflects_is_not_printed(hostile, laptop):
     """The client prints the server's message as it is (made printable): a proxy
     or error page that echoes the Authorization header puts the token on the
-    terminal, in CI logs, in screenshots."""
+    terminal, in CI logs, in screenshots. Fixed: printable() shows the token
+    read_token() read as <token>."""
     hostile.answers[("POST", AUTHORIZED_KEYS)] = Answer.json(
         {"message": f"rejected Authorization: token {TOKEN}"}, 500
     )
@@ -504,8 +522,9 @@ def test_a_token_the_server_reflects_is_not_printed(hostile, laptop):
 
 
 def test_a_password_in_the_url_is_refused_unechoed(hostile, laptop):
-    """http://user:password@host/ is accepted: the password is printed in the
-    error line (and would go into the Host name and the ProxyCommand)."""
+    """http://user:password@host/ was accepted: the password was printed in the
+    error line (and would go into the Host name and the ProxyCommand). Fixed:
+    refused, in a line without it."""
     url = hostile.url.replace("http://", "http://alice:hunter2@")
     result = config_ssh(url, laptop, name=None)
     assert result.returncode == 1
@@ -514,7 +533,8 @@ def test_a_password_in_the_url_is_refused_unechoed(hostile, laptop):
 
 def test_a_url_with_a_non_ascii_letter_is_one_line(hostile, laptop):
     """A Hub user name such as jörg pasted as it shows in the address bar:
-    http.client cannot encode the request line (UnicodeEncodeError)."""
+    http.client could not encode the request line (UnicodeEncodeError).
+    Fixed: the path is percent-encoded (UTF-8), as the browser does."""
     good_answers(hostile, "/user/jörg")
     result = config_ssh(hostile.url + "user/jörg/", laptop)
     one_line(result.stderr)
@@ -542,7 +562,8 @@ def test_a_dollar_brace_in_a_path_is_refused(hostile):
 
 def test_an_http_to_https_redirect_says_use_https(laptop):
     """http:// URL, server (an ingress) redirects to https: the token has already
-    crossed in clear text, and the advice is to install jupyter-sshd-proxy."""
+    crossed in clear text, and the advice was to install jupyter-sshd-proxy.
+    Fixed: "redirected to https://...: use that URL"."""
     seen = []
 
     def answer(sock, request, stop):
@@ -568,7 +589,8 @@ def test_host_key_data_that_ssh_cannot_read_is_not_pinned(blob, hostile, laptop)
     """untrusted.host_keys() checks the type name inside the key data, not the
     key: config-ssh says "host keys pinned" for lines ssh skips as invalid
     (ssh-keygen -l reads none of them). With --host-key-checking accept-new,
-    ssh then finds no key for the alias and accepts whatever it is shown."""
+    ssh then finds no key for the alias and accepts whatever it is shown.
+    Fixed on the server side's keys.parse_key, which now checks the key data."""
     hostile.answers[("GET", HOST_KEYS)] = Answer.json(
         {"keys": [{"type": "ssh-ed25519", "key": blob}]}
     )
