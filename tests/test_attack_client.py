@@ -322,6 +322,34 @@ def test_an_earlier_host_star_does_not_void_the_pinned_host_key(hostile, laptop)
     )
 
 
+def test_an_older_block_below_a_host_star_is_refused_until_it_moves(hostile, laptop):
+    """An existing block is updated in place: one that an earlier version appended
+    below `Host *` would still lose to it. `ssh -G` says so before anything is
+    written, and the line names the setting and the fix."""
+    config = laptop / ".ssh" / "config"
+    old_block = (
+        "# >>> jupyter-sshd-proxy myhub >>>\nHost myhub\n    User jovyan\n"
+        "# <<< jupyter-sshd-proxy myhub <<<\n"
+    )
+    config.write_text("Host *\n    StrictHostKeyChecking no\n\n" + old_block)
+    before = snapshot(laptop)
+    result = config_ssh(hostile.url, laptop)
+    assert result.returncode == 1
+    one_line(result.stderr)
+    assert result.stderr == (
+        "jupyter-sshd-proxy: ssh would not use the block's StrictHostKeyChecking for myhub: "
+        f"something above it in {config} (a `Host` or `Match` that matches myhub, or a file "
+        "it includes) sets 'false'; move that below the jupyter-sshd-proxy blocks, or remove "
+        "the block for myhub and run config-ssh again to have it written at the top\n"
+    )
+    assert snapshot(laptop) == before
+    assert ("POST", AUTHORIZED_KEYS) not in hostile.requests
+    # As the line says: without the old block, the new one goes on top, and holds.
+    config.write_text("Host *\n    StrictHostKeyChecking no\n")
+    assert config_ssh(hostile.url, laptop).returncode == 0
+    assert ssh_effective(config, "myhub")["stricthostkeychecking"] == "true"
+
+
 def test_a_named_server_gets_a_block_of_its_own(laptop):
     """/user/alice/ and /user/alice/gpu/ both became Host hub-alice: the second
     config-ssh silently replaced the first block, its pinned host key and its

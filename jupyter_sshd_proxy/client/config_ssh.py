@@ -270,7 +270,7 @@ def _check_with_ssh(ssh_config: str, config: str, name: str, block: str) -> None
     if result.returncode != 0:
         said = untrusted.printable(result.stderr.replace(temporary, ssh_config), 300)
         msg = (
-            f"ssh cannot read {ssh_config} with the new block at its top: {said}; fix the "
+            f"ssh cannot read {ssh_config} with the new block in it: {said}; fix the "
             "file, then run config-ssh again"
         )
         raise ConfigSSHError(msg)
@@ -291,7 +291,8 @@ def _check_with_ssh(ssh_config: str, config: str, name: str, block: str) -> None
             continue
         msg = (
             f"ssh would not use the block's {keyword} for {name}: something above it in "
-            f"{ssh_config} (a `Host *` or `Match`, or a file it includes) sets {used[0]!r}; "
+            f"{ssh_config} (a `Host` or `Match` that matches {name}, or a file it includes) "
+            f"sets {used[0]!r}; "
             f"move that below the jupyter-sshd-proxy blocks, or remove the block for {name} "
             "and run config-ssh again to have it written at the top"
         )
