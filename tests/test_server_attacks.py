@@ -262,3 +262,63 @@ def test_attack_accept_env_lets_a_restricted_key_escape_its_command(tmp_path):
     )  # fmt: skip
     assert result.stdout == b"only-this\n", result.stderr
     assert not marker.exists(), "the forced command was escaped through AcceptEnv"
+
+
+# ------------------------------------------- configuration-dependent key files
+
+
+def test_attack_delete_204_while_a_second_keys_file_still_lets_the_key_in(setup, tmp_path):
+    """BROKEN (configuration-dependent, low; the listing half is known from
+    test_page_attacks.py): with two authorized_keys_files, DELETE edits only
+    the first and answers 204, while the same key in the second still logs in."""
+    from .conftest import start_sshd
+
+    key, pub, fingerprint = _key(tmp_path, "two-files")
+    first = setup.base / "attack_server_keys_first"
+    second = setup.base / "attack_server_keys_second"
+    for path in (first, second):
+        path.write_text(f"{pub} in-{path.name}\n")
+        path.chmod(0o600)
+        setup.account.own(path)
+    other = setup.server(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES=f"{first}:{second}").start()
+    try:
+        start_sshd(other)
+        setup.pin_host_keys()
+        assert _delete(other, fingerprint)[0] == 204
+        assert not _logs_in(other, setup, key), "DELETE said 204, the key still logs in"
+    finally:
+        other.stop()
+        first.unlink()
+        second.unlink()
+
+
+@pytest.mark.parametrize("name", ['authorized_keys"2"', "authorized_keys'2'"])
+def test_attack_a_quoted_keys_path_is_another_file_for_sshd(tmp_path, name):
+    """BROKEN (configuration-dependent, low): authorized_keys_files may hold
+    quotes, and render_sshd_config() writes AuthorizedKeysFile unquoted (HostKey
+    is quoted). sshd removes the quotes (argv_split), so it reads
+    .../authorized_keys2 while the API lists and edits .../authorized_keys"2"."""
+    from jupyter_sshd_proxy import server, sshd
+
+    from .test_preflight import real_config
+
+    path = str(tmp_path / name)
+    settings = SSHDProxy(config=Config({"SSHDProxy": {"authorized_keys_files": [path]}}))
+    edited = server.authorized_keys_files(settings, sshd.current_user())[0]
+    sshd_path, config = real_config(tmp_path)
+    rendered = sshd.render_sshd_config(
+        port=2222,
+        host_keys=[line.split('"')[1] for line in config.read_text().splitlines()
+                   if line.startswith("HostKey ")],
+        authorized_keys_files=[edited],
+        user=sshd.current_user(),
+        log_level="INFO",
+        version=sshd.sshd_version(sshd_path),
+    )  # fmt: skip
+    config.write_text(rendered)
+    output = subprocess.run(
+        [sshd_path, "-T", "-f", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    read = [line.split(" ", 1)[1] for line in output.splitlines()
+            if line.startswith("authorizedkeysfile ")]  # fmt: skip
+    assert read == [edited]
