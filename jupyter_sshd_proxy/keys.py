@@ -9,12 +9,15 @@ or outlive its removal. So every line is read with sshd's own rules (OpenSSH
   line ends at its first NUL byte. Spaces and tabs, and only those, separate
   words; leading ones are skipped; an empty line or one starting with "#" is
   skipped.
-* If the first word is a key type, the line is "type base64 [comment]".
-  Otherwise the line starts with options, which end at the first space or tab
-  outside double quotes (\\" never opens or closes quotes), and the key
-  follows. The options must then parse as sshd parses them (known names,
-  case-insensitive; values in double quotes; commas between them), or sshd
-  skips the whole line.
+* If the first word is exactly a key type name that sshd knows (certificate
+  and DSA names included), the line is "type base64 [comment]". Otherwise
+  the line starts with options, which end at the first space or tab outside
+  double quotes (\\" never opens or closes quotes), and the key follows. The
+  options must then parse as sshd parses them (known names,
+  case-insensitive; values in double quotes; commas between them; the
+  checks of auth-options.c on values and counts), or sshd skips the whole
+  line. A line whose key sshd refuses on every use (principals= without
+  cert-authority, an expiry-time that has passed) grants nothing either.
 * The base64 may hold whitespace other than spaces and tabs (skipped), must be
   padded, with zero spare bits. The key inside must be complete and valid for
   its type, with nothing after it; its type name may also be sshd's short name
@@ -27,11 +30,10 @@ key) are returned with the key, for the caller to show.
 
 A key sent to the API (parse_key) must also be one line, of at most MAX_LINE
 characters of valid Unicode, and its options must be fully understood
-(strict): values that sshd checks with the C library (times, ports, tunnel
-devices) must be in their plain form. Lines already in a file are listed when
-they can grant a key: there, values whose check depends on the C library are
-taken as sshd might take them, so a line is never hidden that could let a key
-in.
+(strict): values that sshd reads with the C library (times, ports, tunnel
+devices) must also be in their plain form. Lines already in a file are read
+as sshd reads them, the C library's part included (strtoll, glibc's
+strptime, getservbyname, mktime in this process's time zone).
 
 Edits hold files.locked() from reading to writing, so concurrent edits (two
 servers sharing a home directory) are never lost, and replace the file

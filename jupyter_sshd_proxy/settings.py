@@ -189,8 +189,10 @@ class SSHDProxy(LoggingConfigurable):
         Unicode(),
         default_value=["~/.ssh/authorized_keys"],
         help="""The files sshd reads public keys from. A leading ~ is the user's home;
-        sshd's own %h (home) and %u (user name) tokens work too. In the
-        environment variable, separate paths with ':'. Environment variable:
+        sshd's own %h (home) and %u (user name) tokens work too. A path may
+        not hold white space, quotes or backslashes, which sshd_config reads
+        as separators or quoting. In the environment variable, separate paths
+        with ':'. Environment variable:
         JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
     ).tag(config=True, from_text=split_paths)
 
