@@ -2,9 +2,9 @@
 
     GET    status                          is sshd running; pid, port, version, sessions
     GET    host-keys                       the host public keys, to pin them
-    GET    authorized-keys                 the keys that may log in
-    POST   authorized-keys                 {"key": "ssh-ed25519 AAAA... me@laptop"}
-    DELETE authorized-keys?fingerprint=SHA256:...
+    GET    authorized-keys                 the keys that may log in, from every keys file
+    POST   authorized-keys                 {"key": "ssh-ed25519 AAAA... me@laptop"}: into the first
+    DELETE authorized-keys?fingerprint=SHA256:...   from every keys file
 
 They are authorized like any Jupyter API call (token, cookie with XSRF and
 origin checks, JupyterHub scopes), as the "terminals" resource. Reading is
@@ -24,15 +24,16 @@ file) is 503 with its one line.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable, TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from . import keys
+from . import keys, sshd
 from .errors import BadKeyError, SSHDProxyError
-from .server import SSHDService
+from .server import SSHDService, authorized_keys_files
 
 AUTH_RESOURCE = "terminals"
 CHANGE_KEYS = "execute"  # a key is a shell: what jupyter_server_terminals asks to open one
@@ -92,7 +93,10 @@ class HostKeysHandler(SSHDProxyAPIHandler):
 
 @web.stream_request_body
 class AuthorizedKeysHandler(SSHDProxyAPIHandler):
-    """The first of c.SSHDProxy.authorized_keys_files.
+    """Every file of c.SSHDProxy.authorized_keys_files, as sshd reads them: GET
+    lists the keys of each, with the file each line is in; DELETE removes the
+    key from each file it is in; POST adds a key to the first file, unless a
+    file already lets it in.
 
     Each edit holds the file's lock (keys.py) from reading to writing, so edits
     by other servers sharing the home directory are never lost. The body is
@@ -111,7 +115,12 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             # would take it past twice that is refused by tornado itself
             # (400) before it is read.
             self.request.connection.set_max_body_size(2 * MAX_BODY)
-        elif int(length) > MAX_BODY:  # tornado has checked it is a number
+        elif not re.fullmatch("[0-9]+", length):
+            # Checked here: tornado reads the header only after prepare().
+            raise web.HTTPError(
+                400, "the Content-Length header is not a number of bytes; send one length"
+            )
+        elif int(length) > MAX_BODY:
             # Answered before the body is read; tornado then closes the
             # connection instead of reading the rest.
             raise web.HTTPError(413, _too_large())
@@ -142,12 +151,23 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             raise web.HTTPError(400, 'give the public key line as "key" in a JSON object')
         return value
 
+    def keys_files(self) -> list[str]:
+        """The configured authorized keys files, expanded, each once, in order."""
+        paths = self.server_side(
+            lambda: authorized_keys_files(self.service.settings, sshd.current_user())
+        )
+        return list(dict.fromkeys(paths))
+
     @web.authenticated
     @authorized
     def get(self) -> None:
-        path = self.server_side(self.service.authorized_keys_path)
-        found = self.server_side(keys.read_keys, path)
-        self.finish({"file": path, "keys": [key.as_json() for key in found]})
+        paths = self.keys_files()
+        found = []
+        for path in paths:
+            for key in self.server_side(keys.read_keys, path):
+                found.append({**key.as_json(), "file": path})
+        # "file" (the first file, which POST edits) is kept for older clients.
+        self.finish({"file": paths[0], "files": paths, "keys": found})
 
     @web.authenticated
     @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
@@ -160,8 +180,17 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             key = keys.parse_key(line, allow_options=body.get("allow_options") is True)
         except BadKeyError as error:
             raise web.HTTPError(400, str(error)) from None
-        path = self.server_side(self.service.authorized_keys_path)
-        if not self.server_side(keys.add_key, path, key):
+        paths = self.keys_files()
+        for path in paths[1:]:
+            for found in self.server_side(keys.read_keys, path):
+                if (found.fingerprint, found.cert_authority) == (
+                    key.fingerprint,
+                    key.cert_authority,
+                ):
+                    raise web.HTTPError(
+                        409, f"the key {key.fingerprint} is already authorized, in {path}"
+                    )
+        if not self.server_side(keys.add_key, paths[0], key):
             raise web.HTTPError(409, f"the key {key.fingerprint} is already authorized")
         self.log.info(
             "jupyter-sshd-proxy: authorized key %s (%s)",
@@ -177,10 +206,14 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         fingerprint = self.get_argument("fingerprint", "")
         if not keys.is_fingerprint(fingerprint):
             raise web.HTTPError(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
-        path = self.server_side(self.service.authorized_keys_path)
-        if not self.server_side(keys.remove_key, path, fingerprint):
+        removed = 0
+        for path in self.keys_files():  # each edit holds its own file's lock
+            removed += self.server_side(keys.remove_key, path, fingerprint)
+        if not removed:
             raise web.HTTPError(404, f"no authorized key has the fingerprint {fingerprint}")
-        self.log.info("jupyter-sshd-proxy: removed authorized key %s", fingerprint)
+        self.log.info(
+            "jupyter-sshd-proxy: removed authorized key %s (%d lines)", fingerprint, removed
+        )
         self.set_status(204)
         self.finish()
 

@@ -9,12 +9,15 @@ or outlive its removal. So every line is read with sshd's own rules (OpenSSH
   line ends at its first NUL byte. Spaces and tabs, and only those, separate
   words; leading ones are skipped; an empty line or one starting with "#" is
   skipped.
-* If the first word is a key type, the line is "type base64 [comment]".
-  Otherwise the line starts with options, which end at the first space or tab
-  outside double quotes (\\" never opens or closes quotes), and the key
-  follows. The options must then parse as sshd parses them (known names,
-  case-insensitive; values in double quotes; commas between them), or sshd
-  skips the whole line.
+* If the first word is exactly a key type name that sshd knows (certificate
+  and DSA names included), the line is "type base64 [comment]". Otherwise
+  the line starts with options, which end at the first space or tab outside
+  double quotes (\\" never opens or closes quotes), and the key follows. The
+  options must then parse as sshd parses them (known names,
+  case-insensitive; values in double quotes; commas between them; the
+  checks of auth-options.c on values and counts), or sshd skips the whole
+  line. A line whose key sshd refuses on every use (principals= without
+  cert-authority, an expiry-time that has passed) grants nothing either.
 * The base64 may hold whitespace other than spaces and tabs (skipped), must be
   padded, with zero spare bits. The key inside must be complete and valid for
   its type, with nothing after it; its type name may also be sshd's short name
@@ -27,11 +30,10 @@ key) are returned with the key, for the caller to show.
 
 A key sent to the API (parse_key) must also be one line, of at most MAX_LINE
 characters of valid Unicode, and its options must be fully understood
-(strict): values that sshd checks with the C library (times, ports, tunnel
-devices) must be in their plain form. Lines already in a file are listed when
-they can grant a key: there, values whose check depends on the C library are
-taken as sshd might take them, so a line is never hidden that could let a key
-in.
+(strict): values that sshd reads with the C library (times, ports, tunnel
+devices) must also be in their plain form. Lines already in a file are read
+as sshd reads them, the C library's part included (strtoll, glibc's
+strptime, getservbyname, mktime in this process's time zone).
 
 Edits hold files.locked() from reading to writing, so concurrent edits (two
 servers sharing a home directory) are never lost, and replace the file
@@ -49,7 +51,9 @@ import datetime
 import hashlib
 import os
 import re
+import socket
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -75,10 +79,34 @@ LINE_TYPES = {
     "rsa-sha2-256": ("rsa", None),
     "rsa-sha2-512": ("rsa", None),
 }
-# Names sshd also reads, but whose keys can never log in here: DSA is not in
-# sshd's default PubkeyAcceptedAlgorithms, and a certificate in
-# authorized_keys never matches (certificates need cert-authority lines).
-NEVER_GRANTED = re.compile(r"ssh-dss|ssh-xmss@openssh\.com|.*-cert-v01@openssh\.com")
+# Names sshd's key reader also knows (sshkey.c keyimpls), but whose keys can
+# never log in here: DSA is not in sshd's default PubkeyAcceptedAlgorithms,
+# and a certificate in authorized_keys never matches (certificates need
+# cert-authority lines). Exact names, compared with the whole first word: a
+# pattern could match a word that sshd reads as options (environment="A=x-cert-v01@openssh.com y").
+NEVER_GRANTED = frozenset(
+    (
+        "ssh-dss",
+        "ssh-xmss@openssh.com",
+        *(
+            name + "-cert-v01@openssh.com"
+            for name in (
+                "ssh-ed25519",
+                "sk-ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "sk-ecdsa-sha2-nistp256",
+                "ssh-rsa",
+                "rsa-sha2-256",
+                "rsa-sha2-512",
+                "ssh-dss",
+                "ssh-xmss",
+            )
+        ),
+    )
+)
+KEY_TYPE_NAMES = frozenset(LINE_TYPES) | NEVER_GRANTED  # every first word sshd reads as a key
 # The type name inside the key data may also be sshd's short name, in any case
 # (sshkey_type_from_name); for ECDSA it must be the full name.
 SHORT_NAMES = {"ed25519": "ed25519", "ed25519-sk": "sk-ed25519", "rsa": "rsa"}
@@ -93,6 +121,11 @@ CANONICAL_NAMES = {
 }
 RSA_MIN_BITS = 1024  # SSH_RSA_MINIMUM_MODULUS_SIZE
 MAX_BIGNUM_BYTES = 16384 // 8  # SSHBUF_MAX_BIGNUM
+ENV_MAX = 1024  # SSH_AUTHOPT_ENV_MAX: more different environment names are refused
+PERMIT_MAX = 4096  # SSH_AUTHOPT_PERMIT_MAX, for permitopen and permitlisten each
+NI_MAXHOST = 1025  # a permitopen/permitlisten host name is shorter
+TUNNEL_MAX = 0x7FFFFFFD  # SSH_TUNID_MAX
+C_SPACE_BYTES = tuple(bytes([char]) for char in C_SPACE.encode())  # isspace() in the C locale
 
 
 @dataclass(frozen=True)
@@ -284,20 +317,27 @@ def _word_end(text: str, pos: int) -> int:
 
 
 def _parse_line(text: str, strict: bool) -> PublicKey:
-    """text starts at its first word; BadKeyError says why sshd would skip it."""
+    """text starts at its first word; BadKeyError says why sshd would skip it.
+
+    As sshd does (auth_check_authkey_line): read a key at the start of the
+    line; if there is none, read the options (quotes honoured) and then a
+    key. A first word that is a key type name (exactly) is always read as a
+    key: if that fails, sshd takes the word for options, which no option
+    name matches, and skips the line, so the first error is the reason."""
     first = text[: _word_end(text, 0)]
-    if first in LINE_TYPES or NEVER_GRANTED.fullmatch(first):
-        # Never options: no option name looks like a key type.
+    if first in KEY_TYPE_NAMES:
         return _read_key(text, 0, "", text)
     end = _options_end(text)
     options = text[:end]
     key_start = _skip(text, end, SPACE)
     word = text[key_start : _word_end(text, key_start)]
-    if word not in LINE_TYPES and not NEVER_GRANTED.fullmatch(word):
+    if word not in KEY_TYPE_NAMES:
         msg = f"{first[:40]!r} is not a supported key type; {EXAMPLE_LINE}"
         raise BadKeyError(msg)
     key = _read_key(text, key_start, options, text)
-    if "cert-authority" in _check_options(text, strict):
+    parsed = _check_options(text, strict)
+    _check_use(parsed)
+    if "cert-authority" in parsed.seen:
         key = dataclasses.replace(key, cert_authority=True)
     return key
 
@@ -465,13 +505,22 @@ def _options_end(text: str) -> int:
     return pos
 
 
-def _check_options(text: str, strict: bool) -> set[str]:
-    """sshauthopt_parse(): the options at the start of text, as sshd reads them;
-    the names of those given (without "no-")."""
-    seen: set[str] = set()
+@dataclass
+class _Options:
+    """What sshauthopt_parse() keeps of the options while it reads them."""
+
+    seen: set[str] = dataclasses.field(default_factory=set)  # names given, without "no-"
+    environment: set[str] = dataclasses.field(default_factory=set)  # distinct names
+    permits: dict[str, int] = dataclasses.field(default_factory=dict)  # permitopen/listen
+    valid_before: int = 0  # the earliest expiry-time, 0 for none
+
+
+def _check_options(text: str, strict: bool) -> _Options:
+    """sshauthopt_parse(): the options at the start of text, as sshd reads them."""
+    parsed = _Options()
     pos = 0
     while pos < len(text) and text[pos] not in SPACE:
-        pos = _one_option(text, pos, seen, strict)
+        pos = _one_option(text, pos, parsed, strict)
         if pos >= len(text) or text[pos] in SPACE:
             break
         if text[pos] != ",":
@@ -481,24 +530,38 @@ def _check_options(text: str, strict: bool) -> set[str]:
         if pos >= len(text):
             msg = "the options end with a comma"
             raise BadKeyError(msg)
-    return seen
+    return parsed
 
 
-def _one_option(text: str, pos: int, seen: set[str], strict: bool) -> int:
+def _check_use(parsed: _Options) -> None:
+    """auth_authorise_keyopts(): the refusals that hold whenever the key is
+    used, here (every connection comes from 127.0.0.1): a line with them lets
+    nothing in, so it lists nothing, and the API does not add it."""
+    problem = None
+    if "principals" in parsed.seen and "cert-authority" not in parsed.seen:
+        problem = "principals= is for cert-authority lines; sshd refuses a plain key with it"
+    elif parsed.valid_before and parsed.valid_before < time.time():
+        when = datetime.datetime.fromtimestamp(parsed.valid_before, datetime.timezone.utc)
+        problem = f"the key expired at {when:%Y-%m-%d %H:%M:%S} UTC (expiry-time); sshd refuses it"
+    if problem:
+        raise BadKeyError(problem)
+
+
+def _one_option(text: str, pos: int, parsed: _Options, strict: bool) -> int:
     """Read the option at pos, if sshd knows one there; where it ends."""
     for name, negatable in FLAG_OPTIONS:
         start = pos
         if negatable and text[start : start + 3].translate(ASCII_LOWER) == "no-":
             start += 3
         if text[start : start + len(name)].translate(ASCII_LOWER) == name:
-            seen.add(name)
+            parsed.seen.add(name)
             return start + len(name)
     for name in VALUE_OPTIONS:
         end = pos + len(name)
         if text[pos:end].translate(ASCII_LOWER) == name and text[end : end + 1] == "=":
             value, after = _dequote(text, end + 1, name)
-            _check_value(name, value, seen, strict)
-            seen.add(name)
+            _check_value(name, value, parsed, strict)
+            parsed.seen.add(name)
             return after
     return pos  # nothing known here: sshd accepts only a comma (an empty option)
 
@@ -521,55 +584,204 @@ def _dequote(text: str, pos: int, name: str) -> tuple[str, int]:
     return "".join(value), pos + 1
 
 
-def _check_value(name: str, value: str, seen: set[str], strict: bool) -> None:
-    """The checks sshd makes of an option's value when it reads the line."""
+def _check_value(name: str, value: str, parsed: _Options, strict: bool) -> None:
+    """The checks sshd makes of an option's value when it reads the line; in
+    strict mode (a line given to the API) values must also be in their plain
+    form."""
     problem = None
-    if name in SINGLE_OPTIONS and name in seen:
+    if name in SINGLE_OPTIONS and name in parsed.seen:
         problem = f'more than one "{name}" option'
     elif name == "environment":
-        variable, equals, _ = value.partition("=")
-        if not equals or not re.fullmatch(r"[A-Za-z0-9_]+", variable):
-            problem = f"environment={value[:40]!r} is not NAME=value"
+        problem = _environment_problem(value, parsed)
     elif name == "expiry-time":
-        problem = _expiry_problem(value, strict)
-    elif strict and name in ("permitopen", "permitlisten"):
-        if name == "permitlisten" and ":" not in value:
-            value = "*:" + value
-        match = re.fullmatch(r"(\[[^\]]+\]|[^:/\[\]]+)[:/](\*|[0-9]{1,5})", value)
-        if not match or (match.group(2) != "*" and not 0 < int(match.group(2)) < 65536):
-            problem = f"{name}={value[:60]!r} is not host:port"
-    elif strict and name == "tunnel" and not _tunnel_device(value):
+        problem = _expiry_problem(value, parsed, strict)
+    elif name in ("permitopen", "permitlisten"):
+        problem = _permit_problem(name, value, parsed, strict)
+    elif name == "tunnel" and not _tunnel_device(value, strict):
         problem = f"tunnel={value[:20]!r} is not a device number or any"
     if problem:
         msg = f"{problem}; sshd skips a line with such options"
         raise BadKeyError(msg)
 
 
-def _tunnel_device(value: str) -> bool:
-    """a2tun(): "any", or a device number."""
+def _environment_problem(value: str, parsed: _Options) -> str | None:
+    if len(parsed.environment) > ENV_MAX:  # checked before the value is read
+        return f"more than {ENV_MAX + 1} different environment names"
+    variable, equals, _ = value.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z0-9_]+", variable):
+        return f"environment={value[:40]!r} is not NAME=value"
+    parsed.environment.add(variable)  # the first value of a name is the one used
+    return None
+
+
+def _permit_problem(name: str, value: str, parsed: _Options, strict: bool) -> str | None:
+    """handle_permit(): host:port (hpdelim2, a2port); permitlisten also takes a bare port."""
+    count = parsed.permits.get(name, 0)
+    if count > PERMIT_MAX:  # checked before the value is read
+        return f"more than {PERMIT_MAX + 1} {name} options"
+    if name == "permitlisten" and ":" not in value:
+        value = "*:" + value
+    problem = f"{name}={value[:60]!r} is not host:port"
+    if value.startswith("["):
+        close = value.find("]")
+        if close < 0:
+            return problem
+        delimiter = close + 1
+    else:
+        found = re.search("[:/]", value)
+        delimiter = found.start() if found else len(value)
+    host, port = value[:delimiter], value[delimiter + 1 :]
+    if delimiter >= len(value) or value[delimiter] not in ":/":
+        return problem
+    if len(host.encode("utf-8", "surrogateescape")) >= NI_MAXHOST:
+        return f"{name}: the host name is longer than {NI_MAXHOST - 1} bytes"
+    if port != "*" and _c_port(port) <= 0:
+        return problem
+    if strict and not (
+        host
+        and (port == "*" or re.fullmatch("[0-9]{1,5}", port))
+        and re.fullmatch(r"\[[^\]]+\]|[^:/\[\]]+", host)
+    ):
+        return problem
+    parsed.permits[name] = count + 1
+    return None
+
+
+def _c_number(value: str, low: int, high: int) -> int | None:
+    """OpenSSH's strtonum(): C's strtoll() in base 10 (leading white space
+    and a sign allowed, nothing after the digits), within [low, high]."""
+    match = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", value, re.ASCII)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return number if low <= number <= high else None
+
+
+def _c_port(value: str) -> int:
+    """a2port(): a port number, or a TCP service name (getservbyname); -1 if neither."""
+    number = _c_number(value, 0, 65535)
+    if number is not None:
+        return number
+    try:
+        return socket.getservbyname(value, "tcp")
+    except (OSError, UnicodeError, ValueError):
+        return -1
+
+
+def _tunnel_device(value: str, strict: bool) -> bool:
+    """a2tun(): "any" (in any case), or a device number up to SSH_TUNID_MAX."""
     if value.translate(ASCII_LOWER) == "any":
         return True
-    return value.isascii() and value.isdigit() and int(value) <= 0x7FFFFFFD
+    if strict and not (value.isascii() and value.isdigit()):
+        return False
+    return _c_number(value, 0, TUNNEL_MAX) is not None
 
 
-def _expiry_problem(value: str, strict: bool) -> str | None:
-    """parse_absolute_time(): YYYYMMDD[HHMM[SS]], optionally Z or UTC."""
-    digits = value
-    if len(value) > 3 and value[-3:].translate(ASCII_LOWER) == "utc":
-        digits = value[:-3]
-    elif len(value) > 1 and value[-1:] in "zZ":
-        digits = value[:-1]
+def _expiry_problem(value: str, parsed: _Options, strict: bool) -> str | None:
+    """parse_absolute_time(): YYYYMMDD[HHMM[SS]], UTC with Z or UTC after it,
+    local time otherwise; sshd refuses a time that is not after 1970."""
     problem = f"expiry-time={value[:20]!r} is not YYYYMMDD[HHMM[SS]][Z]"
-    if len(digits) not in (8, 12, 14):
+    seconds = _absolute_time(value.encode("utf-8", "surrogateescape"))
+    if seconds is None:
         return problem
+    if seconds <= 0:
+        return f"expiry-time={value[:20]!r} is not after 1970-01-01 00:00:00 UTC"
     if strict:  # sshd reads the digits with strptime(), which takes more than this
+        digits = value
+        if value[-1:] in ("z", "Z"):
+            digits = value[:-1]
+        elif value[-3:].translate(ASCII_LOWER) == "utc":
+            digits = value[:-3]
         if not (digits.isascii() and digits.isdigit()):
             return problem
         try:
             datetime.datetime.strptime(digits, "%Y%m%d%H%M%S"[: len(digits) - 2])
         except ValueError:
             return problem
+    if not parsed.valid_before or seconds < parsed.valid_before:
+        parsed.valid_before = seconds
     return None
+
+
+TIME_FIELDS = {  # glibc strptime(): (lowest, highest, most digits)
+    "Y": (0, 9999, 4),
+    "m": (1, 12, 2),
+    "d": (1, 31, 2),
+    "H": (0, 23, 2),
+    "M": (0, 59, 2),
+    "S": (0, 61, 2),
+}
+
+
+def _absolute_time(value: bytes) -> int | None:
+    """parse_absolute_time() with glibc's strptime(), timegm() and mktime():
+    the time in seconds (<= 0 is refused by sshd), or None if it cannot be read.
+    A local time is read in this process's time zone, sshd's too."""
+    size, utc = len(value), False
+    if size > 1 and value[-1:].lower() == b"z":
+        size, utc = size - 1, True
+    elif size > 3 and value[-3:].lower() == b"utc":
+        size, utc = size - 3, True
+    if size not in (8, 12, 14):
+        return None
+    # sshd puts the digits into a string that strptime() can read.
+    text = b"%s-%s-%s" % (value[:4], value[4:6], value[6:8])
+    form = "%Y-%m-%d"
+    if size > 8:
+        text += b"T%s:%s" % (value[8:10], value[10:12])
+        form += "T%H:%M"
+    if size > 12:
+        text += b":%s" % value[12:14]
+        form += ":%S"
+    fields = _c_strptime(text, form)
+    if fields is None:
+        return None
+    year, month, day, hour, minute, second = [*fields, 0, 0, 0][:6]
+    if utc:  # timegm(): days beyond the month's end roll over
+        days = _days_from_civil(year, month) + day - 1
+        return ((days * 24 + hour) * 60 + minute) * 60 + second
+    try:  # tm_isdst is 0, as sshd leaves it
+        return int(time.mktime((year, month, day, hour, minute, second, 0, 0, 0)))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _c_strptime(text: bytes, form: str) -> list[int] | None:
+    """glibc's strptime() for the numeric fields of TIME_FIELDS and literal
+    characters; the whole text must be read."""
+    values, pos, index = [], 0, 0
+    while index < len(form):
+        if form[index] != "%":
+            if text[pos : pos + 1] != form[index].encode():
+                return None
+            pos, index = pos + 1, index + 1
+            continue
+        low, high, digits = TIME_FIELDS[form[index + 1]]
+        index += 2
+        while text[pos : pos + 1] in C_SPACE_BYTES:
+            pos += 1
+        if not text[pos : pos + 1].isdigit():
+            return None
+        number = 0
+        while True:
+            number = number * 10 + text[pos] - 48
+            pos, digits = pos + 1, digits - 1
+            if not (digits > 0 and number * 10 <= high and text[pos : pos + 1].isdigit()):
+                break
+        if not low <= number <= high:
+            return None
+        values.append(number)
+    return values if pos == len(text) else None
+
+
+def _days_from_civil(year: int, month: int) -> int:
+    """Days from 1970-01-01 to the first of that month (proleptic Gregorian)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 # Editing authorized_keys.

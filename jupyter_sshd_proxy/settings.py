@@ -64,6 +64,13 @@ PROTECTED_SSHD_OPTIONS = frozenset(
     )
 )
 
+# What AcceptEnv may name: variables a client may set in its session. Only
+# these, because a client that may set BASH_ENV, ENV, LD_PRELOAD, PATH, ...
+# runs any command, even with a key limited by command="..." or ForceCommand
+# (the user's shell reads them before the forced command runs); a pattern
+# with wildcards matches those too.
+ACCEPT_ENV_PATTERN = re.compile(r"LANG|LC_\*|LC_[A-Z]+(?:_[A-Z]+)*|TZ|COLORTERM")
+
 # The only keywords extra_options may set (an allow-list: a new or forgotten
 # keyword is refused, not let through). Each changes how sessions, forwarding,
 # time-outs or logging behave, never who may log in, how they prove it, or
@@ -182,8 +189,10 @@ class SSHDProxy(LoggingConfigurable):
         Unicode(),
         default_value=["~/.ssh/authorized_keys"],
         help="""The files sshd reads public keys from. A leading ~ is the user's home;
-        sshd's own %h (home) and %u (user name) tokens work too. In the
-        environment variable, separate paths with ':'. Environment variable:
+        sshd's own %h (home) and %u (user name) tokens work too. A path may
+        not hold white space, quotes or backslashes, which sshd_config reads
+        as separators or quoting. In the environment variable, separate paths
+        with ':'. Environment variable:
         JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
     ).tag(config=True, from_text=split_paths)
 
@@ -201,8 +210,11 @@ class SSHDProxy(LoggingConfigurable):
         "MaxSessions 20". They replace this package's default for the same
         keyword. Only options that cannot weaken authentication, the listen
         address or the user are accepted (time-outs, forwarding, sessions,
-        logging; a refusal lists them). In the environment variable, separate
-        options with ';' or newlines. Environment variable:
+        logging; a refusal lists them). AcceptEnv may name only LANG, LC_* (or
+        one LC_ name), TZ and COLORTERM: a client that may set other variables
+        (BASH_ENV, LD_PRELOAD, ...) could escape a forced command. In the
+        environment variable, separate options with ';' or newlines.
+        Environment variable:
         JUPYTER_SSHD_PROXY_EXTRA_OPTIONS.""",
     ).tag(config=True, from_text=split_extra_options)
 
@@ -331,6 +343,13 @@ def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
         if any(char.isspace() for char in path):
             msg = f"{source}: {path!r} contains white space, which sshd cannot read; rename it"
             raise ConfigError(msg)
+        quoting = sorted({char for char in path if char in "\"'\\"})
+        if quoting:
+            msg = (
+                f"{source}: {path!r} contains {' and '.join(quoting)}, which sshd_config reads "
+                "as quoting, so sshd would read another file; rename it"
+            )
+            raise ConfigError(msg)
     return list(paths)
 
 
@@ -369,8 +388,23 @@ def check_extra_options(lines: list[str], source: str) -> list[str]:
                 f"({', '.join(sorted(ALLOWED_SSHD_OPTIONS.values()))}); remove it"
             )
             raise ConfigError(msg)
+        if keyword.lower() == "acceptenv":
+            check_accept_env(value, source)
         options.append(f"{ALLOWED_SSHD_OPTIONS[keyword.lower()]} {value}")
     return options
+
+
+def check_accept_env(value: str, source: str) -> None:
+    """Each AcceptEnv pattern must be one of ACCEPT_ENV_PATTERN's."""
+    for pattern in value.split():
+        if not ACCEPT_ENV_PATTERN.fullmatch(pattern):
+            msg = (
+                f"{source}: AcceptEnv {pattern} is refused; AcceptEnv may name only LANG, "
+                "LC_*, LC_<NAME>, TZ and COLORTERM, because a client that may set other "
+                "variables (BASH_ENV, ENV, LD_PRELOAD, PATH, ...) runs any command, even "
+                "past a forced command"
+            )
+            raise ConfigError(msg)
 
 
 def config_table_markdown() -> str:

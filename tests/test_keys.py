@@ -283,3 +283,92 @@ def test_a_certificate_authority_line_does_not_count_as_the_key(tmp_path):
     assert not keys.add_key(str(path), keys.parse_key(K["A"].line("again")))
     assert keys.remove_key(str(path), fp("A")) == 2
     assert path.read_text() == ""
+
+
+# Values and counts as sshd 9.2 checks them: each row was checked against the
+# real sshd (tests/attack_tools/oracle.py). True: sshd lets the key in.
+def repeat(option: str, count: int) -> str:
+    return ",".join(option.format(n=n + 1) for n in range(count))
+
+
+OPTION_CHECKS = [
+    ("1025 environment names", repeat('environment="V{n}=1"', 1025), True),
+    ("1026 environment names", repeat('environment="V{n}=1"', 1026), False),
+    ("a name again after 1025", repeat('environment="V{n}=1"', 1025) + ',environment="V1=2"',
+     False),
+    ("one name 2000 times", repeat('environment="V=1{n}"', 2000), True),
+    ("4097 permitopen", repeat('permitopen="h:{n}"', 4097), True),
+    ("4098 permitopen", repeat('permitopen="h:{n}"', 4098), False),
+    ("4098 permitlisten", repeat('permitlisten="{n}"', 4098), False),
+    ("a service name for the port", 'permitopen="h:ssh"', True),
+    ("an unknown service name", 'permitopen="h:nosuchservice"', False),
+    ("an empty host", 'permitopen=":22"', True),
+    ("a port strtoll reads", 'permitopen="h: +22"', True),
+    ("a space after the port", 'permitopen="h:22 "', False),
+    ("host/port", 'permitopen="h/22"', True),
+    ("a bracketed address", 'permitopen="[::1]:22"', True),
+    ("text after the bracket", 'permitopen="[::1]x:22"', False),
+    ("no closing bracket", 'permitopen="[::1:22"', False),
+    ("port 0", 'permitopen="h:0"', False),
+    ("port 65536", 'permitopen="h:65536"', False),
+    ("a bare port to open", 'permitopen="8888"', False),
+    ("a bare port to listen on", 'permitlisten="8080"', True),
+    ("a bracket without a port", 'permitlisten="[::1]"', False),
+    ("a 1024-byte host", 'permitopen="' + "a" * 1024 + ':22"', True),
+    ("a 1025-byte host", 'permitopen="' + "a" * 1025 + ':22"', False),
+    ("tunnel +1", 'tunnel="+1"', True),
+    ("tunnel -0", 'tunnel="-0"', True),
+    ("tunnel ANY", 'tunnel="ANY"', True),
+    ("the largest tunnel", 'tunnel="2147483645"', True),
+    ("a tunnel too large", 'tunnel="2147483646"', False),
+    ("a tunnel that is not a number", 'tunnel="x"', False),
+    ("expiry at the epoch", 'expiry-time="19700101Z"', False),
+    ("expiry that has passed", 'expiry-time="20000101Z"', False),
+    ("expiry on February 31", 'expiry-time="20990231Z"', True),
+    ("expiry with a space strptime skips", 'expiry-time="2099 123"', True),
+    ("expiry at second 61", 'expiry-time="20991231235961Z"', True),
+    ("expiry of letters", 'expiry-time="abcdefgh"', False),
+    ("expiry 1969-12-31 23:59:61, one second after the epoch",
+     'expiry-time="19691231235961Z"', False),
+    ("principals on a plain key", 'principals="root"', False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "options", "granted"), OPTION_CHECKS, ids=[row[0] for row in OPTION_CHECKS]
+)
+def test_option_values_are_checked_as_sshd_checks_them(tmp_path, what, options, granted):
+    data = f"{options} {K['A'].line()}\n".encode()
+    assert listed(tmp_path, data) == ([fp("A")] if granted else [])
+
+
+def test_principals_make_a_certificate_authority_line():
+    key = keys.parse_key(f'cert-authority,principals="me" {K["A"].line()}', allow_options=True)
+    assert key.cert_authority
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('principals="me"',
+         "principals= is for cert-authority lines; sshd refuses a plain key with it"),
+        ('expiry-time="19700101Z"',
+         "expiry-time='19700101Z' is not after 1970-01-01 00:00:00 UTC; sshd skips a line "
+         "with such options"),
+        ('expiry-time="20000101120000Z"',
+         "the key expired at 2000-01-01 12:00:00 UTC (expiry-time); sshd refuses it"),
+        ('permitlisten="[::1]:0"',
+         "permitlisten='[::1]:0' is not host:port; sshd skips a line with such options"),
+        ('permitopen="h:ssh"',  # sshd takes it; the API wants the port number
+         "permitopen='h:ssh' is not host:port; sshd skips a line with such options"),
+        ('tunnel="x"',
+         "tunnel='x' is not a device number or any; sshd skips a line with such options"),
+        ('permitopen="' + "a" * 1025 + ':22"',
+         "permitopen: the host name is longer than 1024 bytes; sshd skips a line with such "
+         "options"),
+    ],
+)  # fmt: skip
+def test_the_api_refuses_options_that_keep_the_key_out(options, message):
+    with pytest.raises(BadKeyError) as error:
+        keys.parse_key(f"{options} {K['A'].line()}", allow_options=True)
+    assert str(error.value) == message
