@@ -156,7 +156,9 @@ def test_keys_in_a_second_keys_file(setup, context, tmp_path):
         assert logged_in.stdout == b"in\n", logged_in.stderr
         page = open_with_token(context, other)
         text = page.inner_text("#keys-file")
-        assert "nobody can log in" not in text
+        assert text == f"These keys may log in, from {first} and {second}:"
+        fingerprint = page.inner_text("#keys li .fingerprint")
+        assert page.inner_text("#keys li .file") == f"in {second}", fingerprint
     finally:
         other.stop()
 

@@ -137,7 +137,7 @@
     return key.comment ? `${visible(key.comment)} (${key.fingerprint})` : key.fingerprint;
   }
 
-  function keyItem(key) {
+  function keyItem(key, inSeveralFiles) {
     const item = make("li");
     item.dataset.fingerprint = key.fingerprint;
     const text = make("div", "key");
@@ -145,6 +145,7 @@
     text.append(make("span", "type", key.type), " ");
     text.append(make("code", "fingerprint", key.fingerprint));
     if (key.options) text.append(" ", make("span", "options", `options: ${visible(key.options)}`));
+    if (inSeveralFiles) text.append(" ", make("span", "file", `in ${key.file}`));
     const remove = make("button", "remove", "Remove");
     remove.type = "button";
     remove.setAttribute("aria-label", `Remove the key ${describe(key)}`);
@@ -156,10 +157,13 @@
   async function loadKeys() {
     try {
       const data = await call("GET", "authorized-keys");
+      // sshd reads every configured file; new keys go into the first.
+      const files = data.files || [data.file];
+      const several = files.length > 1;
       keysFile.textContent = data.keys.length
-        ? `These keys may log in, from ${data.file}:`
-        : `No key in ${data.file} yet. Add your public key below.`;
-      keysList.replaceChildren(...data.keys.map(keyItem));
+        ? `These keys may log in, from ${files.join(" and ")}:`
+        : `No key in ${files.join(" or ")} yet. Add your public key below.`;
+      keysList.replaceChildren(...data.keys.map((key) => keyItem(key, several)));
     } catch (error) {
       keysFile.textContent = "The authorized keys could not be read:";
       keysList.replaceChildren();
