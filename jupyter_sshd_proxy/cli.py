@@ -3,6 +3,7 @@
 jupyter-sshd-proxy proxy URL       the ssh ProxyCommand
 jupyter-sshd-proxy config-ssh URL  make `ssh NAME` work, with the host key pinned
 jupyter-sshd-proxy doctor URL      check each link from here to sshd
+jupyter-sshd-proxy settings        the server-side settings, their variables and defaults
 jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
 """
 
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--ssh-config", help="ssh config config-ssh wrote (default: ~/.ssh/config)")
     doctor.add_argument("--name", help="the Host name given to config-ssh (default: from the URL)")
 
+    commands.add_parser(
+        "settings",
+        help="print the server-side settings (c.SSHDProxy.*), their variables and defaults",
+        description="Every c.SSHDProxy setting of the Jupyter server, with the "
+        "JUPYTER_SSHD_PROXY_* variable that also sets it and its default.",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="start a local Jupyter server with the sshd proxy and ssh into it",
@@ -114,6 +122,11 @@ def _run(args: argparse.Namespace) -> int:
         from .client.doctor import main_doctor
 
         return main_doctor(args)
+    if args.command == "settings":
+        from .settings import settings_help
+
+        print(settings_help())
+        return 0
     if args.command == "demo":
         from .demo import run_demo
 

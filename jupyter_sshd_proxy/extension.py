@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jupyter_server.utils import url_path_join
 
 from .activity import start_tracking
-from .errors import SSHDProxyError
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
-from .server import STATE, load_config
+from .server import SSHDService
 
 
-def _load_jupyter_server_extension(serverapp) -> None:
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    service = SSHDService.of(serverapp)
     base_url = serverapp.web_app.settings["base_url"]
     api = url_path_join(base_url, "sshd-proxy", "api")
     serverapp.web_app.add_handlers(
         ".*$",
         [
-            (url_path_join(api, "status"), StatusHandler),
-            (url_path_join(api, "host-keys"), HostKeysHandler),
-            (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler),
+            (url_path_join(api, "status"), StatusHandler, {"service": service}),
+            (url_path_join(api, "host-keys"), HostKeysHandler, {"service": service}),
+            (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler, {"service": service}),
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
-    try:
-        config = load_config()
-        start_tracking(serverapp, config, STATE.connections)
-    except SSHDProxyError as error:
-        serverapp.log.error("jupyter-sshd-proxy: %s; SSH use is not reported as activity", error)
+    if service.settings_error is None:
+        start_tracking(serverapp, service.settings, service.connections)
+    else:
+        serverapp.log.error("jupyter-sshd-proxy: SSH use is not reported as activity")

@@ -11,28 +11,98 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
+import pwd
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from typing import Any
 
 from tornado import web
 
 from . import sshd
-from .errors import SSHDProxyError
+from .errors import ConfigError, SSHDProxyError
 from .settings import SSHDProxy, env_name
 from .supervisor import descendants
 
+SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
 
-@dataclass
-class SSHDState:
-    """What this Jupyter server knows about its sshd, for the status endpoint."""
 
-    port: int | None = None
-    state_dir: str | None = None
-    version: str | None = None
-    last_error: str | None = None
+class SSHDService:
+    """One per Jupyter server: its SSHDProxy settings, and what it knows of its sshd.
+
+    The server extension makes it when it loads and hands it to the REST
+    handlers; jupyter-server-proxy's entry point (setup_sshd) finds the same
+    object in the Tornado application's settings. Invalid settings do not stop
+    the Jupyter server: they are logged once, reported as last_error, and
+    every request that needs them is answered 503 with the same line.
+    """
+
+    def __init__(self, settings: SSHDProxy | None, log: logging.Logger, error: str | None = None):
+        self._settings = settings
+        self.log = log
+        self.settings_error = error
+        self.port: int | None = None
+        self.state_dir: str | None = None
+        self.version: str | None = None
+        self.last_error: str | None = error
+
+    @classmethod
+    def of(cls, serverapp: Any) -> SSHDService:
+        """The service of this Jupyter server, made on first use."""
+        settings = serverapp.web_app.settings
+        if SERVICE_KEY not in settings:
+            try:
+                service = cls(SSHDProxy(parent=serverapp), serverapp.log)
+            except ConfigError as error:
+                serverapp.log.error("jupyter-sshd-proxy: %s", error)
+                service = cls(None, serverapp.log, str(error))
+            settings[SERVICE_KEY] = service
+        return settings[SERVICE_KEY]
+
+    @property
+    def settings(self) -> SSHDProxy:
+        """The settings; a ConfigError when they are invalid."""
+        if self._settings is None:
+            raise ConfigError(self.settings_error)
+        return self._settings
+
+    def process_spec(self) -> dict:
+        """The jupyter-server-proxy process spec of the /sshd/ route."""
+        if self._settings is not None:
+            timeout = self._settings.start_timeout
+        else:  # invalid settings fail every start with their message
+            timeout = SSHDProxy.start_timeout.default_value
+
+        def command(port: int) -> list[str]:
+            # jupyter-server-proxy passes arguments by the names it finds in the
+            # callable's signature (getfullargspec), which for a bound method
+            # includes self: give it a plain function of port.
+            return self.start_command(port)
+
+        return {
+            "command": command,
+            "timeout": timeout,
+            "raw_socket_proxy": True,
+            # Pings would count as activity: activity.py counts SSH use instead.
+            "update_last_activity": False,
+            # The route carries SSH, not a web page: no launcher tile.
+            "launcher_entry": {"enabled": False},
+        }
+
+    def start_command(self, port: int) -> list[str]:
+        """Check everything, write sshd_config, and return the supervisor's argv."""
+        try:
+            argv = prepare_sshd(self, port)
+        except SSHDProxyError as error:
+            self.last_error = str(error)
+            self.log.error("jupyter-sshd-proxy: %s", error)
+            # No log message: the line above is the whole story, no traceback.
+            raise web.HTTPError(503) from None
+        self.last_error = None
+        # jupyter-server-proxy fills in {port}-style templates: keep braces literal.
+        return [part.replace("{", "{{").replace("}", "}}") for part in argv]
 
     def process_status(self) -> dict:
         """The supervisor's status file: sshd's pid and how often it restarted."""
@@ -65,50 +135,50 @@ class SSHDState:
                 found.append(pid)
         return found
 
+    def status(self) -> dict:
+        """What the status endpoint answers."""
+        process = self.process_status()
+        pid = process.get("sshd_pid")
+        running = _alive(pid)
+        return {
+            "running": running,
+            "user": sshd.current_user().pw_name,
+            "pid": pid if running else None,
+            "port": self.port,
+            "version": self.version,
+            "restarts": process.get("restarts", 0),
+            "sessions": len(self.connections())
+            if running and os.path.isdir("/proc/self")
+            else None,
+            "last_error": self.last_error,
+        }
 
-STATE = SSHDState()
+    def authorized_keys_path(self) -> str:
+        """The first authorized keys file: the one the REST API edits."""
+        return authorized_keys_files(self.settings, sshd.current_user())[0]
+
+    def host_key_files(self) -> list[str]:
+        """The host private keys, made now if this is their first use."""
+        return host_key_files(self.settings)
 
 
-def load_config() -> SSHDProxy:
-    """SSHDProxy, configured from the running Jupyter server's config if there is one."""
-    from jupyter_server.serverapp import ServerApp
-
-    parent = ServerApp.instance() if ServerApp.initialized() else None
-    return SSHDProxy(parent=parent)
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def setup_sshd() -> dict:
-    """The jupyter-server-proxy process spec of the /sshd/ route."""
-    config = load_config()
-    try:
-        timeout = config.start_timeout
-    except SSHDProxyError as error:
-        config.log.error("jupyter-sshd-proxy: %s", error)
-        timeout = 10.0
-    return {
-        "command": start_command,
-        "timeout": timeout,
-        "raw_socket_proxy": True,
-        # Pings would count as activity: activity.py counts SSH use instead.
-        "update_last_activity": False,
-        # The route carries SSH, not a web page: no launcher tile.
-        "launcher_entry": {"enabled": False},
-    }
+    """The jupyter-server-proxy entry point: the process spec of the /sshd/ route."""
+    from jupyter_server.serverapp import ServerApp
 
-
-def start_command(port: int) -> list[str]:
-    """Check everything, write sshd_config, and return the supervisor's argv."""
-    config = load_config()
-    try:
-        argv = prepare_sshd(config, port)
-    except SSHDProxyError as error:
-        STATE.last_error = str(error)
-        config.log.error("jupyter-sshd-proxy: %s", error)
-        # No log message: the line above is the whole story, no traceback.
-        raise web.HTTPError(503) from None
-    STATE.last_error = None
-    # jupyter-server-proxy fills in {port}-style templates: keep braces literal.
-    return [part.replace("{", "{{").replace("}", "}}") for part in argv]
+    return SSHDService.of(ServerApp.instance()).process_spec()
 
 
 def find_programs(config: SSHDProxy) -> tuple[str, str]:
@@ -125,18 +195,31 @@ def find_programs(config: SSHDProxy) -> tuple[str, str]:
     return sshd_path, ssh_keygen
 
 
-def authorized_keys_files(config: SSHDProxy, user) -> list[str]:
+def authorized_keys_files(config: SSHDProxy, user: pwd.struct_passwd) -> list[str]:
     return [sshd.expand_user_path(path, user) for path in config.authorized_keys_files]
 
 
-def host_key_files(config: SSHDProxy, ssh_keygen: str | None = None, user=None) -> list[str]:
+def host_key_dir(config: SSHDProxy, user: pwd.struct_passwd) -> str:
+    """The configured host key directory, or the default under the Jupyter data dir."""
+    if config.host_key_dir:
+        return sshd.expand_user_path(config.host_key_dir, user)
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
+
+
+def host_key_files(
+    config: SSHDProxy, ssh_keygen: str | None = None, user: pwd.struct_passwd | None = None
+) -> list[str]:
     """The host private keys, made now if this is their first use."""
     user = user or sshd.current_user()
     ssh_keygen = ssh_keygen or find_programs(config)[1]
-    return sshd.ensure_host_keys(ssh_keygen, sshd.expand_user_path(config.host_key_dir, user), user)
+    return sshd.ensure_host_keys(ssh_keygen, host_key_dir(config, user), user)
 
 
-def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
+def prepare_sshd(service: SSHDService, port: int) -> list[str]:
+    """Everything before sshd can start; the supervisor's argv."""
+    config = service.settings
     user = sshd.current_user()
     sshd_path, ssh_keygen = find_programs(config)
     version = sshd.sshd_version(sshd_path)
@@ -144,16 +227,16 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     sshd.check_strict_modes(keys_files, user)
     for path in keys_files:
         if not os.path.exists(path):
-            config.log.warning(
+            service.log.warning(
                 "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in", path
             )
     problem = sshd.terminal_problem(user)
     if problem:
-        config.log.warning("jupyter-sshd-proxy: %s", problem)
+        service.log.warning("jupyter-sshd-proxy: %s", problem)
     host_keys = host_key_files(config, ssh_keygen, user)
     environment = sshd.session_environment(os.environ) if config.pass_environment else None
     if environment and not version.at_least(8, 7):
-        config.log.warning(
+        service.log.warning(
             "jupyter-sshd-proxy: %s cannot pass the server's environment to ssh sessions "
             "(SetEnv needs OpenSSH 8.7 or newer)",
             version.text,
@@ -176,8 +259,8 @@ def prepare_sshd(config: SSHDProxy, port: int) -> list[str]:
     except SSHDProxyError:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    STATE.port, STATE.state_dir, STATE.version = port, state_dir, version.text
-    config.log.info(
+    service.port, service.state_dir, service.version = port, state_dir, version.text
+    service.log.info(
         "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s", sshd_path, version.text, port
     )
     return [

@@ -2,16 +2,20 @@
 
 Each setting comes from, in order: the Jupyter config (``c.SSHDProxy.x`` in
 jupyter_server_config.py, or ``--SSHDProxy.x=...`` on the command line), then
-its ``JUPYTER_SSHD_PROXY_*`` environment variable, then the default. Variables
-are read when a value is first needed, never at import.
+its ``JUPYTER_SSHD_PROXY_*`` environment variable, then the trait's static
+default (which the generated help and the README table print). The variables
+are read once, when the settings object is made (the server extension makes
+one when it loads), never at import, and every value is checked then: a bad
+one fails loudly with the value and the fix, never later inside a request.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
-from traitlets import Bool, Float, List, Unicode, default, validate
+from traitlets import Bool, Float, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .activity import POLICIES
@@ -66,10 +70,6 @@ def env_name(trait_name: str) -> str:
     return ENV_PREFIX + trait_name.upper()
 
 
-def as_text(text: str, source: str) -> str:
-    return text
-
-
 def parse_bool(text: str, source: str) -> bool:
     word = text.strip().lower()
     if word in TRUE_WORDS:
@@ -83,42 +83,35 @@ def parse_bool(text: str, source: str) -> bool:
     raise ConfigError(msg)
 
 
-def parse_positive(text: str, source: str, unit: str, example: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        msg = f"{source}={text!r} is not a positive number of {unit}; use e.g. {example}"
-        raise ConfigError(msg)
-    return value
-
-
-def parse_seconds(text: str, source: str) -> float:
-    return parse_positive(text, source, "seconds", "10")
-
-
 def split_extra_options(text: str) -> list[str]:
     """Extra sshd options from the environment: one option per line or per ';'."""
     return [part.strip() for part in re.split(r"[;\n]", text) if part.strip()]
+
+
+def split_paths(text: str) -> list[str]:
+    """Paths from the environment, separated by ':' as in PATH."""
+    return [part for part in text.split(":") if part]
 
 
 class SSHDProxy(LoggingConfigurable):
     """Settings of the per-user sshd behind the /sshd/ WebSocket route."""
 
     sshd_path = Unicode(
+        "",
         help="""Path of the OpenSSH sshd program. Empty: look for sshd on PATH, then
         in /usr/sbin, /usr/local/sbin and /sbin. Environment variable:
         JUPYTER_SSHD_PROXY_SSHD_PATH.""",
     ).tag(config=True)
 
     ssh_keygen_path = Unicode(
+        "",
         help="""Path of ssh-keygen, used once to make the host keys. Empty: look for it
         on PATH and next to sshd. Environment variable:
         JUPYTER_SSHD_PROXY_SSH_KEYGEN_PATH.""",
     ).tag(config=True)
 
     host_key_dir = Unicode(
+        "",
         help="""Directory that keeps this user's sshd host keys (ed25519 and RSA), made
         on first use and reused afterwards, so a restarted server keeps its host
         key. Empty: <Jupyter data dir>/sshd_proxy/host_keys (usually
@@ -128,141 +121,127 @@ class SSHDProxy(LoggingConfigurable):
 
     authorized_keys_files = List(
         Unicode(),
+        default_value=["~/.ssh/authorized_keys"],
         help="""The files sshd reads public keys from. A leading ~ is the user's home;
         sshd's own %h (home) and %u (user name) tokens work too. In the
-        environment variable, separate paths with
-        ':'. Default: ~/.ssh/authorized_keys. Environment variable:
+        environment variable, separate paths with ':'. Environment variable:
         JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
-    ).tag(config=True)
+    ).tag(config=True, from_text=split_paths)
 
     log_level = Unicode(
+        "INFO",
         help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE or DEBUG1-3. sshd
-        logs into the Jupyter server's log. Default: INFO. Environment variable:
+        logs into the Jupyter server's log. Environment variable:
         JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
     ).tag(config=True)
 
     extra_options = List(
         Unicode(),
+        default_value=[],
         help="""More sshd_config lines, such as "ClientAliveInterval 30" or
         "MaxSessions 20". They replace this package's default for the same
         keyword; the options that make sshd safe (listen address, authentication,
-        host keys, users) cannot be changed. In the environment variable, separate options with
-        ';' or newlines. Environment variable: JUPYTER_SSHD_PROXY_EXTRA_OPTIONS.""",
-    ).tag(config=True)
+        host keys, users) cannot be changed. In the environment variable, separate
+        options with ';' or newlines. Environment variable:
+        JUPYTER_SSHD_PROXY_EXTRA_OPTIONS.""",
+    ).tag(config=True, from_text=split_extra_options)
 
     pass_environment = Bool(
+        True,
         help="""Give ssh sessions the Jupyter server's environment (PATH with the conda
-        or venv bin, JUPYTERHUB_* and the rest), as a notebook terminal has it.
-        Default: true; the variable takes 1/0, true/false, yes/no or on/off.
-        Environment variable: JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT.""",
+        or venv bin, JUPYTERHUB_* and the rest), as a notebook terminal has it. The
+        variable takes 1/0, true/false, yes/no or on/off. Environment variable:
+        JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT.""",
     ).tag(config=True)
 
     start_timeout = Float(
+        10.0,
         help="""Seconds to wait for sshd to accept connections after it is started.
-        Default: 10. Environment variable: JUPYTER_SSHD_PROXY_START_TIMEOUT.""",
-    ).tag(config=True)
+        Environment variable: JUPYTER_SSHD_PROXY_START_TIMEOUT.""",
+    ).tag(config=True, unit="seconds")
 
     activity = Unicode(
+        "traffic",
         help="""What SSH use counts as activity of the server, for JupyterHub's idle
         culler: "traffic" (bytes through an SSH connection; WebSocket keepalive
         pings do not count), "connections" (an open SSH connection counts, for at
-        most activity_connection_hours after it opened) or "off". Default:
-        traffic. Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY.""",
+        most activity_connection_hours after it opened) or "off". Environment
+        variable: JUPYTER_SSHD_PROXY_ACTIVITY.""",
     ).tag(config=True)
 
     activity_connection_hours = Float(
+        8.0,
         help="""With activity = "connections": for how many hours an open SSH
-        connection keeps the server from being culled. Default: 8. Environment
-        variable: JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS.""",
-    ).tag(config=True)
+        connection keeps the server from being culled. Environment variable:
+        JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS.""",
+    ).tag(config=True, unit="hours")
 
     activity_poll_seconds = Float(
+        30.0,
         help="""How often sshd's connections are looked at for activity, in seconds.
-        Default: 30. Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS.""",
-    ).tag(config=True)
+        Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS.""",
+    ).tag(config=True, unit="seconds")
 
-    def _from_env(self, trait_name: str, parse, fallback):
-        """The trait's environment variable through parse(text, variable name), or
-        fallback when the variable is unset or blank."""
-        text = os.environ.get(env_name(trait_name), "")
-        if not text.strip():
-            return fallback
-        return parse(text, env_name(trait_name))
+    def __init__(self, **kwargs: Any) -> None:
+        # Where each value came from, for error messages: the trait, or its variable.
+        self._sources: dict[str, str] = {}
+        super().__init__(**kwargs)
+        configured = set(kwargs) | set(self.config.get(type(self).__name__, {}))
+        for name, trait in self.traits(config=True).items():
+            text = os.environ.get(env_name(name), "")
+            if name in configured or not text.strip():
+                continue
+            self._sources[name] = env_name(name)
+            setattr(self, name, from_text(trait, text, env_name(name)))
 
-    @default("sshd_path")
-    def _default_sshd_path(self):
-        return self._from_env("sshd_path", as_text, "")
+    def source(self, name: str) -> str:
+        """How the user names where a setting's value came from."""
+        return self._sources.get(name, f"SSHDProxy.{name}")
 
-    @default("ssh_keygen_path")
-    def _default_ssh_keygen_path(self):
-        return self._from_env("ssh_keygen_path", as_text, "")
-
-    @default("host_key_dir")
-    def _default_host_key_dir(self):
-        from jupyter_core.paths import jupyter_data_dir
-
-        fallback = os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
-        return self._from_env("host_key_dir", as_text, fallback)
-
-    @default("authorized_keys_files")
-    def _default_authorized_keys_files(self):
-        def parse(text, source):
-            return check_authorized_keys_files([p for p in text.split(":") if p], source)
-
-        return self._from_env("authorized_keys_files", parse, ["~/.ssh/authorized_keys"])
-
-    @default("log_level")
-    def _default_log_level(self):
-        return self._from_env("log_level", check_log_level, "INFO")
-
-    @default("extra_options")
-    def _default_extra_options(self):
-        def parse(text, source):
-            return check_extra_options(split_extra_options(text), source)
-
-        return self._from_env("extra_options", parse, [])
-
-    @default("pass_environment")
-    def _default_pass_environment(self):
-        return self._from_env("pass_environment", parse_bool, True)
-
-    @default("start_timeout")
-    def _default_start_timeout(self):
-        return self._from_env("start_timeout", parse_seconds, 10.0)
-
-    @default("activity")
-    def _default_activity(self):
-        return self._from_env("activity", check_activity, "traffic")
-
-    @default("activity_connection_hours")
-    def _default_activity_connection_hours(self):
-        def parse(text, source):
-            return parse_positive(text, source, "hours", "8")
-
-        return self._from_env("activity_connection_hours", parse, 8.0)
-
-    @default("activity_poll_seconds")
-    def _default_activity_poll_seconds(self):
-        return self._from_env("activity_poll_seconds", parse_seconds, 30.0)
+    @validate("start_timeout", "activity_connection_hours", "activity_poll_seconds")
+    def _validate_positive(self, proposal):
+        trait = proposal.trait
+        if not proposal.value > 0:
+            msg = (
+                f"{self.source(trait.name)}={proposal.value!r} is not a positive number of "
+                f"{trait.metadata['unit']}; use e.g. {trait.default_value:g}"
+            )
+            raise ConfigError(msg)
+        return proposal.value
 
     @validate("activity")
     def _validate_activity(self, proposal):
-        return check_activity(proposal.value, "SSHDProxy.activity")
-
-    # traitlets validates values set by config here; the defaults above check
-    # the environment's values themselves, naming the variable.
+        return check_activity(proposal.value, self.source("activity"))
 
     @validate("log_level")
     def _validate_log_level(self, proposal):
-        return check_log_level(proposal.value, "SSHDProxy.log_level")
+        return check_log_level(proposal.value, self.source("log_level"))
 
     @validate("authorized_keys_files")
     def _validate_authorized_keys_files(self, proposal):
-        return check_authorized_keys_files(proposal.value, "SSHDProxy.authorized_keys_files")
+        return check_authorized_keys_files(proposal.value, self.source("authorized_keys_files"))
 
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
-        return check_extra_options(proposal.value, "SSHDProxy.extra_options")
+        return check_extra_options(proposal.value, self.source("extra_options"))
+
+
+def from_text(trait: TraitType, text: str, source: str) -> Any:
+    """A trait's value from its environment variable's text."""
+    if isinstance(trait, Bool):
+        return parse_bool(text, source)
+    if isinstance(trait, Float):
+        try:
+            return float(text)
+        except ValueError:
+            msg = (
+                f"{source}={text!r} is not a positive number of {trait.metadata['unit']}; "
+                f"use e.g. {trait.default_value:g}"
+            )
+            raise ConfigError(msg) from None
+    if isinstance(trait, List):
+        return trait.metadata["from_text"](text)
+    return text
 
 
 def check_activity(value: str, source: str) -> str:
@@ -325,11 +304,18 @@ def check_extra_options(lines: list[str], source: str) -> list[str]:
 def config_table_markdown() -> str:
     """The README's configuration table, made from the traits themselves."""
     rows = [
-        "| `c.SSHDProxy.` | environment variable | what it does |",
-        "| --- | --- | --- |",
+        "| `c.SSHDProxy.` | environment variable | default | what it does |",
+        "| --- | --- | --- | --- |",
     ]
     for name, trait in sorted(SSHDProxy.class_traits(config=True).items()):
-        help_text = " ".join(trait.help.split())
-        help_text = help_text.split(" Environment variable:")[0]
-        rows.append(f"| `{name}` | `{env_name(name)}` | {help_text.replace('|', '/')} |")
+        help_text = " ".join(trait.help.split()).split(" Environment variable:")[0]
+        default = trait.default_value_repr()
+        rows.append(
+            f"| `{name}` | `{env_name(name)}` | `{default}` | {help_text.replace('|', '/')} |"
+        )
     return "\n".join(rows) + "\n"
+
+
+def settings_help() -> str:
+    """What `jupyter-sshd-proxy settings` prints: every setting with its default."""
+    return SSHDProxy.class_get_help()

@@ -27,7 +27,10 @@ def call(server, method, path, body=None, token=""):
         connection.request(method, API + path, body=connection_body, headers=headers)
         response = connection.getresponse()
         data = response.read()
-        return response.status, (json.loads(data) if data else None)
+        body = json.loads(data) if data else None
+        if isinstance(body, dict) and body.get("reason", "") is None:
+            del body["reason"]  # jupyter_server adds it to every refusal
+        return response.status, body
     finally:
         connection.close()
 
@@ -175,3 +178,22 @@ def test_concurrent_adds_lose_no_line(server, run_dir, setup):
 def test_endpoints_need_the_token(server, path, token):
     status, _ = call(server, "GET", path, token=token)
     assert status == 403
+
+
+def test_a_bad_setting_is_503_with_its_line_never_500(setup):
+    bad = setup.server(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES="keys").start()
+    try:
+        line = (
+            "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES: 'keys' is relative; use an absolute "
+            "path, ~/... or %h/..."
+        )
+        for path in ("/host-keys", "/authorized-keys"):
+            assert call(bad, "GET", path) == (503, {"message": line}), path
+        assert call(bad, "POST", "/authorized-keys", {"key": "ssh-ed25519 AAAA"})[0] == 400
+        status, body = call(bad, "GET", "/status")
+        assert status == 200
+        assert body["running"] is False
+        assert body["last_error"] == line
+        assert f"jupyter-sshd-proxy: {line}" in bad.log()
+    finally:
+        bad.stop()

@@ -267,16 +267,18 @@ def test_defaults(monkeypatch):
     assert config.pass_environment is True
     assert config.start_timeout == 10.0
     assert config.extra_options == []
-    assert config.host_key_dir.endswith(os.path.join("sshd_proxy", "host_keys"))
+    assert config.host_key_dir == ""  # the Jupyter data dir's sshd_proxy/host_keys
 
 
-def test_environment_variables_are_read_lazily(monkeypatch):
-    config = SSHDProxy()
+def test_environment_variables_are_read_when_the_settings_are_made(monkeypatch):
+    monkeypatch.setenv("JUPYTER_SSHD_PROXY_LOG_LEVEL", "error")
+    assert SSHDProxy().log_level == "ERROR"
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_LOG_LEVEL", "verbose")
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES", "/a/keys:%h/.ssh/more")
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_EXTRA_OPTIONS", "ClientAliveInterval 30; MaxSessions 20")
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_PASS_ENVIRONMENT", "off")
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_START_TIMEOUT", "2.5")
+    config = SSHDProxy()
     assert config.log_level == "VERBOSE"
     assert config.authorized_keys_files == ["/a/keys", "%h/.ssh/more"]
     assert config.extra_options == ["ClientAliveInterval 30", "MaxSessions 20"]
@@ -286,7 +288,7 @@ def test_environment_variables_are_read_lazily(monkeypatch):
 
 def test_bad_config_value_names_the_setting():
     with pytest.raises(ConfigError) as error:
-        _ = SSHDProxy(config=Config({"SSHDProxy": {"extra_options": ["UsePAM yes"]}})).extra_options
+        SSHDProxy(config=Config({"SSHDProxy": {"extra_options": ["UsePAM yes"]}}))
     assert str(error.value) == (
         "SSHDProxy.extra_options: UsePAM cannot be changed, jupyter-sshd-proxy sets it to keep "
         "sshd safe; remove that option"
@@ -321,8 +323,11 @@ def test_config_file_wins_over_the_environment(monkeypatch):
          "JUPYTER_SSHD_PROXY_ACTIVITY='often' is not an activity policy; use traffic, "
          "connections or off"),
         ("ACTIVITY_CONNECTION_HOURS", "-1",
-         "JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS='-1' is not a positive number of hours; "
+         "JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS=-1.0 is not a positive number of hours; "
          "use e.g. 8"),
+        ("ACTIVITY_POLL_SECONDS", "0",
+         "JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS=0.0 is not a positive number of seconds; "
+         "use e.g. 30"),
         ("EXTRA_OPTIONS", "ClientAliveInterval",
          "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: 'ClientAliveInterval' is not an sshd option; write "
          '"Keyword value", e.g. "ClientAliveInterval 30"'),
@@ -330,10 +335,27 @@ def test_config_file_wins_over_the_environment(monkeypatch):
 )  # fmt: skip
 def test_bad_values_say_what_and_how_to_fix(monkeypatch, variable, value, message):
     monkeypatch.setenv("JUPYTER_SSHD_PROXY_" + variable, value)
-    config = SSHDProxy()
     with pytest.raises(ConfigError) as error:
-        getattr(config, variable.lower())
+        SSHDProxy()
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("name", ["start_timeout", "activity_poll_seconds"])
+def test_a_number_from_the_config_file_is_checked_too(name):
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy(config=Config({"SSHDProxy": {name: 0}}))
+    assert str(error.value).startswith(f"SSHDProxy.{name}=0.0 is not a positive number of seconds")
+
+
+def test_help_prints_the_real_defaults_and_names_each_variable():
+    text = SSHDProxy.class_get_help()
+    assert "--SSHDProxy.start_timeout=<Float>" in text
+    for name, trait in SSHDProxy.class_traits(config=True).items():
+        assert f"JUPYTER_SSHD_PROXY_{name.upper()}" in " ".join(trait.help.split()), name
+    section = text.split("--SSHDProxy.start_timeout=")[1].split("--SSHDProxy.")[0]
+    assert "Default: 10.0" in section
+    section = text.split("--SSHDProxy.pass_environment=")[1].split("--SSHDProxy.")[0]
+    assert "Default: True" in section
 
 
 @pytest.mark.parametrize("word", ["1", "TRUE", "yes", "On"])
