@@ -63,6 +63,16 @@ def parent(pid: int) -> int | None:
     return int(fields[1]) if fields else None
 
 
+def ancestors(pid: int) -> list[int]:
+    """The parent, its parent, and so on up to (not including) pid 0."""
+    found = []
+    current = parent(pid)
+    while current and current not in found:
+        found.append(current)
+        current = parent(current)
+    return found
+
+
 def children(pid: int) -> list[int]:
     return [child for child, ppid in parent_links() if ppid == pid]
 
@@ -126,6 +136,18 @@ def cmdline(pid: int) -> str:
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment the process was started with (empty when unreadable:
+    another user's process, or one that may not be inspected)."""
+    try:
+        with open(f"{PROC}/{pid}/environ", "rb") as stream:
+            raw = stream.read()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
 
 
 def owner(pid: int) -> int | None:

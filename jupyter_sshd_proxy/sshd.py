@@ -23,6 +23,9 @@ from .errors import PreflightError
 from .files import write_atomically
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+LOGIN_GRACE_SECONDS = 30  # sshd's default is 120
+CLIENT_ALIVE_INTERVAL = 30  # seconds; sshd's default is 0, no keepalives
+CLIENT_ALIVE_COUNT_MAX = 4
 INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
 HOST_KEY_TYPES = (("ed25519", []), ("rsa", ["-b", "3072"]))
 
@@ -353,12 +356,21 @@ def render_sshd_config(
         "PermitTunnel no",
         "PermitUserEnvironment no",
         "UseDNS no",
-        # Every client arrives from 127.0.0.1 through the proxy: allow many
-        # unauthenticated connections at once, and do not penalise "the" source.
-        "MaxStartups 1000",
+        # sshd runs once per connection (sshd -i): MaxStartups, a listener's
+        # setting, does not apply; the supervisor bounds the connections that
+        # have not logged in yet, and sshd ends each one LoginGraceTime after
+        # it began if it has not logged in by then.
+        f"LoginGraceTime {LOGIN_GRACE_SECONDS}",
+        # A client that vanished without closing (a laptop gone to sleep, a
+        # dropped network) answers no keepalive: its session ends after
+        # ClientAliveInterval * ClientAliveCountMax seconds (2 minutes).
+        f"ClientAliveInterval {CLIENT_ALIVE_INTERVAL}",
+        f"ClientAliveCountMax {CLIENT_ALIVE_COUNT_MAX}",
         f"LogLevel {log_level}",
     ]
     if version.at_least(9, 8):
+        # Every client arrives from 127.0.0.1 through the proxy: do not
+        # penalise "the" source for another client's mistakes.
         defaults.append("PerSourcePenalties no")
     extra = list(extra_options)
     replaced = {_option_key(line) for line in extra}
@@ -377,13 +389,20 @@ def render_sshd_config(
 PRIVSEP_HINT = re.compile(r"privilege separation directory:?\s*(\S+)", re.IGNORECASE)
 
 
-def check_sshd_config(sshd: str, config_path: str) -> None:
-    """Let sshd itself check the configuration (sshd -t), and explain a refusal."""
+def check_sshd_config(sshd: str, config_path: str) -> dict[str, str]:
+    """Let sshd itself check the configuration (sshd -T), and explain a refusal.
+
+    Returns the effective options, keyword (lower case) to value, as sshd
+    prints them: "logingracetime" -> "30"."""
     result = subprocess.run(
-        [sshd, "-t", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
+        [sshd, "-T", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
     )
     if result.returncode == 0:
-        return
+        options = {}
+        for line in result.stdout.splitlines():
+            keyword, _, value = line.partition(" ")
+            options.setdefault(keyword, value)
+        return options
     reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
     reason = reason or f"exit status {result.returncode}"
     privsep = PRIVSEP_HINT.search(reason)
@@ -402,8 +421,9 @@ def check_sshd_config(sshd: str, config_path: str) -> None:
 
 
 def sshd_argv(sshd: str, config_path: str) -> list[str]:
-    """sshd in the foreground (-D), logging to stderr (-e), so the Jupyter log has it."""
-    return [sshd, "-D", "-e", "-f", config_path]
+    """sshd for one connection, on its stdin and stdout (-i, inetd mode), logging
+    to stderr (-e), so the Jupyter log has it."""
+    return [sshd, "-i", "-e", "-f", config_path]
 
 
 def write_private_file(path: str, text: str) -> None:

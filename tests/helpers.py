@@ -67,6 +67,37 @@ process_alive = procfs.alive
 processes_mentioning = procfs.processes_mentioning
 
 
+def assert_one_clear_failure(stderr: bytes) -> None:
+    """ssh failed with its own line (kex_exchange_identification: ..., or
+    Connection closed by ...) and, through our proxy, one line that says why."""
+    lines = stderr.decode(errors="replace").splitlines()
+    ours = [line for line in lines if line.startswith("jupyter-sshd-proxy: ")]
+    theirs = [line for line in lines if line not in ours]
+    assert len(ours) <= 1, lines
+    assert len(theirs) <= 1, lines
+    assert lines, "no message at all"
+    assert "Traceback" not in stderr.decode(errors="replace"), lines
+
+
+def server_processes(server: JupyterServer, command: str | None = None) -> list[int]:
+    """The processes below a Jupyter server (its supervisor, sshd, sessions), or
+    those among them whose command line is command."""
+    return [
+        pid
+        for pid in procfs.descendants(server.process.pid)
+        if command is None or procfs.cmdline(pid) == command
+    ]
+
+
+def sshd_processes(server: JupyterServer) -> list[int]:
+    """Every sshd process of a Jupyter server, whatever its role."""
+    return [
+        pid
+        for pid in procfs.descendants(server.process.pid)
+        if (procfs.program(pid) or "").startswith("sshd")
+    ]
+
+
 def devpts_lacks_tty_group() -> bool:
     """True where /dev/pts is mounted without gid=5 (this sandbox, not Docker)."""
     with open("/proc/mounts") as mounts:

@@ -9,19 +9,16 @@ import time
 
 import pytest
 
-from jupyter_sshd_proxy import procfs
-
 from .conftest import remember_processes, start_sshd
-from .helpers import WEBSOCAT, SSHClient, process_alive, wait_for
-
-
-def sshd_processes(server) -> list[int]:
-    """Every sshd process of this Jupyter server, whatever its role."""
-    return [
-        pid
-        for pid in procfs.descendants(server.process.pid)
-        if (procfs.program(pid) or "").startswith("sshd")
-    ]
+from .helpers import (
+    WEBSOCAT,
+    SSHClient,
+    assert_one_clear_failure,
+    process_alive,
+    server_processes,
+    sshd_processes,
+    wait_for,
+)
 
 
 @pytest.mark.parametrize("signum", ["SIGKILL", "SIGTERM"])
@@ -69,15 +66,7 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
         setup.pin_host_keys()
         ssh = SSHClient(server, client_key, setup.known_hosts)
         session = ssh.open_session("sleep 600")
-        sleeper = wait_for(
-            lambda: [
-                p
-                for p in procfs.pids()
-                if procfs.owner(p) == setup.account.uid and procfs.cmdline(p) == "sleep 600"
-            ],
-            10,
-            "the remote sleep",
-        )
+        sleeper = wait_for(lambda: server_processes(server, "sleep 600"), 10, "the remote sleep")
     finally:
         server.stop()
     assert not process_alive(status["pid"])
@@ -86,13 +75,33 @@ def test_stopping_the_server_ends_sshd_and_every_session(setup, client_key):
     session.stdout.close()
 
 
-def test_supervisor_killed_comes_back(server, ssh):
-    status = server.status()
-    supervisor = procfs.parent(status["pid"])
-    os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: ssh.ssh("true", timeout=20).returncode == 0, 15, "ssh to work again", 0.2)
-    remember_processes(server)
-    assert not process_alive(status["pid"])  # the old sshd went with its supervisor
+def test_supervisor_killed_comes_back_and_ends_what_it_left(server, ssh):
+    before = server.status()
+    session = ssh.open_session("sleep 600")
+    try:
+        sleeper = wait_for(lambda: server_processes(server, "sleep 600"), 10, "the remote sleep")
+        os.kill(before["pid"], signal.SIGKILL)
+        # At once: it works, or fails within 2 s (with one line of ours, and
+        # ssh's own) while the new supervisor is not listening yet.
+        started = time.monotonic()
+        result = ssh.ssh("echo back", timeout=20)
+        elapsed = time.monotonic() - started
+        if result.returncode != 0:
+            assert elapsed < 2, f"took {elapsed:.1f}s: {result.stderr!r}"
+            if ssh.proxy == "jupyter-sshd-proxy":
+                assert_one_clear_failure(result.stderr)
+        wait_for(lambda: ssh.ssh("true", timeout=20).returncode == 0, 15, "ssh to work", 0.2)
+        after = server.status()
+        assert after["running"]
+        assert after["pid"] != before["pid"]
+        assert after["restarts"] == before["restarts"] + 1
+        remember_processes(server)
+        # The killed supervisor's session: sshd went with it, and the new
+        # supervisor ended the command it left.
+        wait_for(lambda: not any(map(process_alive, sleeper)), 10, "the old session to end")
+        session.wait(10)
+    finally:
+        ssh.end(session)
 
 
 def test_sshd_missing_fails_fast_with_one_log_line(setup):
