@@ -6,6 +6,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
+from . import route
 from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 from .server import SSHDService
@@ -24,6 +25,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
+    if not route.install(serverapp.web_app, base_url):
+        serverapp.log.warning(
+            "jupyter-sshd-proxy: jupyter-server-proxy's sshd/ route not found, so its "
+            "memory is not bounded; is jupyter-server-proxy enabled?"
+        )
     if service.settings_error is None:
         start_tracking(serverapp, service.settings, service.connections)
     else:

@@ -259,6 +259,10 @@ class Supervisor:
 
     def _serve(self, conn: socket.socket) -> None:
         """Start sshd -i on the connection, or close it at once."""
+        if _hung_up(conn):
+            # Nobody to talk to (jupyter-server-proxy's readiness probe, a
+            # client gone already): no sshd, and no lines about it in the log.
+            return
         if self.cannot_start.text:
             self.refused += 1
             return
@@ -370,6 +374,8 @@ class Supervisor:
             with open(temporary, "w") as stream:
                 json.dump(status, stream)
             os.replace(temporary, self.status_path)
+        except FileNotFoundError:
+            pass  # the Jupyter server has removed the directory: it is stopping
         except OSError as error:
             log(f"cannot write {self.status_path}: {error.strerror}")
 
@@ -422,6 +428,16 @@ class Supervisor:
         # started again on this port counts the restart.
         self.stopped = True
         self._write_status()
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """The other end has closed the connection already, without a byte."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # open, nothing sent yet
+    except OSError:
+        return True  # reset
 
 
 def _die_with(parent: int) -> None:
