@@ -181,6 +181,19 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def pss_bytes(pid: int) -> int | None:
+    """The process's share of memory (Pss): its own pages, and its part of the
+    pages it shares with others, such as sshd's libraries."""
+    try:
+        with open(f"{PROC}/{pid}/smaps_rollup") as stream:
+            for line in stream:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def open_fds(pid: int) -> int | None:
     """How many file descriptors the process has open."""
     try:

@@ -1,4 +1,4 @@
-"""The /sshd/ WebSocket: jupyter-server-proxy's raw socket handler, with flow control.
+"""The /sshd/ WebSocket: jupyter-server-proxy's raw socket handler, with limits.
 
 jupyter-server-proxy (4.x, up to its main branch today) passes every chunk
 that sshd sends straight to `write_message`, whether or not the client reads:
@@ -15,6 +15,14 @@ connection to a bounded amount:
   pause_writing), it stops reading WebSocket frames (tornado reads the next
   frame only when on_message has returned), so TCP pushes back on the client.
   One frame is at most tornado's websocket_max_message_size (10 MiB).
+
+It pings the client every PING_SECONDS (or c.ServerApp.websocket_ping_interval)
+and closes the WebSocket when no pong comes within as long (or
+c.ServerApp.websocket_ping_timeout): a client that vanished without closing (a
+laptop asleep, a network gone) ends its session within about a minute, as
+sshd then sees its connection end. (sshd's own ClientAliveInterval would do
+the same, but its keepalives are SSH traffic, which the activity tracker would
+count: an idle session would keep its server from ever being culled.)
 
 It also bridges the moment in which the supervisor is being restarted (it was
 killed): a refused connection to the port is tried again for up to
@@ -38,6 +46,7 @@ from tornado.websocket import WebSocketClosedError
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
+PING_SECONDS = 30
 ROUTE_NAME = "sshd"
 
 
@@ -88,8 +97,16 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.handler.close()
 
 
-class FlowControl:
+class SSHDRoute:
     """Mixed in before jupyter-server-proxy's raw socket handler of the route."""
+
+    @property
+    def ping_interval(self) -> float:
+        return self.settings.get("websocket_ping_interval") or PING_SECONDS
+
+    @property
+    def ping_timeout(self) -> float:
+        return self.settings.get("websocket_ping_timeout") or self.ping_interval
 
     async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None:
         deadline = time.monotonic() + RECONNECT_SECONDS
@@ -127,8 +144,8 @@ class FlowControl:
 
 
 def install(web_app: Any, base_url: str) -> bool:
-    """Give the /sshd/ route flow control; False if jupyter-server-proxy's route is
-    not where it should be (then the route works as before, without it)."""
+    """Give the /sshd/ route its limits; False if jupyter-server-proxy's route is
+    not where it should be (then the route works as before, without them)."""
     from jupyter_server.utils import url_path_join
 
     pattern = url_path_join(base_url, ROUTE_NAME, "(.*)")
@@ -142,8 +159,8 @@ def install(web_app: Any, base_url: str) -> bool:
             and isinstance(target, type)
             and hasattr(target, "_create_ws_connection")
         ):
-            if not issubclass(target, FlowControl):
-                rule.target = type("SSHDRouteHandler", (FlowControl, target), {})
+            if not issubclass(target, SSHDRoute):
+                rule.target = type("SSHDRouteHandler", (SSHDRoute, target), {})
             found = True
     return found
 

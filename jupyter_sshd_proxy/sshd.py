@@ -24,8 +24,6 @@ from .files import write_atomically
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 LOGIN_GRACE_SECONDS = 30  # sshd's default is 120
-CLIENT_ALIVE_INTERVAL = 30  # seconds; sshd's default is 0, no keepalives
-CLIENT_ALIVE_COUNT_MAX = 4
 INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
 HOST_KEY_TYPES = (("ed25519", []), ("rsa", ["-b", "3072"]))
 
@@ -360,12 +358,10 @@ def render_sshd_config(
         # setting, does not apply; the supervisor bounds the connections that
         # have not logged in yet, and sshd ends each one LoginGraceTime after
         # it began if it has not logged in by then.
+        # (A client that vanished is found by the WebSocket's pings, see
+        # route.py, not by ClientAliveInterval: its keepalives would count as
+        # SSH traffic, and idle sessions would never be culled.)
         f"LoginGraceTime {LOGIN_GRACE_SECONDS}",
-        # A client that vanished without closing (a laptop gone to sleep, a
-        # dropped network) answers no keepalive: its session ends after
-        # ClientAliveInterval * ClientAliveCountMax seconds (2 minutes).
-        f"ClientAliveInterval {CLIENT_ALIVE_INTERVAL}",
-        f"ClientAliveCountMax {CLIENT_ALIVE_COUNT_MAX}",
         f"LogLevel {log_level}",
     ]
     if version.at_least(9, 8):
