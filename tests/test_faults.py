@@ -446,13 +446,15 @@ def test_the_jupyter_server_killed_takes_every_session_with_it(setup, client_key
         start_sshd(server)
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         session = ssh.open_session("sleep 600")
-        everything = server_processes(server)
-        assert server_processes(server, "sleep 600")
-        server.process.kill()  # no clean-up of its own
-        server.process.wait(10)
-        wait_for(lambda: not any(map(procfs.alive, everything)), 10, "every process to end")
-        session.wait(10)
-        session.stdout.close()
+        try:
+            wait_for(lambda: server_processes(server, "sleep 600"), 10, "the remote sleep")
+            everything = server_processes(server)
+            server.process.kill()  # no clean-up of its own
+            server.process.wait(10)
+            wait_for(lambda: not any(map(procfs.alive, everything)), 10, "every process to end")
+            session.wait(10)
+        finally:
+            ssh.end(session)
     finally:
         server.stop()
 
