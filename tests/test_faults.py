@@ -410,6 +410,7 @@ def test_restarting_the_jupyter_server_with_sessions_open(setup, client_key):
     server = setup.server().start()
     try:
         start_sshd(server)
+        setup.pin_host_keys()
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         keys = sorted(p.read_bytes() for p in setup.host_key_dir.glob("*.pub"))
         sessions = [ssh.open_session("sleep 600") for _ in range(3)]
@@ -444,6 +445,7 @@ def test_the_jupyter_server_killed_takes_every_session_with_it(setup, client_key
     server = setup.server().start()
     try:
         start_sshd(server)
+        setup.pin_host_keys()
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         session = ssh.open_session("sleep 600")
         try:
