@@ -385,28 +385,41 @@ def render_sshd_config(
 PRIVSEP_HINT = re.compile(r"privilege separation directory:?\s*(\S+)", re.IGNORECASE)
 
 
-def check_sshd_config(sshd: str, config_path: str) -> dict[str, str]:
-    """Let sshd itself check the configuration (sshd -T), and explain a refusal.
-
-    Returns the effective options, keyword (lower case) to value, as sshd
-    prints them: "logingracetime" -> "30"."""
+def run_sshd_test(sshd: str, config_path: str) -> tuple[dict[str, str], str | None]:
+    """sshd -T: the effective options, keyword (lower case) to value, as sshd
+    prints them ("logingracetime" -> "30"); or, when sshd refuses to start,
+    no options and its reason in one line."""
     result = subprocess.run(
         [sshd, "-T", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
     )
     if result.returncode == 0:
-        options = {}
+        options: dict[str, str] = {}
         for line in result.stdout.splitlines():
             keyword, _, value = line.partition(" ")
             options.setdefault(keyword, value)
-        return options
+        return options, None
     reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
-    reason = reason or f"exit status {result.returncode}"
+    return {}, reason or f"exit status {result.returncode}"
+
+
+def privsep_fix(reason: str) -> str | None:
+    """The command that makes sshd's missing privilege separation directory, if
+    that is what reason is about."""
     privsep = PRIVSEP_HINT.search(reason)
-    if privsep:
-        directory = privsep.group(1)
+    return f"mkdir -p -m 0755 {privsep.group(1)}" if privsep else None
+
+
+def check_sshd_config(sshd: str, config_path: str) -> dict[str, str]:
+    """Let sshd itself check the configuration (sshd -T), and explain a refusal.
+    Returns the effective options."""
+    options, reason = run_sshd_test(sshd, config_path)
+    if reason is None:
+        return options
+    fix = privsep_fix(reason)
+    if fix:
         msg = (
             f"sshd refuses to start as root: {reason}; create it with: "
-            f"mkdir -p -m 0755 {directory} (or run the Jupyter server as a normal user)"
+            f"{fix} (or run the Jupyter server as a normal user)"
         )
     else:
         msg = (

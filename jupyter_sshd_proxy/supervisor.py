@@ -53,14 +53,13 @@ import time
 from dataclasses import dataclass
 
 from . import procfs
-from .errors import PreflightError
-from .sshd import LOGIN_GRACE_SECONDS, check_sshd_config, sshd_argv
+from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
 HOST = "127.0.0.1"
 CHECK_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 60)  # seconds between tries while something fails
 LOG_EVERY = 60.0  # at most one line a minute about a problem that persists
 QUICK_FAILURE = 1.0  # an sshd that fails this soon may not be able to start at all
-CHECK_AT_MOST_EVERY = 10.0  # seconds between checks while sshd works
+CHECK_AT_MOST_EVERY = 1.0  # seconds between checks while sshd works
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
 DEFAULT_MAX_UNAUTHENTICATED = 10
 PARENT_DIED = signal.SIGUSR1
@@ -97,6 +96,7 @@ def logged_in(title: str, user: str) -> bool:
 @dataclass
 class Connection:
     process: subprocess.Popen
+    sock: socket.socket  # kept until sshd exits, to see whether the client was still there
     started: float
     logged_in: bool = False
 
@@ -254,18 +254,18 @@ class Supervisor:
                     self.accept_paused_until = time.monotonic() + 0.5
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
-            with conn:
-                self._serve(conn)
+            if not self._serve(conn):
+                conn.close()
 
-    def _serve(self, conn: socket.socket) -> None:
-        """Start sshd -i on the connection, or close it at once."""
+    def _serve(self, conn: socket.socket) -> bool:
+        """Start sshd -i on the connection; False to close it at once."""
         if _hung_up(conn):
             # Nobody to talk to (jupyter-server-proxy's readiness probe, a
             # client gone already): no sshd, and no lines about it in the log.
-            return
+            return False
         if self.cannot_start.text:
             self.refused += 1
-            return
+            return False
         if self._waiting_to_log_in() >= self.max_unauthenticated:
             self.refused += 1
             self._note_refusal(
@@ -273,7 +273,7 @@ class Supervisor:
                 "new ones are closed until they do or their login grace time of "
                 f"{self.login_grace:g}s is over (c.SSHDProxy.max_unauthenticated)"
             )
-            return
+            return False
         conn.setblocking(True)
         parent = os.getpid()
         try:
@@ -284,9 +284,13 @@ class Supervisor:
                 preexec_fn=lambda: _die_with(parent),
             )
         except OSError as error:
-            self._sshd_fails(f"cannot run {self.sshd}: {error.strerror}")
-            return
-        self.connections[process.pid] = Connection(process, time.monotonic())
+            self._sshd_fails(
+                f"sshd cannot start: cannot run {self.sshd}: {error.strerror}; "
+                "fix that, no restart needed"
+            )
+            return False
+        self.connections[process.pid] = Connection(process, conn, time.monotonic())
+        return True
 
     def _waiting_to_log_in(self) -> int:
         now = time.monotonic()
@@ -322,28 +326,36 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             connection.process.returncode = code  # so that Popen never waits for it
-            now = time.monotonic()
-            # An sshd that failed at once may be unable to start at all. (A
-            # client that hung up at once looks the same: check now and then.)
+            # sshd failed at once while its client was still there: can sshd
+            # start at all? (A client that hung up, or sent junk, explains an
+            # early end too: then sshd -T says all is well.)
             if (
                 code != 0
                 and not connection.logged_in
-                and now - connection.started < QUICK_FAILURE
-                and now - self.checked_at >= CHECK_AT_MOST_EVERY
+                and time.monotonic() - connection.started < QUICK_FAILURE
+                and not _hung_up(connection.sock)
+                and time.monotonic() - self.checked_at >= CHECK_AT_MOST_EVERY
             ):
                 self._check_sshd()
+            connection.sock.close()
 
     def _check_sshd(self) -> None:
         """Can sshd start with its configuration? sshd -T says, with the reason."""
         self.checked_at = time.monotonic()
         try:
-            check_sshd_config(self.sshd, self.config)
-        except PreflightError as error:
-            self._sshd_fails(f"sshd cannot start: {error}")
-        except (OSError, subprocess.SubprocessError) as error:
-            self._sshd_fails(f"cannot run {self.sshd}: {getattr(error, 'strerror', error)}")
-        else:
+            _, reason = run_sshd_test(self.sshd, self.config)
+        except OSError as error:
+            reason = f"cannot run {self.sshd}: {error.strerror}"
+        except subprocess.TimeoutExpired:
+            reason = f"{self.sshd} -T did not finish within 30 s"
+        if reason is None:
             self.cannot_start.solved("sshd starts again; serving SSH connections")
+        else:
+            fix = privsep_fix(reason)
+            self._sshd_fails(
+                f"sshd cannot start: {reason}; "
+                + (f"create it with: {fix}" if fix else "fix that, no restart needed")
+            )
         self._write_status()
 
     def _sshd_fails(self, text: str) -> None:
@@ -409,6 +421,8 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        for connection in self.connections.values():
+            connection.sock.close()
         deadline = time.monotonic() + STOP_GRACE
         kill_signal = signal.SIGTERM
         while True:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -753,3 +755,102 @@ def test_rsync_interrupted_mid_file_resumes_to_an_equal_file(once, ours, tmp_pat
     assert result.returncode == 0, result.stderr
     assert sha256_file(back) == digest
     assert ours.ssh(f"rm -f {remote}").returncode == 0
+
+
+# An sshd that can never start.
+
+
+def test_a_broken_sshd_fails_fast_backs_off_and_says_why_once(setup, client_key):
+    """sshd breaks while the server runs (a package upgrade gone wrong): every
+    connection fails at once, the log says why in one line (not one per
+    connection), status shows it, and mending it needs no restart."""
+    wrapper = setup.base / "sshd-that-breaks"
+    marker = setup.base / "sshd-is-broken"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ -e {shlex.quote(str(marker))} ]; then\n"
+        '    echo "sshd: broken on purpose" >&2; exit 1\n'
+        "fi\n"
+        'exec /usr/sbin/sshd "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    setup.account.own(wrapper)
+    server = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH=str(wrapper)).start()
+    try:
+        start_sshd(server)
+        setup.pin_host_keys()
+        ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+        assert ssh.ssh("true").returncode == 0
+        marker.touch()
+        for _ in range(5):
+            started = time.monotonic()
+            result = ssh.ssh("true")
+            assert result.returncode == 255
+            assert time.monotonic() - started < 2
+            assert_one_clear_failure(result.stderr)
+        lines = [line for line in server.log().splitlines() if "sshd cannot start" in line]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("jupyter-sshd-proxy: sshd cannot start: sshd: broken on purpose")
+        assert server.log().count("sshd: broken on purpose") <= 2  # sshd's own, and ours
+        status = server.status()
+        assert status["running"] is False
+        assert status["last_error"].startswith("sshd cannot start: sshd: broken on purpose")
+        marker.unlink()
+        wait_for(lambda: ssh.ssh("true").returncode == 0, 15, "ssh to work again", 0.5)
+        assert server.status()["running"] is True
+        assert server.status()["last_error"] is None
+        assert "jupyter-sshd-proxy: sshd starts again" in server.log()
+    finally:
+        server.stop()
+        marker.unlink(missing_ok=True)
+
+
+def test_a_taken_port_is_retried_with_one_line(setup, tmp_path):
+    """The supervisor alone, on a port that another program holds."""
+    from jupyter_sshd_proxy import sshd
+
+    if not setup.account.is_current:
+        pytest.skip("runs the supervisor as this user")
+    user = sshd.current_user()
+    sshd_path = sshd.find_program("sshd", "", "sshd_path")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = state / "sshd_config"
+    squatter = socket.create_server(("127.0.0.1", 0))
+    port = squatter.getsockname()[1]
+    config.write_text(
+        sshd.render_sshd_config(
+            port=port,
+            host_keys=sshd.ensure_host_keys("ssh-keygen", str(setup.host_key_dir), user),
+            authorized_keys_files=[str(setup.authorized_keys)],
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+        )
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_sshd_proxy.supervisor", f"--state-dir={state}",
+         f"--port={port}", f"--sshd={sshd_path}", f"--config={config}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        status = state / "status.json"
+        wait_for(status.exists, 10, "status.json")
+        time.sleep(4)  # tries at 0, 0.5, 1.5 and 3.5 s
+        written = json.loads(status.read_text())
+        assert written["serving"] is False
+        assert written["last_error"].startswith(
+            f"cannot listen on 127.0.0.1:{port}: Address already in use; another program"
+        )
+        squatter.close()
+        wait_for(lambda: json.loads(status.read_text())["serving"], 15, "the port to be taken")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert conn.recv(64).startswith(b"SSH-2.0-")
+    finally:
+        squatter.close()
+        supervisor.terminate()
+        _, stderr = supervisor.communicate(timeout=30)
+    lines = stderr.decode().splitlines()
+    assert lines[0].startswith(f"jupyter-sshd-proxy: cannot listen on 127.0.0.1:{port}")
+    assert sum("cannot listen" in line for line in lines) == 1, lines
+    assert supervisor.returncode == 128 + signal.SIGTERM
