@@ -15,6 +15,11 @@ import sys
 from . import __version__
 from .errors import SSHDProxyError
 
+CA_FILE_HELP = (
+    "PEM file with the CA certificate that signed the server's certificate (a Hub with "
+    "a private CA); only that CA is trusted then. Default: the system's, or $SSL_CERT_FILE"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -35,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "url", help="the Jupyter server's URL, e.g. https://hub.example.org/user/NAME/"
     )
     proxy.add_argument("--token-file", help="file holding the token (mode 600)")
+    proxy.add_argument("--ca-file", help=CA_FILE_HELP)
     proxy.add_argument(
         "--start",
         action="store_true",
@@ -60,12 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--identity", help="private key to use (default: ~/.ssh/id_ed25519, made if missing)"
     )
     configure.add_argument("--token-file", help="file holding the token (mode 600)")
+    configure.add_argument("--ca-file", help=CA_FILE_HELP + "; written into the ProxyCommand")
     configure.add_argument("--ssh-config", help="ssh config file to edit (default: ~/.ssh/config)")
     configure.add_argument(
         "--host-key-checking",
         choices=["yes", "accept-new"],
         default="yes",
         help="StrictHostKeyChecking for the block (default: yes)",
+    )
+    configure.add_argument(
+        "--no-connection-sharing",
+        dest="connection_sharing",
+        action="store_false",
+        help="do not share one connection between ssh sessions (ControlMaster); by "
+        "default later sessions reuse the first one's connection for 10 minutes",
     )
     configure.add_argument(
         "--dry-run", action="store_true", help="print the changes; write nothing"
@@ -77,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("url", help="the Jupyter server's URL")
     doctor.add_argument("--token-file", help="file holding the token (mode 600)")
+    doctor.add_argument("--ca-file", help=CA_FILE_HELP)
     doctor.add_argument("--identity", help="private key to check (default: ~/.ssh/id_ed25519)")
     doctor.add_argument("--ssh-config", help="ssh config config-ssh wrote (default: ~/.ssh/config)")
     doctor.add_argument("--name", help="the Host name given to config-ssh (default: from the URL)")
@@ -104,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except SSHDProxyError as error:
-        print(f"jupyter-sshd-proxy: {error}", file=sys.stderr)
+        from .client.untrusted import printable
+
+        # Parts of the message may come from the server: never an escape sequence.
+        print(f"jupyter-sshd-proxy: {printable(error, 2000)}", file=sys.stderr)
         # ssh reports a ProxyCommand's failure as its own exit status, 255.
         return 255 if args.command == "proxy" else 1
 
@@ -113,7 +131,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
         from .client.proxy_command import main_proxy
 
-        return main_proxy(args.url, args.token_file, args.ping_interval or None, args.start)
+        return main_proxy(
+            args.url, args.token_file, args.ping_interval or None, args.start, args.ca_file
+        )
     if args.command == "config-ssh":
         from .client.config_ssh import main_config_ssh
 

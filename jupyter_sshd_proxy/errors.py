@@ -14,6 +14,7 @@ SSHDProxyError
     ├── BadURLError      the URL is not a Jupyter server URL (also a ValueError)
     ├── APIError         a REST call to the server failed
     ├── UntrustedAnswer  the server answered something we refuse to use
+    ├── TLSError         the server's certificate cannot be verified, or --ca-file read
     ├── ProxyError       the ProxyCommand cannot connect (exit status 255)
     │   └── ServerNotRunning   the Hub says the user's server is not running
     ├── ConfigSSHError   config-ssh cannot go on; nothing was written
@@ -62,6 +63,10 @@ class APIError(ClientError):
 
 class UntrustedAnswer(ClientError):
     """The server sent a value we will not write to a file or a command line."""
+
+
+class TLSError(ClientError):
+    """The server's certificate cannot be verified, or the CA file cannot be read."""
 
 
 class ProxyError(ClientError):

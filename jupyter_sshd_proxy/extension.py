@@ -1,4 +1,8 @@
-"""The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/."""
+"""The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/,
+and the /sshd/ route authorized like a terminal (route.py).
+
+It loads after jupyter_server_proxy's extension (extensions load in name
+order), so the route it guards is already registered."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from jupyter_server.utils import url_path_join
 from . import route
 from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
+from .page import page_handlers
 from .server import SSHDService
 
 
@@ -22,14 +27,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (url_path_join(api, "status"), StatusHandler, {"service": service}),
             (url_path_join(api, "host-keys"), HostKeysHandler, {"service": service}),
             (url_path_join(api, "authorized-keys"), AuthorizedKeysHandler, {"service": service}),
+            *page_handlers(base_url),
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
-    if not route.install(serverapp.web_app, base_url):
-        serverapp.log.warning(
-            "jupyter-sshd-proxy: jupyter-server-proxy's sshd/ route not found, so its "
-            "memory is not bounded; is jupyter-server-proxy enabled?"
-        )
+    route.install(serverapp.web_app, base_url, serverapp.log)
     if service.settings_error is None:
         start_tracking(serverapp, service.settings, service.connections)
     else:

@@ -7,12 +7,18 @@
     DELETE authorized-keys?fingerprint=SHA256:...
 
 They are authorized like any Jupyter API call (token, cookie with XSRF and
-origin checks, JupyterHub scopes). The resource is "terminals": whoever may
-not open a terminal may not get a shell through ssh either.
+origin checks, JupyterHub scopes), as the "terminals" resource. Reading is
+"read"; adding or removing a key is "execute", what opening a terminal needs:
+a key is a shell, so whoever may not open a terminal may not give themselves
+one through ssh either (the /sshd/ WebSocket asks the same, see route.py).
 
 Refusals are web.HTTPError(code, reason): jupyter_server answers them as
-{"message": reason}. A problem of the server's own setup (an invalid setting,
-an unreadable host key) is 503 with its one line, never a 500.
+{"message": reason}. Bad input is a 4xx with the reason, never a 500: the body
+of a POST is read only up to MAX_BODY bytes (413 beyond, before the rest is
+read), must be UTF-8 JSON, and text from the request that reaches the log has
+its control characters escaped, so it cannot forge log lines. A problem of the
+server's own setup (an invalid setting, a corrupt host key, an unwritable
+file) is 503 with its one line.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from .errors import BadKeyError, SSHDProxyError
 from .server import SSHDService
 
 AUTH_RESOURCE = "terminals"
+CHANGE_KEYS = "execute"  # a key is a shell: what jupyter_server_terminals asks to open one
+NOT_ALLOWED = (
+    "adding or removing a key needs the right to open a terminal (execute on terminals), "
+    "which this user does not have"
+)
+MAX_BODY = 64 * 1024  # bytes; a key line is at most keys.MAX_LINE characters
 Result = TypeVar("Result")
 
 
@@ -73,26 +85,75 @@ class HostKeysHandler(SSHDProxyAPIHandler):
     def get(self) -> None:
         found = []
         for path in self.server_side(self.service.host_key_files):
-            with open(path + ".pub") as stream:
-                found.append(keys.parse_key(stream.read().strip()).as_json())
+            key = self.server_side(keys.read_host_key, path + ".pub", path)
+            found.append(key.as_json())
         self.finish({"keys": found})
 
 
+@web.stream_request_body
 class AuthorizedKeysHandler(SSHDProxyAPIHandler):
-    """The first of c.SSHDProxy.authorized_keys_files. The methods do not await
-    between reading and writing the file, so requests cannot interleave."""
+    """The first of c.SSHDProxy.authorized_keys_files.
+
+    Each edit holds the file's lock (keys.py) from reading to writing, so edits
+    by other servers sharing the home directory are never lost. The body is
+    streamed (stream_request_body) so that prepare() sees the headers before
+    any of it is read, and can refuse a body that is too large."""
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        await super().prepare()
+        if self._finished:
+            return
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            # A chunked body: data_received answers 413 as soon as it passes
+            # MAX_BODY, and the connection is closed. A single chunk that
+            # would take it past twice that is refused by tornado itself
+            # (400) before it is read.
+            self.request.connection.set_max_body_size(2 * MAX_BODY)
+        elif int(length) > MAX_BODY:  # tornado has checked it is a number
+            # Answered before the body is read; tornado then closes the
+            # connection instead of reading the rest.
+            raise web.HTTPError(413, _too_large())
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._body += chunk
+        if len(self._body) > MAX_BODY:
+            error = web.HTTPError(413, _too_large())
+            self.send_error(413, exc_info=(type(error), error, None))
+
+    def json_object(self) -> dict:
+        """The request body, which must be a JSON object in UTF-8."""
+        try:
+            text = bytes(self._body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPError(400, "the request body is not UTF-8 text; " + EXAMPLE) from None
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise web.HTTPError(
+                400, "the JSON in the body is nested too deeply; " + EXAMPLE
+            ) from None
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not JSON; " + EXAMPLE) from None
+        if not isinstance(value, dict):
+            raise web.HTTPError(400, 'give the public key line as "key" in a JSON object')
+        return value
 
     @web.authenticated
     @authorized
     def get(self) -> None:
         path = self.server_side(self.service.authorized_keys_path)
-        self.finish({"file": path, "keys": [key.as_json() for key in keys.read_keys(path)]})
+        found = self.server_side(keys.read_keys, path)
+        self.finish({"file": path, "keys": [key.as_json() for key in found]})
 
     @web.authenticated
-    @authorized
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
     def post(self) -> None:
-        body = self.get_json_body()
-        line = body.get("key") if isinstance(body, dict) else None
+        body = self.json_object()
+        line = body.get("key")
         if not isinstance(line, str):
             raise web.HTTPError(400, 'give the public key line as "key" in a JSON object')
         try:
@@ -100,21 +161,32 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         except BadKeyError as error:
             raise web.HTTPError(400, str(error)) from None
         path = self.server_side(self.service.authorized_keys_path)
-        if not keys.add_key(path, key):
+        if not self.server_side(keys.add_key, path, key):
             raise web.HTTPError(409, f"the key {key.fingerprint} is already authorized")
-        self.log.info("jupyter-sshd-proxy: authorized key %s (%s)", key.fingerprint, key.comment)
+        self.log.info(
+            "jupyter-sshd-proxy: authorized key %s (%s)",
+            key.fingerprint,
+            keys.printable(key.comment),
+        )
         self.set_status(201)
         self.finish(key.as_json())
 
     @web.authenticated
-    @authorized
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
     def delete(self) -> None:
         fingerprint = self.get_argument("fingerprint", "")
         if not keys.is_fingerprint(fingerprint):
             raise web.HTTPError(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
         path = self.server_side(self.service.authorized_keys_path)
-        if not keys.remove_key(path, fingerprint):
+        if not self.server_side(keys.remove_key, path, fingerprint):
             raise web.HTTPError(404, f"no authorized key has the fingerprint {fingerprint}")
         self.log.info("jupyter-sshd-proxy: removed authorized key %s", fingerprint)
         self.set_status(204)
         self.finish()
+
+
+EXAMPLE = 'send {"key": "ssh-ed25519 AAAA... me@laptop"}'
+
+
+def _too_large() -> str:
+    return f"the request body is larger than {MAX_BODY} bytes; send one public key line"

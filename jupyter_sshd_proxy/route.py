@@ -1,18 +1,35 @@
-"""The /sshd/ WebSocket: jupyter-server-proxy's raw socket handler, with limits.
+"""The /sshd/ route, authorized like a terminal: ssh is a shell.
 
-jupyter-server-proxy (4.x, up to its main branch today) passes every chunk
-that sshd sends straight to `write_message`, whether or not the client reads:
-a laptop that falls asleep in the middle of a download leaves the rest of the
-download in the Jupyter server's memory. The other way, a stopped sshd lets
-an upload pile up the same way. This handler keeps each direction of each
-connection to a bounded amount:
+jupyter-server-proxy registers the route's handler itself, and its
+ProxyHandler.prepare() only authenticates: any user the server knows could
+upgrade to a WebSocket and reach sshd, even one whose authorizer refuses
+terminals. A shell through ssh is a terminal, so the upgrade must pass the
+check jupyter_server_terminals makes before it opens one: `execute` on
+`terminals`.
+
+AuthorizedUpgrade is that check, as a mixin of its own, so other behaviour of
+the route (flow control, ...) can be combined with it in SSHDRouteHandler.
+install() puts SSHDRouteHandler in the place of the handler jupyter-server-proxy
+registered: our server extension loads after jupyter_server_proxy's, finds the
+rule for the `sshd` entry point in the Tornado router and replaces its target.
+jupyter-server-proxy makes one handler class per server, carrying that
+server's settings (command, timeout, ...) set in its __init__; the
+replacement derives from both, so those settings stay as they were.
+
+FlowControl, the route's limits, is mixed in the same way. jupyter-server-proxy
+(4.x, up to its main branch today) passes every chunk that sshd sends straight
+to `write_message`, whether or not the client reads, and every frame straight
+to the connection to sshd, whether or not sshd reads. It keeps each direction
+of each connection to a bounded amount:
 
 * download: once more than HIGH_WATER bytes written to the WebSocket are not
   yet in the kernel's socket buffer, it stops reading from sshd, and reads
   again below LOW_WATER. sshd then stops, and so does the ssh channel behind
-  it: SSH's own flow control takes over.
+  it. (SSH's own flow control bounds each channel to its window, 2 MiB with
+  OpenSSH, but not the number of channels: 64 forwarded ports made a sleeping
+  client cost the Jupyter server 129 MiB.)
 * upload: while the connection to sshd has a full buffer (asyncio's
-  pause_writing), it stops reading WebSocket frames (tornado reads the next
+  pause_writing), it reads no more WebSocket frames (tornado reads the next
   frame only when on_message has returned), so TCP pushes back on the client.
   One frame is at most tornado's websocket_max_message_size (10 MiB).
 
@@ -27,27 +44,58 @@ count: an idle session would keep its server from ever being culled.)
 It also bridges the moment in which the supervisor is being restarted (it was
 killed): a refused connection to the port is tried again for up to
 RECONNECT_SECONDS instead of failing the WebSocket at once.
-
-jupyter-server-proxy makes the route from our entry point and has no option
-for the handler class, so the server extension calls install(), which swaps
-the class of that one route for a subclass of it (jupyter_server loads the
-extensions in alphabetical order: jupyter_server_proxy's routes exist by then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.utils import warn_disabled_authorization
+from jupyter_server.utils import url_path_join
+from jupyter_server_proxy.rawsocket import SuperviseAndRawSocketHandler
+from tornado import web
+from tornado.routing import PathMatches, Rule
 from tornado.websocket import WebSocketClosedError
 
+ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
+AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a terminal
+AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
 PING_SECONDS = 30
-ROUTE_NAME = "sshd"
+
+
+class AuthorizedUpgrade:
+    """Refuse (403) every request of a user who may not open a terminal.
+
+    Mixed in before a jupyter-server-proxy handler: its prepare() runs first
+    and authenticates (403 for a WebSocket upgrade without a user)."""
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        await super().prepare(*args, **kwargs)
+        if self._finished:
+            return  # the parent answered already (a redirect to the login page)
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403)
+        authorizer = self.authorizer
+        if authorizer is None:  # as jupyter_server_terminals does
+            warn_disabled_authorization()
+            return
+        if not await ensure_async(authorizer.is_authorized(self, user, AUTH_ACTION, AUTH_RESOURCE)):
+            raise web.HTTPError(
+                403,
+                "ssh needs the right to open a terminal (%s on %s), which this user does not have",
+                AUTH_ACTION,
+                AUTH_RESOURCE,
+            )
 
 
 class FlowControlledProtocol(asyncio.Protocol):
@@ -97,7 +145,7 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.handler.close()
 
 
-class SSHDRoute:
+class FlowControl:
     """Mixed in before jupyter-server-proxy's raw socket handler of the route."""
 
     @property
@@ -143,30 +191,50 @@ class SSHDRoute:
         await self.ws_proto.writable.wait()
 
 
-def install(web_app: Any, base_url: str) -> bool:
-    """Give the /sshd/ route its limits; False if jupyter-server-proxy's route is
-    not where it should be (then the route works as before, without them)."""
-    from jupyter_server.utils import url_path_join
-
-    pattern = url_path_join(base_url, ROUTE_NAME, "(.*)")
-    found = False
-    for rule in _rules(web_app.default_router):
-        regex = getattr(rule.matcher, "regex", None)
-        target = rule.target
-        if (
-            regex is not None
-            and regex.pattern.rstrip("$") == pattern
-            and isinstance(target, type)
-            and hasattr(target, "_create_ws_connection")
-        ):
-            if not issubclass(target, SSHDRoute):
-                rule.target = type("SSHDRouteHandler", (SSHDRoute, target), {})
-            found = True
-    return found
+class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, SuperviseAndRawSocketHandler):
+    """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a
+    terminal, with bounded buffers and pings."""
 
 
-def _rules(router: Any):
-    """Every rule in tornado's routing tree."""
-    for rule in getattr(router, "rules", []):
+def _rules(router: Any, seen: set[int]) -> Iterator[Rule]:
+    """Every rule of a Tornado router, and of the routers it routes to."""
+    for rule in getattr(router, "rules", ()):
+        if id(rule) in seen:
+            continue
+        seen.add(id(rule))
         yield rule
-        yield from _rules(rule.target)
+        yield from _rules(rule.target, seen)
+
+
+def install(web_app: web.Application, base_url: str, log: logging.Logger) -> bool:
+    """Put SSHDRouteHandler in the place of jupyter-server-proxy's /sshd/ handler.
+
+    The rule is the one whose handler is jupyter-server-proxy's raw socket
+    proxy and whose path is the one it makes from the server's name
+    (<base_url>sshd/(.*)). False, after one error line, if there is none."""
+    path = url_path_join(base_url, ROUTE_NAME, "(.*)")
+    found = False
+    for rule in _rules(web_app.default_router, set()):
+        target = rule.target
+        if not (
+            isinstance(target, type)
+            and issubclass(target, SuperviseAndRawSocketHandler)
+            and isinstance(rule.matcher, PathMatches)
+            and rule.matcher.regex.pattern in (path, path + "$")
+        ):
+            continue
+        if not issubclass(target, SSHDRouteHandler):
+            rule.target = type(
+                SSHDRouteHandler.__name__,
+                (SSHDRouteHandler, target),
+                {"__module__": __name__, "__doc__": SSHDRouteHandler.__doc__},
+            )
+        found = True
+    if not found:
+        log.error(
+            "jupyter-sshd-proxy: jupyter-server-proxy's %s route was not found, so ssh is not "
+            "limited to users who may open a terminal; check that jupyter_server_proxy is "
+            "installed and enabled",
+            url_path_join(base_url, ROUTE_NAME) + "/",
+        )
+    return found

@@ -86,8 +86,16 @@ class SSHDService:
             "raw_socket_proxy": True,
             # Pings would count as activity: activity.py counts SSH use instead.
             "update_last_activity": False,
-            # The route carries SSH, not a web page: no launcher tile.
-            "launcher_entry": {"enabled": False},
+            # The route carries SSH, not a web page: the tile in JupyterLab's launcher
+            # (and the item in Notebook 7's New menu) opens the page at
+            # <base_url>sshd-proxy/ instead (path_info is relative to the base URL).
+            "launcher_entry": {
+                "enabled": True,
+                "title": "SSH",
+                "path_info": "sshd-proxy/",
+                "icon_path": os.path.join(os.path.dirname(__file__), "static", "ssh.svg"),
+                "category": "Other",
+            },
         }
 
     def start_command(self, port: int) -> list[str]:

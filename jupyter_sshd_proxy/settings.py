@@ -36,8 +36,8 @@ SSHD_LOG_LEVELS = (
     "DEBUG3",
 )
 
-# Options that make sshd safe to expose through the Jupyter server. Extra
-# options may not change them: the security model depends on them.
+# Options that make sshd safe to expose through the Jupyter server; extra
+# options may not change them. Named in the refusal, for a clearer message.
 PROTECTED_SSHD_OPTIONS = frozenset(
     option.lower()
     for option in (
@@ -63,6 +63,65 @@ PROTECTED_SSHD_OPTIONS = frozenset(
         "SetEnv",
     )
 )
+
+# The only keywords extra_options may set (an allow-list: a new or forgotten
+# keyword is refused, not let through). Each changes how sessions, forwarding,
+# time-outs or logging behave, never who may log in, how they prove it, or
+# where sshd listens. Left out on purpose, among others: Include and Match
+# (they can reopen everything), AuthorizedKeysCommand, AuthorizedPrincipals*,
+# TrustedUserCAKeys, RevokedKeys, HostCertificate (other ways in),
+# PubkeyAcceptedAlgorithms, CASignatureAlgorithms, RequiredRSASize, Ciphers,
+# MACs, KexAlgorithms (weaker keys and crypto), GatewayPorts and
+# X11UseLocalhost (forwarded ports on every interface), PermitUserEnvironment,
+# ChrootDirectory, PermitTunnel, Banner, AllowGroups/DenyUsers/DenyGroups.
+ALLOWED_SSHD_OPTIONS = {
+    option.lower(): option
+    for option in (
+        # connections and time-outs
+        "ClientAliveInterval",
+        "ClientAliveCountMax",
+        "TCPKeepAlive",
+        "LoginGraceTime",
+        "MaxAuthTries",
+        "MaxSessions",
+        "MaxStartups",
+        "PerSourceMaxStartups",
+        "PerSourceNetBlockSize",
+        "PerSourcePenalties",
+        "PerSourcePenaltyExemptList",
+        "ChannelTimeout",
+        "UnusedConnectionTimeout",
+        "RekeyLimit",
+        "Compression",
+        "IPQoS",
+        "UseDNS",
+        # forwarding (forwarded ports stay on loopback: GatewayPorts is not here)
+        "AllowTcpForwarding",
+        "AllowStreamLocalForwarding",
+        "AllowAgentForwarding",
+        "DisableForwarding",
+        "PermitOpen",
+        "PermitListen",
+        "StreamLocalBindMask",
+        "StreamLocalBindUnlink",
+        "X11Forwarding",
+        "X11DisplayOffset",
+        # sessions
+        "Subsystem",
+        "ForceCommand",
+        "AcceptEnv",
+        "PermitTTY",
+        "PermitUserRC",
+        "ExposeAuthInfo",
+        "PrintMotd",
+        "PrintLastLog",
+        # logging
+        "LogLevel",
+        "LogVerbose",
+        "SyslogFacility",
+        "FingerprintHash",
+    )
+}
 
 
 def env_name(trait_name: str) -> str:
@@ -140,8 +199,9 @@ class SSHDProxy(LoggingConfigurable):
         default_value=[],
         help="""More sshd_config lines, such as "ClientAliveInterval 30" or
         "MaxSessions 20". They replace this package's default for the same
-        keyword; the options that make sshd safe (listen address, authentication,
-        host keys, users) cannot be changed. In the environment variable, separate
+        keyword. Only options that cannot weaken authentication, the listen
+        address or the user are accepted (time-outs, forwarding, sessions,
+        logging; a refusal lists them). In the environment variable, separate
         options with ';' or newlines. Environment variable:
         JUPYTER_SSHD_PROXY_EXTRA_OPTIONS.""",
     ).tag(config=True, from_text=split_extra_options)
@@ -299,29 +359,41 @@ def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
 
 
 def check_extra_options(lines: list[str], source: str) -> list[str]:
+    """Each line as "Keyword value", with a keyword from ALLOWED_SSHD_OPTIONS.
+
+    The keyword is read as sshd reads it (up to white space or "=", in any
+    case) and written back in its usual spelling."""
     options = []
     for line in lines:
         line = line.strip()
-        if "\n" in line or "\r" in line:
-            msg = f"{source}: {line!r} spans lines; give one option per item"
+        if any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in line):
+            msg = (
+                f"{source}: {line!r} holds a line break or another control character; "
+                "give one option per item"
+            )
             raise ConfigError(msg)
-        keyword, _, value = line.partition(" ")
-        if not keyword or not value.strip() or not re.fullmatch(r"[A-Za-z]+", keyword):
+        match = re.fullmatch(r"([A-Za-z0-9]+)(?:[ \t]*=[ \t]*|[ \t]+)(.+)", line)
+        if not match:
             msg = (
                 f"{source}: {line!r} is not an sshd option; "
                 'write "Keyword value", e.g. "ClientAliveInterval 30"'
             )
             raise ConfigError(msg)
+        keyword, value = match.group(1), match.group(2).strip()
         if keyword.lower() in PROTECTED_SSHD_OPTIONS:
             msg = (
                 f"{source}: {keyword} cannot be changed, "
                 "jupyter-sshd-proxy sets it to keep sshd safe; remove that option"
             )
             raise ConfigError(msg)
-        if keyword.lower() == "match":
-            msg = f"{source}: Match blocks are not supported; remove it"
+        if keyword.lower() not in ALLOWED_SSHD_OPTIONS:
+            msg = (
+                f"{source}: {keyword} is not allowed: only options that cannot weaken sshd's "
+                f"authentication, listen address or user may be set "
+                f"({', '.join(sorted(ALLOWED_SSHD_OPTIONS.values()))}); remove it"
+            )
             raise ConfigError(msg)
-        options.append(f"{keyword} {value.strip()}")
+        options.append(f"{ALLOWED_SSHD_OPTIONS[keyword.lower()]} {value}")
     return options
 
 

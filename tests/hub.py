@@ -9,7 +9,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .helpers import (
     free_port,
     http_request,
     wait_for,
+    with_private_devpts,
 )
 
 SERVICE = "sshd-proxy-tests"
@@ -35,15 +35,6 @@ def find_chp() -> str:
             "configurable-http-proxy not found: run ./run setup (it installs it with npm)"
         )
     return found
-
-
-def with_private_devpts(argv: list[str]) -> list[str]:
-    """argv in a mount namespace whose /dev/pts has group tty, as in a container."""
-    script = (
-        "mount -t devpts -o newinstance,gid=5,mode=620,ptmxmode=666 devpts /dev/pts"
-        ' && mount --bind /dev/pts/ptmx /dev/ptmx && exec "$@"'
-    )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
 @dataclass
@@ -196,29 +187,16 @@ class HubUserServer:
     def port(self) -> int:
         return self.hub.port
 
-    def request(self, method: str, path: str, token: str | None = "", headers=None):
+    def request(self, method: str, path: str, token: str | None = "", headers=None, body=None):
         """Through the Hub's proxy to the user's server; token "" means the user's."""
-        return http_request(
-            self.hub.port,
-            method,
-            f"/user/{self.account.name}{path}",
-            self.token if token == "" else token,
-            headers,
-        )
+        token = self.token if token == "" else token
+        path = f"/user/{self.account.name}{path}"
+        return http_request(self.hub.port, method, path, token, headers, body)
 
     def status(self) -> dict:
         code, body = self.request("GET", "/sshd-proxy/api/status")
         assert code == 200, (code, body)
         return json.loads(body)
-
-
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def home_is_ready(account: Account, public_key: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import stat
 import subprocess
 import threading
@@ -16,23 +18,14 @@ API = "/sshd-proxy/api"
 
 
 def call(server, method, path, body=None, token=""):
+    """(status, decoded JSON) of one API call; token "" is the server's own."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
-    connection_body = json.dumps(body) if body is not None else None
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
-    if token is not None:
-        headers["Authorization"] = f"token {server.token if token == '' else token}"
-    try:
-        connection.request(method, API + path, body=connection_body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        body = json.loads(data) if data else None
-        if isinstance(body, dict) and body.get("reason", "") is None:
-            del body["reason"]  # jupyter_server adds it to every refusal
-        return response.status, body
-    finally:
-        connection.close()
+    data = json.dumps(body).encode() if body is not None else None
+    status, answer = server.request(method, API + path, token=token, headers=headers, body=data)
+    answer = json.loads(answer) if answer else None
+    if isinstance(answer, dict) and answer.get("reason", "") is None:
+        del answer["reason"]  # jupyter_server adds it to every refusal
+    return status, answer
 
 
 def fingerprint_of(pub_path) -> str:
@@ -197,3 +190,122 @@ def test_a_bad_setting_is_503_with_its_line_never_500(setup):
         assert f"jupyter-sshd-proxy: {line}" in bad.log()
     finally:
         bad.stop()
+
+
+# Bad input is a 4xx with its reason, never a 500 or a traceback in the log.
+
+
+def raw_request(server, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[bytes, bool]:
+    """Send a request as bytes; (the answer, whether the server then closed the connection)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head_part, _, rest = answer.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head_part).group(1))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        try:
+            closed = sock.recv(65536) == b""
+        except (ConnectionResetError, TimeoutError):
+            closed = False
+        return head_part + b"\r\n\r\n" + rest, closed
+
+
+def post_head(server, extra: str) -> bytes:
+    return (
+        f"POST {API}/authorized-keys HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: token {server.token}\r\n"
+        "Content-Type: application/json\r\n"
+        f"{extra}\r\n"
+    ).encode()
+
+
+def log_since(server, start: int) -> str:
+    return server.log()[start:]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (json.dumps({"key": f"ssh-ed25519 {ED25519} me\ud800"}).encode(),
+         "the key line is not valid Unicode (it holds the lone surrogate \\ud800)"),
+        (f'{{"key": "ssh-ed25519 {ED25519} caf\xe9"}}'.encode("latin-1"),
+         'the request body is not UTF-8 text; send {"key": "ssh-ed25519 AAAA... me@laptop"}'),
+        (b"[" * 50000,
+         'the JSON in the body is nested too deeply; send {"key": "ssh-ed25519 AAAA... '
+         'me@laptop"}'),
+        (b'{"key": ',
+         'the request body is not JSON; send {"key": "ssh-ed25519 AAAA... me@laptop"}'),
+    ],
+    ids=["lone surrogate", "not UTF-8", "deeply nested", "not JSON"],
+)  # fmt: skip
+def test_bad_bodies_get_400_with_the_reason_and_no_traceback(server, setup, body, message):
+    before, start = setup.authorized_keys.read_bytes(), len(server.log())
+    answer, _ = raw_request(server, post_head(server, f"Content-Length: {len(body)}\r\n"), body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["message"] == message
+    assert setup.authorized_keys.read_bytes() == before
+    assert "Traceback" not in log_since(server, start)
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read(server):
+    """413 as soon as the headers say the body is too large: the server answers
+    without waiting for the 10 MB it announced, and closes the connection
+    rather than read them."""
+    head = post_head(server, "Content-Length: 10000000\r\n")
+    answer, closed = raw_request(server, head, b'{"key": "')
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["message"] == (
+        "the request body is larger than 65536 bytes; send one public key line"
+    )
+    assert closed
+
+
+def test_a_chunked_body_over_the_cap_is_refused(server):
+    chunk = b"2000\r\n" + b" " * 0x2000 + b"\r\n"
+    head = post_head(server, "Transfer-Encoding: chunked\r\n")
+    answer, closed = raw_request(server, head, chunk * 9)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert closed
+
+
+def test_a_corrupt_host_public_key_is_503_with_the_fix(server, setup):
+    pub = setup.host_key_dir / "ssh_host_ed25519_key.pub"
+    original = pub.read_bytes()
+    start = len(server.log())
+    try:
+        pub.write_bytes(b"ssh-ed25519 \xff\xfe not a key\n")
+        status, body = call(server, "GET", "/host-keys")
+        assert (status, body) == (503, {"message": (
+            f"host key {pub} cannot be read as a public key ('utf-8' codec can't decode byte "
+            f"0xff in position 12: invalid start byte); delete it, and it is made again from "
+            f"{pub.with_suffix('')} on the next request"
+        )})  # fmt: skip
+        assert "Traceback" not in log_since(server, start)
+        pub.unlink()
+        status, body = call(server, "GET", "/host-keys")
+        assert status == 200
+        assert pub.read_bytes().split()[:2] == original.split()[:2]
+    finally:
+        pub.write_bytes(original)
+
+
+def test_key_comments_and_options_cannot_forge_log_lines(server, setup):
+    original, start = setup.authorized_keys.read_bytes(), len(server.log())
+    key = f"ssh-ed25519 {ED25519} me\x1b[31m\u2028jupyter-sshd-proxy: FORGED"
+    try:
+        status, body = call(server, "POST", "/authorized-keys", {"key": key})
+        assert status == 201, body
+        line = f'"\x1b[2J" ssh-ed25519 {ED25519}'
+        status, _ = call(server, "POST", "/authorized-keys", {"key": line})
+        assert status == 400
+        log = log_since(server, start)
+        assert "\x1b" not in log
+        assert "\u2028" not in log
+        assert "authorized key SHA256:" in log
+        assert "(me\\x1b[31m\\u2028jupyter-sshd-proxy: FORGED)" in log
+    finally:
+        setup.authorized_keys.write_bytes(original)

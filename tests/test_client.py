@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import VENV_BIN, SSHClient, free_port, make_key
-
-CLI = str(VENV_BIN / "jupyter-sshd-proxy")
+from .conftest import STARTED_PIDS
+from .helpers import VENV_BIN, SSHClient, free_port, make_key, processes_mentioning, wait_for
+from .laptop import CLI, EXISTING_CONFIG, ServerAt, env_with_token, laptop_home
 
 
 def ssh_through_proxy(url: str, token: str | None):
     """ssh with our ProxyCommand to url; (exit status, stderr lines, seconds)."""
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    if token is not None:
-        env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    env = env_with_token(token)
     argv = ["ssh", "-F", "none", "-o", "BatchMode=yes",
             "-o", f"ProxyCommand={shlex.quote(CLI)} proxy {url}", "anyhost", "true"]  # fmt: skip
     started = time.monotonic()
@@ -133,8 +131,7 @@ def test_token_is_not_on_any_command_line_during_a_session(server, setup, client
 
 
 def config_ssh(server, home: Path, *args: str):
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = server.token
+    env = env_with_token(server.token)
     return subprocess.run(
         [CLI, "config-ssh", server.url + "/", "--name", "myhub",
          "--ssh-config", str(home / ".ssh" / "config"), *args],
@@ -142,25 +139,11 @@ def config_ssh(server, home: Path, *args: str):
     )  # fmt: skip
 
 
-EXISTING_CONFIG = (
-    "# my own settings\n"
-    "Host work\n"
-    "    HostName work.example.org\n"
-    "    User me\n"
-    "\n"
-    "Host *\n"
-    "    ServerAliveInterval 60\n"
-)
-
-
 @pytest.fixture
-def laptop(tmp_path):
+def laptop():
     """A user's ~ on the laptop: ~/.ssh with a config of their own."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True, mode=0o700)
-    (home / ".ssh" / "config").write_text(EXISTING_CONFIG)
-    (home / ".ssh" / "config").chmod(0o600)
-    return home
+    with laptop_home() as home:
+        yield home
 
 
 def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
@@ -180,6 +163,9 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    StrictHostKeyChecking yes\n"
         f"    IdentityFile {laptop / '.ssh' / 'id_ed25519'}\n"
         "    IdentitiesOnly yes\n"
+        "    ControlMaster auto\n"
+        f"    ControlPath {own}/cm-%C\n"
+        "    ControlPersist 10m\n"
         f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
         f"{token_file} {server.url}/\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
@@ -196,9 +182,10 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         if path.is_file() and path != token_file:
             assert server.token not in path.read_text(errors="replace"), path
 
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    env = env_with_token(None)
     ssh = subprocess.run(
-        ["ssh", "-F", str(laptop / ".ssh" / "config"), "myhub", "hostname"],
+        ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "ControlMaster=no",
+         "myhub", "hostname"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert ssh.returncode == 0, ssh.stderr
@@ -239,8 +226,7 @@ def test_config_ssh_failure_keeps_the_config_byte_for_byte(server, laptop):
 
 def test_config_ssh_wrong_token_writes_nothing(server, laptop):
     before = {p: p.read_bytes() for p in laptop.rglob("*") if p.is_file()}
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = "wrong"
+    env = env_with_token("wrong")
     result = subprocess.run(
         [CLI, "config-ssh", server.url, "--ssh-config", str(laptop / ".ssh" / "config")],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
@@ -257,7 +243,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-DOWNLOADS = int(os.environ.get("JUPYTER_SSHD_PROXY_DOWNLOADS", "200"))
+def _downloads() -> int:
+    """20 by default, 200 in a soak run, or JUPYTER_SSHD_PROXY_DOWNLOADS."""
+    soak = os.environ.get("JUPYTER_SSHD_PROXY_SOAK") == "1"
+    return int(os.environ.get("JUPYTER_SSHD_PROXY_DOWNLOADS") or (200 if soak else 20))
 
 
 def test_many_downloads_through_our_proxy_never_stall(server, setup, client_key, tmp_path):
@@ -272,7 +261,7 @@ def test_many_downloads_through_our_proxy_never_stall(server, setup, client_key,
     batch = tmp_path / "batch"
     batch.write_text(f"get {remote} {tmp_path}/sftp.bin\n")
     expected = _sha256(data)
-    for n in range(DOWNLOADS):
+    for n in range(_downloads()):
         target = tmp_path / "back.bin"
         if n % 2:
             argv = ["sftp", "-q", "-b", str(batch), *ssh.options(), ssh.host_alias]
@@ -306,8 +295,7 @@ def test_config_ssh_with_an_existing_identity(server, laptop, tmp_path):
 
 
 def doctor(server, laptop: Path, token: str, *args: str):
-    env = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    env["JUPYTER_SSHD_PROXY_TOKEN"] = token
+    env = env_with_token(token)
     return subprocess.run(
         [CLI, "doctor", server.url + "/", "--name", "myhub",
          "--ssh-config", str(laptop / ".ssh" / "config"), *args],
@@ -368,3 +356,192 @@ def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()[0].isdigit()
+
+
+def test_urllib_request_is_imported_only_when_websockets_needs_the_proxy_settings():
+    """It costs 10 ms per connection; websockets reads the HTTP(S) proxy settings
+    with it only when it opens the socket itself (a proxy is configured)."""
+    code = (
+        "import os, sys\n"
+        "from jupyter_sshd_proxy.client import proxy_command\n"
+        "proxy_command.import_websockets()\n"
+        "assert 'http.client' not in sys.modules\n"
+        "from websockets.proxy import get_proxy\n"
+        "from websockets.uri import parse_uri\n"
+        "os.environ['https_proxy'] = 'http://proxy.example:3128'\n"
+        "print(get_proxy(parse_uri('wss://hub.example.org/user/a/sshd/')))\n"
+        "import urllib.request\n"
+        "assert 'getproxies' in vars(urllib.request), 'the real module'\n"
+        "assert sys.modules['urllib.request'] is urllib.request\n"
+        "from jupyter_sshd_proxy.client import rest\n"
+        "try:\n"
+        "    rest.ServerAPI('http://127.0.0.1:1/', 'token').call('GET', 'x')\n"
+        "except rest.APIError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "http://proxy.example:3128\ncannot reach http://127.0.0.1:1/: Connection refused\n"
+    )
+
+
+# The token file: checked on the file that is read
+
+
+def proxy_with_token_file(server, token_file: Path):
+    return subprocess.run(
+        [CLI, "proxy", "--token-file", str(token_file), server.url],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+        env=env_with_token(None),
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another owner needs root")
+def test_token_file_of_another_owner_is_refused(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    token_file.chmod(0o600)
+    os.chown(token_file, 65534, 65534)
+    result = proxy_with_token_file(server, token_file)
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} belongs to uid 65534, not to you "
+        "(uid 0); keep your token in a file of your own with mode 600\n"
+    )
+
+
+def test_token_file_that_is_a_fifo_is_refused_at_once(server, tmp_path):
+    """Opening a FIFO for reading waits for a writer: the check must not hang."""
+    token_file = tmp_path / "token"
+    os.mkfifo(token_file, 0o600)
+    result = proxy_with_token_file(server, token_file)
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} is not a regular file; put the token "
+        "in a file with mode 600\n"
+    )
+
+
+def test_a_token_with_a_line_break_is_one_line_and_never_printed(server):
+    code, lines, _ = ssh_through_proxy(server.url + "/", server.token + "\nX-Evil: 1")
+    assert code == 255
+    assert our_line(lines) == (
+        "jupyter-sshd-proxy: $JUPYTER_SSHD_PROXY_TOKEN does not hold a token: it has spaces, "
+        "control characters or non-ASCII letters in it, which a token never has; copy the "
+        "token again"
+    )
+
+
+# config-ssh: a % in the URL, a symlinked config, two runs at once, connection sharing
+
+
+def ssh_with_config(config: Path, *args: str, timeout: float = 60):
+    """ssh -F config ARGS, as a user runs it: (exit status, stdout, stderr)."""
+    result = subprocess.run(
+        ["ssh", "-F", str(config), *args], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, env=env_with_token(None), timeout=timeout, check=False,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_percent_in_the_url_is_escaped_for_ssh(setup, laptop):
+    """JupyterHub escapes some user names (alice+test is /user/alice%2Btest/), and ssh
+    expands % in a ProxyCommand: unescaped, ssh fails with `percent_expand: unknown key %2`."""
+    base_path = "/user/alice%2Btest/"
+    server = ServerAt(
+        setup.account, setup.run_dir, setup.token, dict(setup.env),
+        [f"--ServerApp.base_url={base_path}"], base_path=base_path,
+    )  # fmt: skip
+    server.start()
+    try:
+        result = config_ssh(server, laptop, "--no-connection-sharing")
+        assert result.returncode == 0, result.stderr
+        config = laptop / ".ssh" / "config"
+        assert f" http://127.0.0.1:{server.port}/user/alice%%2Btest/\n" in config.read_text()
+        code, out, err = ssh_with_config(config, "myhub", "echo", "escaped")
+        assert (code, out) == (0, "escaped\n"), err
+    finally:
+        pid = server.status()["pid"]
+        if pid:
+            STARTED_PIDS.append(pid)
+        server.stop()
+
+
+def test_config_ssh_writes_through_a_symlinked_config(server, laptop):
+    """Dotfile managers link ~/.ssh/config: the link stays, its target is updated."""
+    dotfiles = laptop / "dotfiles"
+    dotfiles.mkdir()
+    config = laptop / ".ssh" / "config"
+    config.rename(dotfiles / "ssh_config")
+    config.symlink_to("../dotfiles/ssh_config")
+    result = config_ssh(server, laptop)
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(config) == "../dotfiles/ssh_config"
+    text = (dotfiles / "ssh_config").read_text()
+    assert text.startswith(EXISTING_CONFIG + "\n# >>> jupyter-sshd-proxy myhub >>>\n")
+    assert [p.name for p in dotfiles.iterdir()] == ["ssh_config"]  # no temporary file left
+
+
+NAMES = ["one", "two", "three", "four"]
+
+
+def test_config_ssh_runs_at_once_all_end_up_in_the_files(server, laptop):
+    """All edit ~/.ssh/config and the shared known_hosts, and all need the key made."""
+    config = str(laptop / ".ssh" / "config")
+    runs = [
+        subprocess.Popen(
+            [CLI, "config-ssh", server.url + "/", "--name", name, "--ssh-config", config],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_with_token(server.token),
+        )
+        for name in NAMES
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 0, stderr
+    config = (laptop / ".ssh" / "config").read_text()
+    assert config.startswith(EXISTING_CONFIG)
+    assert [name for name in NAMES if f"\nHost {name}\n" in config] == NAMES
+    known_hosts = (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").read_text()
+    assert sorted({line.split()[0] for line in known_hosts.splitlines()}) == sorted(NAMES)
+
+
+def _our_proxies(laptop: Path) -> list[int]:
+    """The ProxyCommands of this laptop's ssh connections that are running."""
+    token_file = str(laptop / ".ssh" / "jupyter-sshd-proxy" / "myhub.token")
+    return sorted(int(line.split(":")[0]) for line in processes_mentioning(token_file))
+
+
+def test_the_second_connection_reuses_the_first(server, laptop):
+    """ControlMaster: one WebSocket (one ProxyCommand, one sshd connection) for both."""
+    assert config_ssh(server, laptop).returncode == 0
+    config = laptop / ".ssh" / "config"
+    try:
+        assert ssh_with_config(config, "myhub", "true")[0] == 0
+        code, _, check = ssh_with_config(config, "-O", "check", "myhub")
+        assert code == 0, check
+        assert check.startswith("Master running (pid=")
+        proxies = _our_proxies(laptop)
+        assert len(proxies) == 1
+        assert server.status()["sessions"] == 1
+
+        code, out, err = ssh_with_config(config, "myhub", "echo", "again")
+        assert (code, out) == (0, "again\n"), err
+        assert _our_proxies(laptop) == proxies  # no second ProxyCommand
+        assert server.status()["sessions"] == 1
+        assert ssh_with_config(config, "-O", "check", "myhub")[2] == check
+    finally:
+        ssh_with_config(config, "-O", "exit", "myhub")
+    wait_for(lambda: not _our_proxies(laptop), 10, "the shared connection to end")
+
+
+def test_no_connection_sharing_when_asked(server, laptop):
+    assert config_ssh(server, laptop, "--no-connection-sharing").returncode == 0
+    assert "Control" not in (laptop / ".ssh" / "config").read_text()

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import PROXIES, VENV_BIN, Account, SSHClient, pin_host_keys, process_alive
-from .hub import Hub, HubUserServer, home_is_ready, wait_until
+from .helpers import (
+    PROXIES,
+    UPGRADE_HEADERS,
+    VENV_BIN,
+    Account,
+    SSHClient,
+    pin_host_keys,
+    process_alive,
+    wait_for,
+)
+from .hub import Hub, HubUserServer, home_is_ready
 from .test_ssh import (  # noqa: F401  (run again, through the Hub)
     test_a_key_not_in_authorized_keys_is_refused,
     test_command_output_and_exit_status,
@@ -29,6 +38,14 @@ from .test_ssh import (  # noqa: F401  (run again, through the Hub)
     test_sftp_batch,
     test_websocket_upgrade_without_a_valid_token_gets_403,
 )
+
+# Through the Hub, the main-path tests run with our proxy; these also with
+# websocat, to show that it keeps working unchanged behind a real Hub.
+WEBSOCAT_ONLY_FOR = {
+    "test_command_output_and_exit_status",
+    "test_scp_both_ways",
+    "test_port_forwarding_carries_bytes_both_ways",
+}
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="the Hub spawns servers as other system accounts: needs root"
@@ -125,23 +142,15 @@ def test_session_sees_the_single_user_environment(ssh, account):
     assert result.stdout.decode().splitlines() == [account.name, "token"]
 
 
-UPGRADE = {
-    "Connection": "Upgrade",
-    "Upgrade": "websocket",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-}
-
-
 def test_another_users_token_is_refused(hub, server, hub_accounts):
     bobs_token = hub.token_for(hub_accounts["bob"].name)
-    status, _ = server.request("GET", "/sshd/", token=bobs_token, headers=UPGRADE)
+    status, _ = server.request("GET", "/sshd/", token=bobs_token, headers=UPGRADE_HEADERS)
     assert status == 403
 
 
 def test_a_token_without_access_to_the_server_is_refused(hub, server, account):
     token = hub.token_for(account.name, scopes=[f"read:users!user={account.name}"])
-    status, _ = server.request("GET", "/sshd/", token=token, headers=UPGRADE)
+    status, _ = server.request("GET", "/sshd/", token=token, headers=UPGRADE_HEADERS)
     assert status == 403
 
 
@@ -176,7 +185,7 @@ def test_config_ssh_against_the_hub_then_ssh_name(hub, server, account, tmp_path
     config = home / ".ssh" / "config"
     result = subprocess.run(
         [str(VENV_BIN / "jupyter-sshd-proxy"), "config-ssh", server.url + "/",
-         "--ssh-config", str(config)],
+         "--ssh-config", str(config), "--no-connection-sharing"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -244,8 +253,9 @@ def test_stopping_the_server_ends_sshd_and_every_session(hub, carol):
     try:
         assert _processes_of(carol.server.account.uid)
         hub.stop_server(name)
-        gone = wait_until(lambda: not _processes_of(carol.server.account.uid), 15)
-        assert gone, _processes_of(carol.server.account.uid)
+        wait_for(
+            lambda: not _processes_of(carol.server.account.uid), 15, "carol's processes to end"
+        )
         assert not process_alive(sshd_pid)
     finally:
         carol.end(session)
@@ -288,7 +298,7 @@ def test_traffic_policy_counts_ssh_use_but_not_keepalive_pings(hub, carol):
         assert _last_activity(hub, name) == before, "pings counted as activity"
         busy = carol.ssh("for i in 1 2 3; do echo $i; sleep 1; done")
         assert busy.returncode == 0
-        assert wait_until(lambda: _last_activity(hub, name) > before, 10)
+        wait_for(lambda: _last_activity(hub, name) > before, 10, "SSH use to count", interval=0.5)
     finally:
         carol.end(session)
 
@@ -300,7 +310,9 @@ def test_connections_policy_counts_an_open_session_for_a_while(hub, dave_client)
     try:
         first = _last_activity(hub, name)
         # While the connection is young, it is activity, though it moves no bytes.
-        assert wait_until(lambda: _last_activity(hub, name) > first, 5)
+        wait_for(
+            lambda: _last_activity(hub, name) > first, 5, "the connection to count", interval=0.5
+        )
         time.sleep(max(0.0, opened + DAVE_HOURS * 3600 + 3 - time.monotonic()))
         settled = _last_activity(hub, name)
         time.sleep(4)

@@ -385,3 +385,168 @@ def test_missing_privilege_separation_directory_as_root(tmp_path):
         "privilege separation directory: /run/sshd; create it with: mkdir -p -m 0755 /run/sshd "
         "(or run the Jupyter server as a normal user)"
     )
+
+
+# extra_options: an allow-list of options that cannot weaken sshd.
+
+# One valid value for each allowed keyword, and the OpenSSH version that knows it.
+ALLOWED_EXAMPLES = {
+    "ClientAliveInterval": ("30", (0, 0)),
+    "ClientAliveCountMax": ("5", (0, 0)),
+    "TCPKeepAlive": ("no", (0, 0)),
+    "LoginGraceTime": ("30", (0, 0)),
+    "MaxAuthTries": ("3", (0, 0)),
+    "MaxSessions": ("20", (0, 0)),
+    "MaxStartups": ("10:30:100", (0, 0)),
+    "PerSourceMaxStartups": ("10", (8, 5)),
+    "PerSourceNetBlockSize": ("24:64", (8, 5)),
+    "PerSourcePenalties": ("no", (9, 8)),
+    "PerSourcePenaltyExemptList": ("127.0.0.1", (9, 8)),
+    "ChannelTimeout": ("session=1h", (9, 2)),
+    "UnusedConnectionTimeout": ("1h", (9, 2)),
+    "RekeyLimit": ("1G 1h", (0, 0)),
+    "Compression": ("no", (0, 0)),
+    "IPQoS": ("af21 cs1", (0, 0)),
+    "UseDNS": ("yes", (0, 0)),
+    "AllowTcpForwarding": ("local", (0, 0)),
+    "AllowStreamLocalForwarding": ("no", (0, 0)),
+    "AllowAgentForwarding": ("no", (0, 0)),
+    "DisableForwarding": ("yes", (0, 0)),
+    "PermitOpen": ("localhost:8888", (0, 0)),
+    "PermitListen": ("8080", (0, 0)),
+    "StreamLocalBindMask": ("0077", (0, 0)),
+    "StreamLocalBindUnlink": ("yes", (0, 0)),
+    "X11Forwarding": ("yes", (0, 0)),
+    "X11DisplayOffset": ("20", (0, 0)),
+    "Subsystem": ("sftp /usr/lib/openssh/sftp-server", (0, 0)),
+    "ForceCommand": ("internal-sftp", (0, 0)),
+    "AcceptEnv": ("LANG LC_*", (0, 0)),
+    "PermitTTY": ("no", (0, 0)),
+    "PermitUserRC": ("no", (0, 0)),
+    "ExposeAuthInfo": ("yes", (0, 0)),
+    "PrintMotd": ("yes", (0, 0)),
+    "PrintLastLog": ("yes", (0, 0)),
+    "LogLevel": ("VERBOSE", (0, 0)),
+    "LogVerbose": ("kex.c:*", (8, 5)),
+    "SyslogFacility": ("LOCAL0", (0, 0)),
+    "FingerprintHash": ("md5", (0, 0)),
+}
+
+# What decides who may log in, how, and where sshd listens, as `sshd -T` names it.
+SECURITY_KEYWORDS = (
+    "listenaddress", "port", "addressfamily", "hostkey", "hostcertificate", "pidfile",
+    "authenticationmethods", "pubkeyauthentication", "passwordauthentication",
+    "kbdinteractiveauthentication", "hostbasedauthentication", "gssapiauthentication",
+    "kerberosauthentication", "permitemptypasswords", "usepam", "allowusers", "allowgroups",
+    "denyusers", "denygroups", "permitrootlogin", "authorizedkeysfile",
+    "authorizedkeyscommand", "authorizedkeyscommanduser", "authorizedprincipalsfile",
+    "authorizedprincipalscommand", "authorizedprincipalscommanduser", "trustedusercakeys",
+    "revokedkeys", "strictmodes", "gatewayports", "x11uselocalhost", "permituserenvironment",
+    "pubkeyacceptedalgorithms", "casignaturealgorithms", "hostbasedacceptedalgorithms",
+    "requiredrsasize", "chrootdirectory", "permittunnel", "setenv", "pubkeyauthoptions",
+    "ignorerhosts",
+)  # fmt: skip
+
+
+def effective(sshd_path: str, config: Path) -> dict[str, list[str]]:
+    """sshd's effective settings for a connection of this user from loopback (-T -C)."""
+    user = sshd.current_user().pw_name
+    output = subprocess.run(
+        [sshd_path, "-T", "-f", str(config),
+         "-C", f"user={user},host=localhost,addr=127.0.0.1,laddr=127.0.0.1,lport=2222"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        keyword, _, value = line.partition(" ")
+        found.setdefault(keyword, []).append(value)
+    return found
+
+
+def test_the_allowed_examples_cover_the_allow_list():
+    from jupyter_sshd_proxy.settings import ALLOWED_SSHD_OPTIONS
+
+    assert sorted(ALLOWED_EXAMPLES) == sorted(ALLOWED_SSHD_OPTIONS.values())
+
+
+def test_no_allowed_option_weakens_authentication_listening_or_the_user(tmp_path):
+    """For every allowed keyword, sshd's effective settings that decide who may
+    log in, how and where are those of the config without extra options:
+    public keys only, 127.0.0.1 only, this user only."""
+    sshd_path, config = real_config(tmp_path)
+    baseline = effective(sshd_path, config)
+    assert baseline["listenaddress"] == ["127.0.0.1:2222"]
+    assert baseline["authenticationmethods"] == ["publickey"]
+    assert baseline["passwordauthentication"] == ["no"]
+    assert baseline["kbdinteractiveauthentication"] == ["no"]
+    assert baseline["allowusers"] == [sshd.current_user().pw_name]
+    assert baseline["gatewayports"] == ["no"]
+    secure = {keyword: baseline.get(keyword) for keyword in SECURITY_KEYWORDS}
+    version = sshd.sshd_version(sshd_path)
+    tried = []
+    for keyword, (value, since) in ALLOWED_EXAMPLES.items():
+        if not version.at_least(*since):
+            continue
+        options = SSHDProxy(
+            config=Config({"SSHDProxy": {"extra_options": [f"{keyword} {value}"]}})
+        ).extra_options
+        sshd_path, config = real_config(tmp_path, extra_options=options)
+        sshd.check_sshd_config(sshd_path, str(config))
+        found = effective(sshd_path, config)
+        assert {k: found.get(k) for k in SECURITY_KEYWORDS} == secure, keyword
+        assert found.get(keyword.lower()) != baseline.get(keyword.lower()), (
+            f"{keyword} {value} changed nothing: was it applied?"
+        )
+        tried.append(keyword)
+    assert len(tried) >= 30
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "Include /etc/ssh/sshd_config.d/*.conf",
+        "Match all",
+        "AuthorizedKeysCommand /usr/bin/cat",
+        "AuthorizedKeysCommandUser nobody",
+        "TrustedUserCAKeys /etc/ssh/ca.pub",
+        "AuthorizedPrincipalsFile /etc/ssh/principals",
+        "GatewayPorts yes",
+        "X11UseLocalhost no",
+        "PermitUserEnvironment yes",
+        "PubkeyAcceptedAlgorithms +ssh-dss",
+        "RequiredRSASize 512",
+        "Ciphers +3des-cbc",
+        "HostCertificate /tmp/cert.pub",
+        "ChrootDirectory /",
+        "Banner /etc/shadow",
+        "DenyUsers nobody",
+        "NoSuchOption yes",
+    ],
+)
+def test_options_outside_the_allow_list_are_refused(option):
+    keyword = option.split()[0]
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy(config=Config({"SSHDProxy": {"extra_options": [option]}}))
+    assert str(error.value).startswith(
+        f"SSHDProxy.extra_options: {keyword} is not allowed: only options that cannot weaken "
+        "sshd's authentication, listen address or user may be set (AcceptEnv, "
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "written"),
+    [
+        ("passwordauthentication=yes", None),
+        ("PasswordAuthentication\tyes", None),
+        ("x11forwarding = yes", "X11Forwarding yes"),
+        ("ClientAliveInterval=30", "ClientAliveInterval 30"),
+    ],
+)
+def test_keywords_are_read_as_sshd_reads_them(option, written):
+    config = Config({"SSHDProxy": {"extra_options": [option]}})
+    if written is None:
+        with pytest.raises(ConfigError) as error:
+            SSHDProxy(config=config)
+        assert "passwordauthentication cannot be changed" in str(error.value).lower()
+    else:
+        assert SSHDProxy(config=config).extra_options == [written]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jupyter_sshd_proxy.settings import config_table_markdown
 
-from .helpers import REPO, processes_mentioning
+from .helpers import REPO, VENV_BIN, processes_mentioning
 
 README = (REPO / "README.md").read_text()
 
@@ -83,3 +83,15 @@ def test_the_benchmark_runs():
     assert result.returncode == 0, result.stderr
     assert "ours / direct: connect_ms" in result.stdout
     assert "ours / websocat: connect_ms" in result.stdout
+
+
+def test_the_settings_command_prints_every_setting_with_its_default():
+    result = subprocess.run(
+        [str(VENV_BIN / "jupyter-sshd-proxy"), "settings"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    from jupyter_sshd_proxy.settings import SSHDProxy
+
+    for name in SSHDProxy.class_traits(config=True):
+        assert f"--SSHDProxy.{name}=" in result.stdout
+    assert "Default: 10.0" in result.stdout

@@ -16,7 +16,14 @@ import time
 
 import pytest
 
-from .helpers import STALL_RETRIES, VENV_BIN, WEBSOCAT_STALLS, free_port, wait_for
+from .helpers import (
+    STALL_RETRIES,
+    UPGRADE_HEADERS,
+    VENV_BIN,
+    WEBSOCAT_STALLS,
+    free_port,
+    wait_for,
+)
 
 
 def sha256(data: bytes) -> str:
@@ -226,13 +233,7 @@ def test_a_key_not_in_authorized_keys_is_refused(ssh, stranger_key):
 
 @pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
 def test_websocket_upgrade_without_a_valid_token_gets_403(server, token):
-    headers = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    }
-    status, _ = server.request("GET", "/sshd/", token=token, headers=headers)
+    status, _ = server.request("GET", "/sshd/", token=token, headers=UPGRADE_HEADERS)
     assert status == 403
 
 

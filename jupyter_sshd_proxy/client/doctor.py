@@ -7,6 +7,10 @@
     ...
 A link that fails is FAIL with the reason and the fix; the links after it that
 depend on it are skipped. Exit status 0 when every link is ok.
+
+Much of what it prints comes from the server (its version, sshd's banner,
+last_error): every line is made printable first, and a missing or odd field
+is reported, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,33 +20,52 @@ import os
 import socket
 import ssl
 import sys
+from collections.abc import Callable
+from typing import TextIO
 from urllib.parse import urlsplit
 
 from .. import keys
 from ..errors import CheckFailed, SSHDProxyError
-from . import ssh_files
+from . import ssh_files, tls, untrusted
 from .proxy_command import open_websocket, read_token
 from .rest import ServerAPI
+from .untrusted import printable
 from .urls import server_url, websocket_url
 
 
 class Doctor:
-    def __init__(self, url, token_file, identity, ssh_config, name, out=sys.stdout):
+    def __init__(
+        self,
+        url: str,
+        token_file: str | None,
+        identity: str | None,
+        ssh_config: str | None,
+        name: str | None,
+        ca_file: str | None = None,
+        out: TextIO = sys.stdout,
+    ) -> None:
         self.base = server_url(url)
         self.parts = urlsplit(self.base)
         self.token_file = token_file
         self.identity = identity
         self.ssh_config = ssh_config
         self.name = name or ssh_files.host_name(self.base)
+        self.ca_file = ca_file
         self.out = out
-        self.api: ServerAPI | None = None
+        self.token_value = ""
+        self._api: ServerAPI | None = None
         self.failed = False
 
+    @property
+    def api(self) -> ServerAPI:
+        assert self._api is not None, "the token link runs first"
+        return self._api
+
     def say(self, verdict: str, link: str, message: str) -> None:
-        self.out.write(f"{verdict:5} {link:9} {message}\n")
+        self.out.write(f"{verdict:5} {link:9} {printable(message, 2000)}\n")
 
     def run(self) -> int:
-        links = [
+        links: list[tuple[str, Callable[[], str | None]]] = [
             ("dns", self.dns),
             ("tcp", self.tcp),
             ("tls", self.tls),
@@ -74,7 +97,7 @@ class Doctor:
     def port(self) -> int:
         return self.parts.port or (443 if self.parts.scheme == "https" else 80)
 
-    def dns(self):
+    def dns(self) -> str:
         try:
             infos = socket.getaddrinfo(self.parts.hostname, self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
@@ -83,7 +106,7 @@ class Doctor:
         addresses = sorted({info[4][0] for info in infos})
         return f"{self.parts.hostname} resolves to {', '.join(addresses)}"
 
-    def tcp(self):
+    def tcp(self) -> str:
         try:
             socket.create_connection((self.parts.hostname, self.port), timeout=5).close()
         except OSError as error:
@@ -94,11 +117,11 @@ class Doctor:
             raise CheckFailed(msg) from None
         return f"connected to {self.parts.hostname} port {self.port}"
 
-    def tls(self):
+    def tls(self) -> str | None:
         if self.parts.scheme != "https":
             self.say("note", "tls", "plain http: use https for anything but a local server")
             return None
-        context = ssl.create_default_context()
+        context = tls.context(self.ca_file) or ssl.create_default_context()
         try:
             raw = socket.create_connection((self.parts.hostname, self.port), timeout=5)
             try:
@@ -106,22 +129,22 @@ class Doctor:
             finally:
                 raw.close()
         except ssl.SSLError as error:
-            msg = f"TLS with {self.parts.hostname} failed: {error.reason or error}"
-            raise CheckFailed(msg) from None
-        return f"certificate valid for {self.parts.hostname}"
+            raise CheckFailed(tls.explain(error, self.parts.hostname, self.port)) from None
+        trusted = f"by {self.ca_file}" if self.ca_file else "by this system"
+        return f"certificate valid for {self.parts.hostname}, trusted {trusted}"
 
-    def token(self):
+    def token(self) -> str:
         self.token_value = read_token(self.token_file)
-        self.api = ServerAPI(self.base, self.token_value)
+        self._api = ServerAPI(self.base, self.token_value, ca_file=self.ca_file)
         self.api.get("api/status", "Jupyter API")
         return "accepted"
 
-    def server(self):
+    def server(self) -> str:
         code, body = self.api.call("GET", "api")
-        version = body.get("version") if isinstance(body, dict) else None
+        version = printable(body.get("version"), 100) if isinstance(body, dict) else None
         return f"running (Jupyter Server {version})" if code == 200 else "running"
 
-    def route(self):
+    def route(self) -> str:
         self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
         banner = self._sshd_banner()
         return f"{websocket_url(self.base)} carries SSH ({banner})"
@@ -130,7 +153,9 @@ class Doctor:
         """The first words of sshd, through the same WebSocket ssh would use."""
         from websockets.exceptions import WebSocketException
 
-        ws = open_websocket(websocket_url(self.base), self.token_value, None, open_timeout=10)
+        ws = open_websocket(
+            websocket_url(self.base), self.token_value, None, open_timeout=10, ca_file=self.ca_file
+        )
         try:
             first = ws.recv(timeout=10)
         except (WebSocketException, TimeoutError, OSError):
@@ -141,20 +166,21 @@ class Doctor:
         finally:
             ws.close()
         text = first.decode(errors="replace") if isinstance(first, bytes) else first
-        return text.strip()
+        return text[:200].strip()
 
-    def sshd(self):
+    def sshd(self) -> str:
         status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
         if not status.get("running"):
             msg = f"not running: {status.get('last_error') or 'see the server log'}"
             raise CheckFailed(msg)
+        field = status.get
         return (
-            f"{status['version']} running as {status['user']} (pid {status['pid']}, "
-            f"port {status['port']}, {status['sessions']} open connections, "
-            f"{status['restarts']} restarts)"
+            f"{field('version')} running as {field('user')} (pid {field('pid')}, "
+            f"port {field('port')}, {field('sessions')} open connections, "
+            f"{field('restarts')} restarts)"
         )
 
-    def key(self):
+    def key(self) -> str:
         identity = self.identity or os.path.join(self._ssh_dir(), "id_ed25519")
         public = identity + ".pub"
         if not os.path.exists(public):
@@ -162,8 +188,9 @@ class Doctor:
             raise CheckFailed(msg)
         with open(public) as stream:
             fingerprint = keys.parse_key(stream.read().strip()).fingerprint
-        listed = self.api.get("sshd-proxy/api/authorized-keys", "authorized-keys endpoint")
-        if fingerprint not in [key["fingerprint"] for key in listed["keys"]]:
+        answer = self.api.get("sshd-proxy/api/authorized-keys", "authorized-keys endpoint")
+        listed = untrusted.key_list(answer, self.base, "authorized-keys")
+        if fingerprint not in [key.get("fingerprint") for key in listed]:
             msg = (
                 f"{public} ({fingerprint}) is not authorized on the server; run: "
                 f"jupyter-sshd-proxy config-ssh {self.base}"
@@ -171,12 +198,14 @@ class Doctor:
             raise CheckFailed(msg)
         return f"{public} ({fingerprint}) is authorized"
 
-    def host_key(self):
-        served = self.api.get("sshd-proxy/api/host-keys", "host-keys endpoint")["keys"]
+    def host_key(self) -> str:
+        served = untrusted.host_keys(
+            self.api.get("sshd-proxy/api/host-keys", "host-keys endpoint"), self.base
+        )
         path = os.path.join(self._ssh_dir(), "jupyter-sshd-proxy", "known_hosts")
         pinned = set()
         if os.path.exists(path):
-            with open(path) as stream:
+            with open(path, errors="replace") as stream:
                 for line in stream:
                     words = line.split()
                     if len(words) >= 3 and words[0] == self.name:
@@ -187,7 +216,7 @@ class Doctor:
                 f"jupyter-sshd-proxy config-ssh {self.base} --name {self.name}"
             )
             raise CheckFailed(msg)
-        if not pinned & {(key["type"], key["key"]) for key in served}:
+        if not pinned & set(served):
             msg = (
                 f"the host keys pinned for {self.name} in {path} are not the server's: "
                 "if the server's host keys were really made anew, run config-ssh again"
@@ -202,4 +231,7 @@ class Doctor:
 
 
 def main_doctor(args: argparse.Namespace) -> int:
-    return Doctor(args.url, args.token_file, args.identity, args.ssh_config, args.name).run()
+    doctor = Doctor(
+        args.url, args.token_file, args.identity, args.ssh_config, args.name, args.ca_file
+    )
+    return doctor.run()

@@ -1,13 +1,20 @@
-"""Start the user's server through the JupyterHub API (`proxy --start`)."""
+"""Start the user's server through the JupyterHub API (`proxy --start`).
+
+The Hub's progress messages are printed on the user's terminal as they come:
+like everything a server sends, they are made printable first (no escape
+sequences), and an event that is not a JSON object is skipped.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import HubError
 from .rest import ServerAPI, explain
+from .untrusted import printable
 from .urls import server_url
 
 USER_PATH = re.compile(r"^(?P<prefix>.*/)user/(?P<user>[^/]+)/(?:(?P<server>[^/]+)/)?$")
@@ -27,10 +34,12 @@ def hub_api(url: str) -> tuple[str, str, str]:
     return api, match["user"], f"users/{match['user']}/{server}"
 
 
-def start_server(url: str, token: str, progress) -> None:
+def start_server(
+    url: str, token: str, progress: Callable[[str], None], ca_file: str | None = None
+) -> None:
     """Ask the Hub to start the server, report its progress, return once it is ready."""
     api_base, user, path = hub_api(url)
-    api = ServerAPI(api_base, token, timeout=30)
+    api = ServerAPI(api_base, token, timeout=30, ca_file=ca_file)
     code, body = api.call("POST", path)
     if code == 403:
         msg = (
@@ -46,13 +55,15 @@ def start_server(url: str, token: str, progress) -> None:
             continue
         try:
             event = json.loads(line[len("data:") :])
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        message = event.get("message") or ""
+        if not isinstance(event, dict):
+            continue
+        message = printable(event.get("message") or "")
         if event.get("failed"):
             msg = f"the Hub could not start {user}'s server: {message}"
             raise HubError(msg)
-        progress(f"jupyter-sshd-proxy: [{event.get('progress', '?')}%] {message}")
+        progress(f"jupyter-sshd-proxy: [{printable(event.get('progress', '?'), 10)}%] {message}")
         if event.get("ready"):
             return
     msg = f"the Hub stopped reporting before {user}'s server was ready; try again"

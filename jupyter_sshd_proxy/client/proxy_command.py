@@ -12,52 +12,92 @@ import socket
 import stat
 import sys
 import threading
+import types
+from typing import TYPE_CHECKING
 
-from ..errors import ProxyError, ServerNotRunning, SSHDProxyError
+from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .urls import websocket_url
+
+if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket is opening
+    from websockets.sync.client import ClientConnection
 
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
+MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
 
 
 def read_token(token_file: str | None) -> str:
-    """The token from a 0600 file or the environment; never from the command line."""
+    """The token from a 0600 file of ours or the environment; never from the command line."""
     if token_file:
-        try:
-            st = os.stat(token_file)
-        except OSError as error:
-            msg = f"cannot read token file {token_file}: {error.strerror}"
-            raise ProxyError(msg) from None
-        # (Windows keeps permissions in ACLs, which st_mode does not show.)
-        if os.name != "nt" and stat.S_IMODE(st.st_mode) & 0o077:
+        token, source = _read_token_file(token_file), f"token file {token_file}"
+    else:
+        name = next((name for name in TOKEN_VARIABLES if os.environ.get(name, "").strip()), None)
+        if name is None:
+            msg = f"no token: set {TOKEN_VARIABLES[0]} or give --token-file (a file with mode 600)"
+            raise ProxyError(msg)
+        token, source = os.environ[name].strip(), f"${name}"
+    # It goes into an HTTP header: nothing but visible ASCII (and never printed).
+    if not (token.isascii() and token.isprintable() and " " not in token):
+        msg = (
+            f"{source} does not hold a token: it has spaces, control characters or "
+            "non-ASCII letters in it, which a token never has; copy the token again"
+        )
+        raise ProxyError(msg)
+    return token
+
+
+def _read_token_file(path: str) -> str:
+    """The token in path, checked on the open file (fstat), so the file that is
+    checked is the file that is read; O_NONBLOCK so that a FIFO cannot hang us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        msg = f"cannot read token file {path}: {error.strerror}"
+        raise ProxyError(msg) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            msg = f"token file {path} is not a regular file; put the token in a file with mode 600"
+            raise ProxyError(msg)
+        # (Windows keeps owners and permissions in ACLs, which st_mode does not show.)
+        if os.name != "nt" and st.st_uid != os.getuid():
             msg = (
-                f"token file {token_file} can be read by others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {token_file}"
+                f"token file {path} belongs to uid {st.st_uid}, not to you (uid "
+                f"{os.getuid()}); keep your token in a file of your own with mode 600"
             )
             raise ProxyError(msg)
-        with open(token_file) as stream:
-            token = stream.read().strip()
-        if not token:
-            msg = f"token file {token_file} is empty"
+        if os.name != "nt" and stat.S_IMODE(st.st_mode) & 0o077:
+            msg = (
+                f"token file {path} can be read by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); fix it with: chmod 600 {path}"
+            )
             raise ProxyError(msg)
-        return token
-    for name in TOKEN_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name].strip()
-    msg = f"no token: set {TOKEN_VARIABLES[0]} or give --token-file (a file with mode 600)"
-    raise ProxyError(msg)
+        data = os.read(fd, MAX_TOKEN_FILE)
+    finally:
+        os.close(fd)
+    token = data.decode(errors="replace").strip()
+    if not token:
+        msg = f"token file {path} is empty"
+        raise ProxyError(msg)
+    return token
 
 
-def import_websockets():
-    """Import the websockets client without importlib.metadata when we can.
+def import_websockets() -> types.ModuleType:
+    """websockets.sync.client, imported without what the ProxyCommand never uses.
 
     websockets/version.py imports importlib.metadata (a third of websockets'
     import time, paid on every ssh connection) but uses it only in unreleased
     builds. Let it import a placeholder; if it does need the real module, the
     placeholder fails, and we import everything again the ordinary way.
-    """
-    import types
 
+    websockets/proxy.py imports urllib.request (and with it http.client and
+    the email parser: another 10 ms) for the HTTP(S) proxy settings, which it
+    reads only when it opens the socket itself; EarlySocket opens it unless a
+    proxy is configured. So it gets urllib.request as a lazy module, which is
+    imported for real at its first use.
+    """
+    if "urllib.request" not in sys.modules:
+        _lazy_module("urllib.request")
     if "importlib.metadata" in sys.modules:  # already paid for
         from websockets.sync import client
 
@@ -74,6 +114,26 @@ def import_websockets():
             del sys.modules[name]
         from websockets.sync import client
     return client
+
+
+class _ImportedAtFirstUse(types.ModuleType):
+    """A stand-in for a module: the first attribute asked of it imports the real
+    module (which takes its place in sys.modules and in its package)."""
+
+    def __getattr__(self, attribute: str) -> object:
+        import importlib
+
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def _lazy_module(name: str) -> None:
+    """Put a stand-in for module name (a submodule) into sys.modules and its package."""
+    parent, _, child = name.rpartition(".")
+    __import__(parent)
+    sys.modules[name] = stand_in = _ImportedAtFirstUse(name)
+    setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
 
 
 PROXY_VARIABLES = (
@@ -95,7 +155,7 @@ class EarlySocket:
     is still recognised by the Hub's final 424).
     """
 
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float) -> None:
         from urllib.parse import urlsplit
 
         self.sock = None
@@ -106,7 +166,7 @@ class EarlySocket:
         parts = urlsplit(url)
         address = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
 
-        def connect():
+        def connect() -> None:
             try:
                 self.sock = socket.create_connection(address, timeout=timeout)
                 self.sock.settimeout(None)
@@ -116,7 +176,7 @@ class EarlySocket:
         self.thread = threading.Thread(target=connect, daemon=True)
         self.thread.start()
 
-    def result(self):
+    def result(self) -> socket.socket | None:
         """The connected socket, None to let websockets connect, or the OSError."""
         if self.thread is None:
             return None
@@ -126,15 +186,28 @@ class EarlySocket:
         return self.sock
 
 
-def open_websocket(url: str, token: str, ping_interval: float | None, open_timeout: float):
+def open_websocket(
+    url: str,
+    token: str,
+    ping_interval: float | None,
+    open_timeout: float,
+    ca_file: str | None = None,
+) -> ClientConnection:
+    """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
     early = EarlySocket(url, open_timeout)
     connect = import_websockets().connect
+    import ssl
+
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+    from . import tls
+
+    context = tls.context(ca_file) if url.startswith("wss:") else None
     try:
         return connect(
             url,
             sock=early.result(),
+            **({"ssl": context} if context is not None else {}),
             additional_headers={"Authorization": f"token {token}"},
             compression=None,  # SSH traffic is encrypted: it does not compress
             max_size=None,
@@ -144,6 +217,11 @@ def open_websocket(url: str, token: str, ping_interval: float | None, open_timeo
             close_timeout=2,  # ssh has gone: do not linger over the goodbye
             user_agent_header="jupyter-sshd-proxy",
         )
+    except ssl.SSLError as error:  # first: a failed verification is a ValueError too
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
     except (InvalidStatus, ValueError) as error:
         # With our own socket, websockets refuses to follow a redirect
         # (ValueError, caused by the InvalidStatus): we never follow silently.
@@ -168,11 +246,11 @@ def open_websocket(url: str, token: str, ping_interval: float | None, open_timeo
         raise ProxyError(msg) from None
 
 
-def pump(ws, url: str, token: str) -> int:
+def pump(ws: ClientConnection, url: str, token: str, ca_file: str | None = None) -> int:
     """Copy stdin to the WebSocket and the WebSocket to stdout until either ends."""
     from websockets.exceptions import ConnectionClosed
 
-    def upstream():
+    def upstream() -> None:
         try:
             while chunk := os.read(0, CHUNK):
                 ws.send(chunk)
@@ -195,16 +273,18 @@ def pump(ws, url: str, token: str) -> int:
         ws.close()
     if received == 0:
         # Opened, then closed before sshd said a word: sshd could not start.
-        raise ProxyError(why_sshd_did_not_start(url, token))
+        raise ProxyError(why_sshd_did_not_start(url, token, ca_file))
     return 0
 
 
-def why_sshd_did_not_start(url: str, token: str) -> str:
+def why_sshd_did_not_start(url: str, token: str, ca_file: str | None = None) -> str:
     from .rest import ServerAPI
+    from .untrusted import printable
 
     try:
-        status = ServerAPI(url, token).get("sshd-proxy/api/status", "sshd-proxy status endpoint")
-        reason = status.get("last_error")
+        api = ServerAPI(url, token, ca_file=ca_file)
+        status = api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        reason = printable(status.get("last_error") or "")
     except SSHDProxyError:
         reason = None
     if reason:
@@ -213,18 +293,22 @@ def why_sshd_did_not_start(url: str, token: str) -> str:
 
 
 def main_proxy(
-    url: str, token_file: str | None, ping_interval: float | None, start: bool = False
+    url: str,
+    token_file: str | None,
+    ping_interval: float | None,
+    start: bool = False,
+    ca_file: str | None = None,
 ) -> int:
     """Connect, then carry the bytes; a failure is a ProxyError (exit status 255)."""
     ws_url = websocket_url(url)
     token = read_token(token_file)
     try:
-        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
     except ServerNotRunning:
         if not start:
             raise
         from .hub_start import start_server
 
-        start_server(url, token, progress=lambda line: print(line, file=sys.stderr))
-        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10)
-    return pump(ws, ws_url, token)
+        start_server(url, token, lambda line: print(line, file=sys.stderr), ca_file)
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
+    return pump(ws, ws_url, token, ca_file)

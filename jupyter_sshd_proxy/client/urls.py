@@ -1,4 +1,8 @@
-"""Server URLs as users give them, and the URLs we derive from them."""
+"""Server URLs as users give them, and the URLs we derive from them.
+
+A URL goes into ~/.ssh/config (in the ProxyCommand) and into error lines, so
+one with white space or a control character in it is refused here, once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
 def server_url(url: str) -> str:
     """The server's base URL: http(s), a trailing slash, no sshd/ suffix, no query."""
+    if not url.isprintable() or any(char.isspace() for char in url):
+        msg = (
+            f"{url!r} is not a server URL: it has white space or control characters in it; "
+            "give one like https://hub.example.org/user/NAME/"
+        )
+        raise BadURLError(msg)
     parts = urlsplit(url)
     if parts.scheme not in HTTP_SCHEMES or not parts.netloc:
         msg = f"{url!r} is not a server URL; give one like https://hub.example.org/user/NAME/"

@@ -1,0 +1,129 @@
+"""ssh needs the right to open a terminal: `execute` on `terminals`.
+
+A real Jupyter server runs with an authorizer that allows reading and writing
+but denies executing (jupyter_server's read/write-only example). It refuses a
+terminal, so it must refuse the /sshd/ WebSocket and any change of the
+authorized keys (a key is a shell), while reading the status and the keys
+still works. With the default authorizer everything works.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from tornado import web
+
+from .helpers import make_key
+
+TESTS_DIR = Path(__file__).resolve().parent
+API = "/sshd-proxy/api"
+NO_EXECUTE = "--ServerApp.authorizer_class=no_execute_authorizer.ReadWriteOnly"
+
+
+def upgrade_status(server, path: str = "/sshd/") -> int:
+    """The status of a raw WebSocket upgrade request (101 when it is granted)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        f"Authorization: token {server.token}\r\n"
+        "\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def call(server, method: str, path: str, body=None):
+    """(status, JSON answer) of one REST call with the server's token."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request(
+            method,
+            API + path,
+            body=None if body is None else json.dumps(body),
+            headers={"Authorization": f"token {server.token}"},
+        )
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else None)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def no_execute_server(setup):
+    """A server whose authorizer allows read and write, never execute."""
+    server = setup.server(NO_EXECUTE, PYTHONPATH=str(TESTS_DIR)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_without_execute_the_ssh_websocket_is_refused(no_execute_server):
+    assert upgrade_status(no_execute_server) == 403
+    status = no_execute_server.status()
+    assert status["running"] is False, "sshd was started for a refused upgrade"
+
+
+def test_without_execute_keys_cannot_be_added_or_removed(no_execute_server, setup, run_dir):
+    before = setup.authorized_keys.read_bytes()
+    key = make_key(run_dir / f"no-execute-{setup.account.name}")
+    line = key.with_suffix(".pub").read_text().strip()
+    try:
+        status, body = call(no_execute_server, "POST", "/authorized-keys", {"key": line})
+        assert (status, body["message"]) == (403, (
+            "adding or removing a key needs the right to open a terminal (execute on "
+            "terminals), which this user does not have"
+        ))  # fmt: skip
+        listed = call(no_execute_server, "GET", "/authorized-keys")[1]["keys"]
+        query = "?fingerprint=" + urllib.parse.quote(listed[0]["fingerprint"], safe="")
+        assert call(no_execute_server, "DELETE", "/authorized-keys" + query)[0] == 403
+        assert setup.authorized_keys.read_bytes() == before
+    finally:
+        setup.authorized_keys.write_bytes(before)
+
+
+@pytest.mark.parametrize("path", ["/status", "/host-keys", "/authorized-keys"])
+def test_without_execute_reading_still_works(no_execute_server, path):
+    status, body = call(no_execute_server, "GET", path)
+    assert status == 200, body
+
+
+def test_with_the_default_authorizer_the_upgrade_is_granted(server):
+    assert upgrade_status(server) == 101
+
+
+def test_install_names_a_missing_route_in_one_error_line(caplog):
+    """Without jupyter-server-proxy's /sshd/ rule there is nothing to guard: say so."""
+    from jupyter_sshd_proxy import route
+
+    app = web.Application([])
+    log = logging.getLogger("test-route")
+    with caplog.at_level(logging.ERROR, logger="test-route"):
+        assert route.install(app, "/base/", log) is False
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "jupyter-sshd-proxy: jupyter-server-proxy's /base/sshd/ route was not found, so "
+        "ssh is not limited to users who may open a terminal; check that "
+        "jupyter_server_proxy is installed and enabled"
+    ]
