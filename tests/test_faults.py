@@ -192,6 +192,35 @@ def tight_ssh(tight, setup, client_key):
     return SSHClient(tight, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
 
 
+class PeakMemory:
+    """Samples a process's resident memory in the background; growth is the
+    highest it reached above where it began."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.start = procfs.rss_bytes(pid) or 0
+        self.peak = self.start
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, procfs.rss_bytes(self.pid) or 0)
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.running = False
+        self.thread.join(5)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
 def connections(server) -> list[int]:
     """The per-connection sshd processes (the supervisor's sshd children)."""
     supervisor = server.status()["pid"]
@@ -618,17 +647,19 @@ def test_bad_input_closes_that_connection_only(tight, tight_ssh, what, frames):
         echo.close(tight_ssh)
 
 
-def test_a_thousand_rapid_upgrades(tight, tight_ssh):
-    attempts = 1000
-    jupyter = tight.process.pid
-    echo = Echo(tight_ssh)
+def rapid_upgrades(server, ssh: SSHClient, attempts: int) -> None:
+    """attempts WebSocket upgrades from 10 threads, each hung up at once (half
+    after a line that is not SSH), while a session goes on; then everything
+    they held is let go, and ssh works."""
+    jupyter = server.process.pid
+    echo = Echo(ssh)
     try:
         fds_before = procfs.open_fds(jupyter)
         done = []
 
         def hammer(count):
             for i in range(count):
-                ws = RawWebSocket(tight)
+                ws = RawWebSocket(server)
                 if i % 2:
                     with contextlib.suppress(OSError):
                         ws.send(b"not ssh\r\n")
@@ -636,22 +667,51 @@ def test_a_thousand_rapid_upgrades(tight, tight_ssh):
                 done.append(1)
 
         started = time.monotonic()
-        threads = [threading.Thread(target=hammer, args=(attempts // 10,)) for _ in range(10)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
+        with PeakMemory(jupyter) as peak:
+            threads = [threading.Thread(target=hammer, args=(attempts // 10,)) for _ in range(10)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(attempts)
         elapsed = time.monotonic() - started
         figure("rapid WebSocket upgrades", f"{len(done)} in {elapsed:.0f} s")
+        figure("Jupyter peak RSS growth meanwhile", f"{peak.growth / MiB:.1f} MiB")
         assert len(done) == attempts
-        server_answers(tight)
+        server_answers(server)
         assert echo.works(), "the established session stopped working"
-        wait_for(lambda: len(connections(tight)) <= 1, 10, "the attempts' sshd to end")
+        wait_for(lambda: len(connections(server)) <= 1, 10, "the attempts' sshd to end")
         wait_for(lambda: procfs.open_fds(jupyter) <= fds_before + 4, 10, "fds to be closed")
-        result = tight_ssh.ssh("echo still")
+        result = ssh.ssh("echo still")
         assert result.returncode == 0, result.stderr
     finally:
-        echo.close(tight_ssh)
+        echo.close(ssh)
+
+
+def test_a_thousand_rapid_upgrades(tight, tight_ssh):
+    rapid_upgrades(tight, tight_ssh, 1000)
+
+
+@pytest.mark.soak
+def test_soak_ten_thousand_rapid_upgrades(once, tight, tight_ssh):
+    rapid_upgrades(tight, tight_ssh, 10_000)
+
+
+@pytest.mark.soak
+def test_soak_sshd_killed_again_and_again(once, server, ours):
+    """Kill a session's sshd, connect at once, a hundred times over."""
+    rounds = 100
+    for round_number in range(rounds):
+        before = connections(server)
+        session = ours.open_session("sleep 600")
+        try:
+            sshd = new_connection(server, before)
+            os.kill(sshd, signal.SIGKILL if round_number % 2 else signal.SIGTERM)
+            result = ours.ssh("echo back")
+            assert result.returncode == 0, (round_number, result.stderr)
+            assert result.stdout == b"back\n"
+        finally:
+            ours.end(session)
+    figure("sshd killed, then ssh at once", f"{rounds} of {rounds} worked")
 
 
 # Data integrity.
@@ -713,15 +773,19 @@ def move_and_verify(ssh: SSHClient, tmp_path, sessions: int, size: int) -> int:
     return 2 * sessions * size
 
 
-def test_twenty_concurrent_transfers_both_ways(once, ours, tmp_path):
-    moved = move_and_verify(ours, tmp_path, sessions=20, size=64 * MiB)
+def test_twenty_concurrent_transfers_both_ways(once, server, ours, tmp_path):
+    with PeakMemory(server.process.pid) as peak:
+        moved = move_and_verify(ours, tmp_path, sessions=20, size=64 * MiB)
     figure("bytes moved and verified (20 sessions)", f"{moved / 1024**3:.1f} GiB")
+    figure("Jupyter peak RSS growth meanwhile", f"{peak.growth / MiB:.1f} MiB")
 
 
 @pytest.mark.soak
-def test_soak_many_concurrent_transfers_both_ways(once, ours, tmp_path):
-    moved = move_and_verify(ours, tmp_path, sessions=40, size=256 * MiB)
-    figure("bytes moved and verified (40 sessions, soak)", f"{moved / 1024**3:.1f} GiB")
+def test_soak_many_concurrent_transfers_both_ways(once, server, ours, tmp_path):
+    with PeakMemory(server.process.pid) as peak:
+        moved = move_and_verify(ours, tmp_path, sessions=40, size=256 * MiB)
+    figure("bytes moved and verified (40 sessions)", f"{moved / 1024**3:.1f} GiB")
+    figure("Jupyter peak RSS growth meanwhile", f"{peak.growth / MiB:.1f} MiB")
 
 
 def test_rsync_interrupted_mid_file_resumes_to_an_equal_file(once, ours, tmp_path):
