@@ -17,22 +17,27 @@ Linux only (it reads /proc); elsewhere nothing is recorded.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
+
+from . import procfs
 
 POLICIES = ("traffic", "connections", "off")
 SOURCE = "jupyter-sshd-proxy"
 
 
-def io_bytes(pid: int) -> int | None:
-    """Bytes a process has read and written so far (rchar + wchar)."""
-    try:
-        with open(f"/proc/{pid}/io") as stream:
-            fields = dict(line.split(":", 1) for line in stream if ":" in line)
-        return int(fields["rchar"]) + int(fields["wchar"])
-    except (OSError, KeyError, ValueError):
+def connection_bytes(pid: int) -> int | None:
+    """Bytes moved so far by the sshd processes of one connection: the process
+    the supervisor started for it, and the sshd processes below it (with
+    privilege separation, the child "sshd: USER@notty" does the talking; the
+    session's own commands are not counted)."""
+    total = procfs.io_bytes(pid)
+    if total is None:
         return None
+    for child in procfs.descendants(pid):
+        if (procfs.program(child) or "").startswith("sshd"):
+            total += procfs.io_bytes(child) or 0
+    return total
 
 
 class ActivityTracker:
@@ -52,7 +57,7 @@ class ActivityTracker:
         now = time.monotonic()
         self.first_seen = {pid: self.first_seen.get(pid, now) for pid in pids}
         if self.policy == "traffic":
-            counters = {pid: io_bytes(pid) for pid in pids}
+            counters = {pid: connection_bytes(pid) for pid in pids}
             # A new connection is activity too: it is not in self.counters yet.
             moved = any(counters[pid] != self.counters.get(pid) for pid in pids)
             self.counters = counters
@@ -66,7 +71,7 @@ def start_tracking(serverapp, config, connections) -> None:
     """Poll sshd's connections from the Jupyter server's event loop."""
     from tornado.ioloop import PeriodicCallback
 
-    if not os.path.isdir("/proc/self"):
+    if not procfs.available():
         return
 
     def record(when):

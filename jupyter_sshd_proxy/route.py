@@ -15,11 +15,43 @@ rule for the `sshd` entry point in the Tornado router and replaces its target.
 jupyter-server-proxy makes one handler class per server, carrying that
 server's settings (command, timeout, ...) set in its __init__; the
 replacement derives from both, so those settings stay as they were.
+
+FlowControl, the route's limits, is mixed in the same way. jupyter-server-proxy
+(4.x, up to its main branch today) passes every chunk that sshd sends straight
+to `write_message`, whether or not the client reads, and every frame straight
+to the connection to sshd, whether or not sshd reads. It keeps each direction
+of each connection to a bounded amount:
+
+* download: once more than HIGH_WATER bytes written to the WebSocket are not
+  yet in the kernel's socket buffer, it stops reading from sshd, and reads
+  again below LOW_WATER. sshd then stops, and so does the ssh channel behind
+  it. (SSH's own flow control bounds each channel to its window, 2 MiB with
+  OpenSSH, but not the number of channels: 64 forwarded ports made a sleeping
+  client cost the Jupyter server 129 MiB.)
+* upload: while the connection to sshd has a full buffer (asyncio's
+  pause_writing), it reads no more WebSocket frames (tornado reads the next
+  frame only when on_message has returned), so TCP pushes back on the client.
+  One frame is at most tornado's websocket_max_message_size (10 MiB).
+
+It pings the client every PING_SECONDS (or c.ServerApp.websocket_ping_interval)
+and closes the WebSocket when no pong comes within as long (or
+c.ServerApp.websocket_ping_timeout): a client that vanished without closing (a
+laptop asleep, a network gone) ends its session within about a minute, as
+sshd then sees its connection end. (sshd's own ClientAliveInterval would do
+the same, but its keepalives are SSH traffic, which the activity tracker would
+count: an idle session would keep its server from ever being culled.)
+
+It also bridges the moment in which the supervisor is being restarted (it was
+killed): a refused connection to the port is tried again for up to
+RECONNECT_SECONDS instead of failing the WebSocket at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,10 +61,15 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.rawsocket import SuperviseAndRawSocketHandler
 from tornado import web
 from tornado.routing import PathMatches, Rule
+from tornado.websocket import WebSocketClosedError
 
 ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
 AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a terminal
 AUTH_RESOURCE = "terminals"
+HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
+LOW_WATER = 256 * 1024
+RECONNECT_SECONDS = 5.0
+PING_SECONDS = 30
 
 
 class AuthorizedUpgrade:
@@ -61,8 +98,102 @@ class AuthorizedUpgrade:
             )
 
 
-class SSHDRouteHandler(AuthorizedUpgrade, SuperviseAndRawSocketHandler):
-    """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a terminal."""
+class FlowControlledProtocol(asyncio.Protocol):
+    """The connection to the supervisor's port (to sshd), for one WebSocket."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.unsent = 0  # bytes given to write_message and not flushed yet
+        self.reading = True
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.handler._record_activity()
+        try:
+            flushed = self.handler.write_message(data, binary=True)
+        except WebSocketClosedError:
+            self.transport.close()
+            return
+        self.unsent += len(data)
+        flushed.add_done_callback(functools.partial(self._flushed, len(data)))
+        if self.reading and self.unsent > HIGH_WATER:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def _flushed(self, size: int, future: asyncio.Future) -> None:
+        if not future.cancelled():
+            future.exception()  # a closed WebSocket is on_close's business, not an error here
+        self.unsent -= size
+        if not self.reading and self.unsent <= LOW_WATER and not self.transport.is_closing():
+            self.reading = True
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()
+        self.handler.log.debug("jupyter-sshd-proxy: connection to sshd closed: %s", exc)
+        self.handler.close()
+
+
+class FlowControl:
+    """Mixed in before jupyter-server-proxy's raw socket handler of the route."""
+
+    @property
+    def ping_interval(self) -> float:
+        return self.settings.get("websocket_ping_interval") or PING_SECONDS
+
+    @property
+    def ping_timeout(self) -> float:
+        return self.settings.get("websocket_ping_timeout") or self.ping_interval
+
+    async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None:
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                transport, protocol = await self._create_ws_connection(
+                    lambda: FlowControlledProtocol(self)
+                )
+                break
+            except ConnectionRefusedError:
+                # The supervisor is being restarted (it died): it listens again
+                # within a fraction of a second.
+                if time.monotonic() > deadline:
+                    self.log.error(
+                        "jupyter-sshd-proxy: nothing listens on the sshd port %s after %gs; "
+                        "see the lines above for why the supervisor does not start",
+                        self.port,
+                        RECONNECT_SECONDS,
+                    )
+                    self.close()
+                    return
+                await asyncio.sleep(0.05)
+        self.ws_transp, self.ws_proto = transport, protocol
+        self._record_activity()
+
+    async def on_message(self, message: str | bytes) -> None:
+        self._record_activity()
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        if self.ws_transp.is_closing():
+            return
+        self.ws_transp.write(message)
+        # The next frame is read only when this returns: wait while sshd's side is full.
+        await self.ws_proto.writable.wait()
+
+
+class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, SuperviseAndRawSocketHandler):
+    """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a
+    terminal, with bounded buffers and pings."""
 
 
 def _rules(router: Any, seen: set[int]) -> Iterator[Rule]:

@@ -21,10 +21,9 @@ from typing import Any
 
 from tornado import web
 
-from . import sshd
+from . import procfs, sshd
 from .errors import ConfigError, SSHDProxyError
 from .settings import SSHDProxy, env_name
-from .supervisor import descendants
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
 
@@ -113,7 +112,7 @@ class SSHDService:
         return [part.replace("{", "{{").replace("}", "}}") for part in argv]
 
     def process_status(self) -> dict:
-        """The supervisor's status file: sshd's pid and how often it restarted."""
+        """The supervisor's status file: its pid, whether it serves, why not."""
         if not self.state_dir:
             return {}
         try:
@@ -123,42 +122,35 @@ class SSHDService:
             return {}
 
     def connections(self) -> list[int]:
-        """sshd's per-connection processes: the listener's sshd children, and those
-        the supervisor adopted when a listener died. (The supervisor also adopts
-        orphaned session commands; those are not connections.)"""
-        process = self.process_status()
-        supervisor, listener = process.get("supervisor_pid"), process.get("sshd_pid")
-        found = []
-        for pid in descendants(supervisor) if supervisor else []:
-            if pid == listener:
-                continue
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as stream:
-                    ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
-                program = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-            except (OSError, ValueError, IndexError):
-                continue
-            # sshd, or sshd-session (OpenSSH >= 9.8), for each connection.
-            if ppid in (listener, supervisor) and program.startswith("sshd"):
-                found.append(pid)
-        return found
+        """One process per open SSH connection: the sshd -i that the supervisor
+        started for it. (The supervisor also adopts session commands whose sshd
+        ended; those are not connections.)"""
+        supervisor = self.process_status().get("supervisor_pid")
+        if not supervisor or not procfs.available():
+            return []
+        return [
+            pid
+            for pid in procfs.children(supervisor)
+            # sshd, or sshd-session (OpenSSH >= 9.8) once sshd -i has started it.
+            if (procfs.program(pid) or "").startswith("sshd") and procfs.alive(pid)
+        ]
 
     def status(self) -> dict:
-        """What the status endpoint answers."""
+        """What the status endpoint answers. pid is the supervisor's, the process
+        that holds the port and starts an sshd for each connection."""
         process = self.process_status()
-        pid = process.get("sshd_pid")
-        running = _alive(pid)
+        pid = process.get("supervisor_pid")
+        alive = bool(pid) and procfs.alive(pid)
+        running = alive and bool(process.get("serving"))
         return {
             "running": running,
             "user": sshd.current_user().pw_name,
-            "pid": pid if running else None,
+            "pid": pid if alive else None,
             "port": self.port,
             "version": self.version,
             "restarts": process.get("restarts", 0),
-            "sessions": len(self.connections())
-            if running and os.path.isdir("/proc/self")
-            else None,
-            "last_error": self.last_error,
+            "sessions": len(self.connections()) if alive and procfs.available() else None,
+            "last_error": (process.get("last_error") if alive else None) or self.last_error,
         }
 
     def authorized_keys_path(self) -> str:
@@ -168,18 +160,6 @@ class SSHDService:
     def host_key_files(self) -> list[str]:
         """The host private keys, made now if this is their first use."""
         return host_key_files(self.settings)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def setup_sshd() -> dict:
@@ -263,7 +243,7 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     config_path = os.path.join(state_dir, "sshd_config")
     sshd.write_private_file(config_path, text)
     try:
-        sshd.check_sshd_config(sshd_path, config_path)
+        effective = sshd.check_sshd_config(sshd_path, config_path)
     except SSHDProxyError:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
@@ -275,10 +255,12 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
         sys.executable,
         "-m",
         "jupyter_sshd_proxy.supervisor",
-        "--state-dir",
-        state_dir,
-        "--",
-        *sshd.sshd_argv(sshd_path, config_path),
+        f"--state-dir={state_dir}",
+        f"--port={port}",
+        f"--sshd={sshd_path}",
+        f"--config={config_path}",
+        f"--max-unauthenticated={config.max_unauthenticated}",
+        f"--login-grace={effective.get('logingracetime', sshd.LOGIN_GRACE_SECONDS)}",
     ]
 
 

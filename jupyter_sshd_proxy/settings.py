@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any
 
-from traitlets import Bool, Float, List, TraitType, Unicode, validate
+from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .activity import POLICIES
@@ -254,6 +254,16 @@ class SSHDProxy(LoggingConfigurable):
         Environment variable: JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS.""",
     ).tag(config=True, unit="seconds")
 
+    # How much the connections of clients that never log in may hold.
+
+    max_unauthenticated = Int(
+        32,
+        help="""How many SSH connections may be waiting to log in at once; more are
+        closed at once. Each runs an sshd (about 1.3 MiB) until it logs in, or
+        until sshd's LoginGraceTime (30 s; extra_options can change it) is over.
+        Environment variable: JUPYTER_SSHD_PROXY_MAX_UNAUTHENTICATED.""",
+    ).tag(config=True, unit="connections")
+
     def __init__(self, **kwargs: Any) -> None:
         # Where each value came from, for error messages: the trait, or its variable.
         self._sources: dict[str, str] = {}
@@ -270,7 +280,12 @@ class SSHDProxy(LoggingConfigurable):
         """How the user names where a setting's value came from."""
         return self._sources.get(name, f"SSHDProxy.{name}")
 
-    @validate("start_timeout", "activity_connection_hours", "activity_poll_seconds")
+    @validate(
+        "start_timeout",
+        "activity_connection_hours",
+        "activity_poll_seconds",
+        "max_unauthenticated",
+    )
     def _validate_positive(self, proposal):
         trait = proposal.trait
         if not proposal.value > 0:
@@ -309,6 +324,15 @@ def from_text(trait: TraitType, text: str, source: str) -> Any:
             msg = (
                 f"{source}={text!r} is not a positive number of {trait.metadata['unit']}; "
                 f"use e.g. {trait.default_value:g}"
+            )
+            raise ConfigError(msg) from None
+    if isinstance(trait, Int):
+        try:
+            return int(text)
+        except ValueError:
+            msg = (
+                f"{source}={text!r} is not a positive whole number of "
+                f"{trait.metadata['unit']}; use e.g. {trait.default_value}"
             )
             raise ConfigError(msg) from None
     if isinstance(trait, List):

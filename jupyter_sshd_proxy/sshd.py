@@ -23,6 +23,7 @@ from .errors import PreflightError
 from .files import write_atomically
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+LOGIN_GRACE_SECONDS = 30  # sshd's default is 120
 INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
 HOST_KEY_TYPES = (("ed25519", []), ("rsa", ["-b", "3072"]))
 
@@ -353,12 +354,19 @@ def render_sshd_config(
         "PermitTunnel no",
         "PermitUserEnvironment no",
         "UseDNS no",
-        # Every client arrives from 127.0.0.1 through the proxy: allow many
-        # unauthenticated connections at once, and do not penalise "the" source.
-        "MaxStartups 1000",
+        # sshd runs once per connection (sshd -i): MaxStartups, a listener's
+        # setting, does not apply; the supervisor bounds the connections that
+        # have not logged in yet, and sshd ends each one LoginGraceTime after
+        # it began if it has not logged in by then.
+        # (A client that vanished is found by the WebSocket's pings, see
+        # route.py, not by ClientAliveInterval: its keepalives would count as
+        # SSH traffic, and idle sessions would never be culled.)
+        f"LoginGraceTime {LOGIN_GRACE_SECONDS}",
         f"LogLevel {log_level}",
     ]
     if version.at_least(9, 8):
+        # Every client arrives from 127.0.0.1 through the proxy: do not
+        # penalise "the" source for another client's mistakes.
         defaults.append("PerSourcePenalties no")
     extra = list(extra_options)
     replaced = {_option_key(line) for line in extra}
@@ -377,21 +385,41 @@ def render_sshd_config(
 PRIVSEP_HINT = re.compile(r"privilege separation directory:?\s*(\S+)", re.IGNORECASE)
 
 
-def check_sshd_config(sshd: str, config_path: str) -> None:
-    """Let sshd itself check the configuration (sshd -t), and explain a refusal."""
+def run_sshd_test(sshd: str, config_path: str) -> tuple[dict[str, str], str | None]:
+    """sshd -T: the effective options, keyword (lower case) to value, as sshd
+    prints them ("logingracetime" -> "30"); or, when sshd refuses to start,
+    no options and its reason in one line."""
     result = subprocess.run(
-        [sshd, "-t", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
+        [sshd, "-T", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
     )
     if result.returncode == 0:
-        return
+        options: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            keyword, _, value = line.partition(" ")
+            options.setdefault(keyword, value)
+        return options, None
     reason = "; ".join(line.strip() for line in result.stderr.splitlines() if line.strip())
-    reason = reason or f"exit status {result.returncode}"
+    return {}, reason or f"exit status {result.returncode}"
+
+
+def privsep_fix(reason: str) -> str | None:
+    """The command that makes sshd's missing privilege separation directory, if
+    that is what reason is about."""
     privsep = PRIVSEP_HINT.search(reason)
-    if privsep:
-        directory = privsep.group(1)
+    return f"mkdir -p -m 0755 {privsep.group(1)}" if privsep else None
+
+
+def check_sshd_config(sshd: str, config_path: str) -> dict[str, str]:
+    """Let sshd itself check the configuration (sshd -T), and explain a refusal.
+    Returns the effective options."""
+    options, reason = run_sshd_test(sshd, config_path)
+    if reason is None:
+        return options
+    fix = privsep_fix(reason)
+    if fix:
         msg = (
             f"sshd refuses to start as root: {reason}; create it with: "
-            f"mkdir -p -m 0755 {directory} (or run the Jupyter server as a normal user)"
+            f"{fix} (or run the Jupyter server as a normal user)"
         )
     else:
         msg = (
@@ -402,8 +430,9 @@ def check_sshd_config(sshd: str, config_path: str) -> None:
 
 
 def sshd_argv(sshd: str, config_path: str) -> list[str]:
-    """sshd in the foreground (-D), logging to stderr (-e), so the Jupyter log has it."""
-    return [sshd, "-D", "-e", "-f", config_path]
+    """sshd for one connection, on its stdin and stdout (-i, inetd mode), logging
+    to stderr (-e), so the Jupyter log has it."""
+    return [sshd, "-i", "-e", "-f", config_path]
 
 
 def write_private_file(path: str, text: str) -> None:

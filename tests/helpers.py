@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jupyter_sshd_proxy import procfs
 from jupyter_sshd_proxy.demo import free_port
 
 __all__ = ["free_port"]  # one free_port for the package and the tests
@@ -65,28 +66,40 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+# What the tests ask of /proc, answered by the package's own reader.
+process_alive = procfs.alive
+processes_mentioning = procfs.processes_mentioning
 
 
-def processes_mentioning(text: str) -> list[str]:
-    """Live processes whose command line contains text (to prove none is left behind)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as stream:
-                cmdline = stream.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and process_alive(int(entry)):
-            found.append(f"{entry}: {cmdline}")
-    return found
+def assert_one_clear_failure(stderr: bytes) -> None:
+    """ssh failed with its own line (kex_exchange_identification: ..., or
+    Connection closed by ...) and, through our proxy, one line that says why."""
+    lines = stderr.decode(errors="replace").splitlines()
+    ours = [line for line in lines if line.startswith("jupyter-sshd-proxy: ")]
+    theirs = [line for line in lines if line not in ours]
+    assert len(ours) <= 1, lines
+    assert len(theirs) <= 1, lines
+    assert lines, "no message at all"
+    assert "Traceback" not in stderr.decode(errors="replace"), lines
+
+
+def server_processes(server: JupyterServer, command: str | None = None) -> list[int]:
+    """The processes below a Jupyter server (its supervisor, sshd, sessions), or
+    those among them whose command line is command."""
+    return [
+        pid
+        for pid in procfs.descendants(server.process.pid)
+        if command is None or procfs.cmdline(pid) == command
+    ]
+
+
+def sshd_processes(server: JupyterServer) -> list[int]:
+    """Every sshd process of a Jupyter server, whatever its role."""
+    return [
+        pid
+        for pid in procfs.descendants(server.process.pid)
+        if (procfs.program(pid) or "").startswith("sshd")
+    ]
 
 
 def devpts_lacks_tty_group() -> bool:
@@ -356,9 +369,7 @@ class SSHClient:
         has stalled (it stops reading), ssh cannot: that is counted as a
         websocat stall and the pair is killed. Through our proxy it fails.
         """
-        from jupyter_sshd_proxy.supervisor import descendants
-
-        proxies = descendants(process.pid)
+        proxies = procfs.descendants(process.pid)
         process.terminate()
         try:
             process.communicate(timeout=timeout)
