@@ -153,10 +153,6 @@ class SSHDService:
             "last_error": (process.get("last_error") if alive else None) or self.last_error,
         }
 
-    def authorized_keys_path(self) -> str:
-        """The first authorized keys file: the one the REST API edits."""
-        return authorized_keys_files(self.settings, sshd.current_user())[0]
-
     def host_key_files(self) -> list[str]:
         """The host private keys, made now if this is their first use."""
         return host_key_files(self.settings)

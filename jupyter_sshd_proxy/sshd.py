@@ -341,7 +341,10 @@ def render_sshd_config(
         "HostbasedAuthentication no",
         "PermitEmptyPasswords no",
         "UsePAM no",
-        "AuthorizedKeysFile " + " ".join(authorized_keys_files),
+        # Quoted, and % doubled: the paths are expanded already, and sshd would
+        # split a home directory with a space or expand a % in it once more.
+        "AuthorizedKeysFile "
+        + " ".join(_quote(path.replace("%", "%%")) for path in authorized_keys_files),
     ]
     defaults = [
         "Subsystem sftp internal-sftp",

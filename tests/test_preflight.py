@@ -46,7 +46,7 @@ def test_sshd_config_is_pinned():
         "HostbasedAuthentication no\n"
         "PermitEmptyPasswords no\n"
         "UsePAM no\n"
-        "AuthorizedKeysFile /home/alice/.ssh/authorized_keys\n"
+        'AuthorizedKeysFile "/home/alice/.ssh/authorized_keys"\n'
         "ClientAliveInterval 30\n"
         "MaxStartups 50\n"
         "Subsystem sftp internal-sftp\n"
@@ -59,6 +59,7 @@ def test_sshd_config_is_pinned():
         "PermitTunnel no\n"
         "PermitUserEnvironment no\n"
         "UseDNS no\n"
+        "LoginGraceTime 30\n"
         "LogLevel INFO\n"
         'SetEnv "ODD=say \\"hi\\" \\\\o/" "PATH=/opt/conda/bin:/usr/bin"\n'
     )
@@ -100,6 +101,31 @@ def real_config(tmp_path, **options) -> tuple[str, Path]:
     return sshd_path, config
 
 
+def test_a_home_with_a_space_or_percent_is_one_keys_file_for_sshd(tmp_path):
+    odd = tmp_path / "a home" / "100%h"
+    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
+    user = sshd.current_user()
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        sshd.render_sshd_config(
+            port=2222,
+            host_keys=sshd.ensure_host_keys(keygen, str(tmp_path / "keys"), user),
+            authorized_keys_files=[str(odd / "authorized_keys")],
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+        )
+    )
+    result = subprocess.run(
+        [sshd_path, "-T", "-f", str(config), "-C", f"user={user.pw_name},addr=127.0.0.1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("authorizedkeysfile")]
+    # sshd -T prints the value as it stores it: unquoted, with % still doubled.
+    assert line == f"authorizedkeysfile {str(odd / 'authorized_keys').replace('%', '%%')}"
+
+
 def test_real_sshd_accepts_the_rendered_config(tmp_path):
     sshd_path, config = real_config(tmp_path, environment=sshd.session_environment(os.environ))
     sshd.check_sshd_config(sshd_path, str(config))
@@ -110,7 +136,7 @@ def test_real_sshd_accepts_the_rendered_config(tmp_path):
     assert "passwordauthentication no" in effective
     assert "kbdinteractiveauthentication no" in effective
     assert "authenticationmethods publickey" in effective
-    assert "maxstartups 1000:30:1000" in effective
+    assert "logingracetime 30" in effective
 
 
 def test_real_sshd_refusal_is_one_line(tmp_path):
@@ -394,10 +420,10 @@ ALLOWED_EXAMPLES = {
     "ClientAliveInterval": ("30", (0, 0)),
     "ClientAliveCountMax": ("5", (0, 0)),
     "TCPKeepAlive": ("no", (0, 0)),
-    "LoginGraceTime": ("30", (0, 0)),
+    "LoginGraceTime": ("45", (0, 0)),
     "MaxAuthTries": ("3", (0, 0)),
     "MaxSessions": ("20", (0, 0)),
-    "MaxStartups": ("10:30:100", (0, 0)),
+    "MaxStartups": ("5:30:50", (0, 0)),
     "PerSourceMaxStartups": ("10", (8, 5)),
     "PerSourceNetBlockSize": ("24:64", (8, 5)),
     "PerSourcePenalties": ("no", (9, 8)),
