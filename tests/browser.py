@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 
-from jupyter_sshd_proxy.supervisor import descendants
+from jupyter_sshd_proxy.procfs import descendants
 
 from .helpers import process_alive, wait_for
 

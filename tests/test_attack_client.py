@@ -23,6 +23,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from jupyter_sshd_proxy import procfs
+
 from .attack_server import ScriptedServer, websocket_accept
 from .hostile import Answer, HostileServer
 from .laptop import CLI, EXISTING_CONFIG, env_with_token, laptop_home, run_cli, snapshot
@@ -223,11 +225,7 @@ def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
 
 
 def _rss_mib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as stream:
-        for line in stream:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return (procfs.rss_bytes(pid) or 0) // (1024 * 1024)
 
 
 def test_one_websocket_message_cannot_take_all_memory():

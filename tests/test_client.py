@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shlex
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from jupyter_sshd_proxy import procfs
 
 from .conftest import STARTED_PIDS
 from .helpers import VENV_BIN, SSHClient, free_port, make_key, processes_mentioning, wait_for
@@ -117,13 +118,9 @@ def test_token_is_not_on_any_command_line_during_a_session(server, setup, client
     ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
     session = ssh.open_session("sleep 20")
     try:
-        command_lines = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    command_lines.append(Path(f"/proc/{entry}/cmdline").read_bytes())
-        assert any(b"jupyter-sshd-proxy\0proxy" in line for line in command_lines)
-        assert not [line for line in command_lines if server.token.encode() in line]
+        command_lines = [procfs.cmdline(pid) for pid in procfs.pids()]
+        assert any("jupyter-sshd-proxy proxy" in line for line in command_lines)
+        assert not [line for line in command_lines if server.token in line]
     finally:
         ssh.end(session)
 

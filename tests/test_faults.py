@@ -851,7 +851,11 @@ def test_a_broken_sshd_fails_fast_backs_off_and_says_why_once(setup, client_key)
             assert result.returncode == 255
             assert time.monotonic() - started < 2
             assert_one_clear_failure(result.stderr)
-        lines = [line for line in server.log().splitlines() if "sshd cannot start" in line]
+
+        def said_why() -> list[str]:
+            return [line for line in server.log().splitlines() if "sshd cannot start" in line]
+
+        lines = wait_for(said_why, 5, "the line that says why sshd cannot start")
         assert len(lines) == 1, lines
         assert lines[0].startswith("jupyter-sshd-proxy: sshd cannot start: sshd: broken on purpose")
         assert server.log().count("sshd: broken on purpose") <= 2  # sshd's own, and ours

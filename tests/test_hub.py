@@ -12,9 +12,10 @@ import os
 import subprocess
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
+
+from jupyter_sshd_proxy import procfs
 
 from .helpers import (
     PROXIES,
@@ -262,16 +263,11 @@ def test_stopping_the_server_ends_sshd_and_every_session(hub, carol):
 
 
 def _processes_of(uid: int) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid and process_alive(int(entry)):
-                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-                    found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:
-                pass
-    return found
+    return [
+        procfs.cmdline(pid)
+        for pid in procfs.pids()
+        if procfs.owner(pid) == uid and procfs.alive(pid)
+    ]
 
 
 # Idle culling: what the Hub's last_activity (which jupyterhub-idle-culler reads) sees.

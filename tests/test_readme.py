@@ -81,8 +81,10 @@ def test_the_benchmark_runs():
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "ours / direct: connect_ms" in result.stdout
-    assert "ours / websocat: connect_ms" in result.stdout
+    for other in ("sshd -D", "websocat"):
+        assert f"ours vs {other}: banner " in result.stdout
+        assert ", first " in result.stdout
+        assert ", repeated " in result.stdout
 
 
 def test_the_settings_command_prints_every_setting_with_its_default():

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -256,44 +255,17 @@ def test_sshd_offers_public_keys_only(server, setup, stranger_key):
     assert offered == {"publickey"}, stderr
 
 
-def test_one_hundred_simultaneous_connections_all_get_a_banner(server):
+def test_as_many_simultaneous_connections_as_may_log_in_all_get_a_banner(server):
+    """max_unauthenticated (32 by default) connections at once each get their own
+    sshd; test_faults.py shows that more wait for a free place."""
+    from jupyter_sshd_proxy.settings import SSHDProxy
+
     port = server.status()["port"]
-    connections = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(100)]
+    count = SSHDProxy.max_unauthenticated.default_value
+    connections = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(count)]
     try:
         banners = [conn.recv(64) for conn in connections]
     finally:
         for conn in connections:
             conn.close()
     assert all(banner.startswith(b"SSH-2.0-OpenSSH") for banner in banners), banners
-
-
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGKILL"])
-def test_sshd_comes_back_after_it_is_killed(ssh, server, signum):
-    import signal
-
-    before = server.status()
-    session = subprocess.Popen(
-        ssh.ssh_argv("sleep 2; echo survived"), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ssh.env,
-    )  # fmt: skip
-    time.sleep(1)  # let the session start before sshd dies
-    killed_at = time.monotonic()
-    os.kill(before["pid"], getattr(signal, signum))
-
-    def connects():
-        result = ssh.ssh("echo back", timeout=30)
-        return result.returncode == 0 and result.stdout == b"back\n"
-
-    wait_for(connects, 5, "ssh to work again", interval=0.1)
-    elapsed = time.monotonic() - killed_at
-    after = server.status()
-    assert after["running"]
-    assert after["pid"] != before["pid"]
-    assert after["restarts"] == before["restarts"] + 1
-    from .conftest import remember_processes
-
-    remember_processes(server)
-    assert elapsed < 5
-    out, err = session.communicate(timeout=30)
-    assert session.returncode == 0, err
-    assert out == b"survived\n"
