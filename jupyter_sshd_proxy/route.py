@@ -164,9 +164,10 @@ class FlowControl:
                     lambda: FlowControlledProtocol(self)
                 )
                 break
-            except ConnectionRefusedError:
-                # The supervisor is being restarted (it died): it listens again
-                # within a fraction of a second.
+            except OSError:
+                # Refused (with "localhost" as ::1 and 127.0.0.1, a plain
+                # OSError): the supervisor is being restarted after it died,
+                # and listens again within a fraction of a second.
                 if time.monotonic() > deadline:
                     self.log.error(
                         "jupyter-sshd-proxy: nothing listens on the sshd port %s after %gs; "

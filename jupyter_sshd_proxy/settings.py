@@ -258,9 +258,10 @@ class SSHDProxy(LoggingConfigurable):
 
     max_unauthenticated = Int(
         32,
-        help="""How many SSH connections may be waiting to log in at once; more are
-        closed at once. Each runs an sshd (about 1.3 MiB) until it logs in, or
-        until sshd's LoginGraceTime (30 s; extra_options can change it) is over.
+        help="""How many SSH connections may be waiting to log in at once. Each runs
+        an sshd (about 1.5 MiB) until it logs in, or until sshd's LoginGraceTime
+        (30 s; extra_options can change it) is over. As many more wait for their
+        turn, without an sshd, for at most as long; more are closed at once.
         Environment variable: JUPYTER_SSHD_PROXY_MAX_UNAUTHENTICATED.""",
     ).tag(config=True, unit="connections")
 

@@ -12,10 +12,12 @@ socket is only kept where no crash of sshd can take it away.)
 What a listener's sshd_config would bound, this process bounds:
 
 * At most --max-unauthenticated connections may be waiting to log in at
-  once (MaxStartups does not apply to sshd -i); more are closed at once. A
-  connection waits to log in until sshd shows the user in its process title
-  ("sshd: USER [priv]", "sshd: USER@notty"), and never longer than the login
-  grace time, after which sshd itself ends it.
+  once (MaxStartups does not apply to sshd -i). As many more wait for their
+  turn without an sshd (a burst of real logins: 40 rsyncs started together),
+  for at most the login grace time; more are closed at once. A connection
+  waits to log in until sshd shows the user in its process title ("sshd: USER
+  [priv]", "sshd: USER@notty"), and never longer than the login grace time,
+  after which sshd itself ends it.
 * When sshd cannot start at all (its program is gone, /run/sshd is missing,
   the host keys are unreadable), connections are closed at once instead of
   each starting an sshd that fails, `sshd -T` is tried again with a back-off
@@ -39,6 +41,7 @@ server is gone.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import errno
 import json
@@ -62,7 +65,7 @@ LOG_EVERY = 60.0  # at most one line a minute about a problem that persists
 QUICK_FAILURE = 1.0  # an sshd that fails this soon may not be able to start at all
 CHECK_AT_MOST_EVERY = 1.0  # seconds between checks while sshd works
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
-DEFAULT_MAX_UNAUTHENTICATED = 10
+DEFAULT_MAX_UNAUTHENTICATED = 32  # as c.SSHDProxy.max_unauthenticated
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
@@ -106,6 +109,9 @@ class Problem:
     """Something that keeps failing: retried with a back-off, logged at most once a minute."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.text: str | None = None
         self.tries = 0
         self.retry_at = 0.0
@@ -124,7 +130,7 @@ class Problem:
     def solved(self, message: str) -> None:
         if self.logged_text is not None:
             log(message)
-        self.__init__()
+        self._reset()
 
 
 class Supervisor:
@@ -150,6 +156,7 @@ class Supervisor:
         self.parent = os.getppid()
         self.listener: socket.socket | None = None
         self.connections: dict[int, Connection] = {}
+        self.queue: collections.deque[tuple[socket.socket, float]] = collections.deque()
         self.cannot_listen = Problem()
         self.cannot_start = Problem()  # sshd itself
         self.checked_at = -CHECK_AT_MOST_EVERY
@@ -184,6 +191,8 @@ class Supervisor:
                     self._listen()
                 if self.cannot_start.text and now >= self.cannot_start.retry_at:
                     self._check_sshd()
+                if self.queue:
+                    self._serve_queue()
                 waiting = [wake_read]
                 if self.listener is not None and now >= self.accept_paused_until:
                     waiting.append(self.listener)
@@ -211,7 +220,9 @@ class Supervisor:
     def _timeout(self) -> float:
         """How long the loop may sleep: until the next retry, at most a second."""
         now = time.monotonic()
-        moments = [now + 1.0]
+        # A queued connection waits for one that logs in: sshd's title says
+        # so, and nothing wakes us for it.
+        moments = [now + (0.05 if self.queue else 1.0)]
         if self.accept_paused_until > now:
             moments.append(self.accept_paused_until)
         if self.listener is None:
@@ -256,26 +267,47 @@ class Supervisor:
                     self.accept_paused_until = time.monotonic() + 0.5
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
-            if not self._serve(conn):
-                conn.close()
+            self._admit(conn)
 
-    def _serve(self, conn: socket.socket) -> bool:
-        """Start sshd -i on the connection; False to close it at once."""
+    def _admit(self, conn: socket.socket) -> None:
+        """Start sshd for the connection, queue it, or close it at once."""
         if _hung_up(conn):
             # Nobody to talk to (jupyter-server-proxy's readiness probe, a
             # client gone already): no sshd, and no lines about it in the log.
-            return False
-        if self.cannot_start.text:
+            conn.close()
+        elif self.cannot_start.text:
             self.refused += 1
-            return False
-        if self._waiting_to_log_in() >= self.max_unauthenticated:
+            conn.close()
+        elif not self.queue and self._waiting_to_log_in() < self.max_unauthenticated:
+            self._start_sshd(conn)
+        elif len(self.queue) < self.max_unauthenticated:
+            # A burst of real logins (40 rsyncs at once) waits its turn.
+            self.queue.append((conn, time.monotonic()))
+        else:
             self.refused += 1
+            conn.close()
             self._note_refusal(
-                f"{self.max_unauthenticated} SSH connections are waiting to log in, "
-                "new ones are closed until they do or their login grace time of "
-                f"{self.login_grace:g}s is over (c.SSHDProxy.max_unauthenticated)"
+                f"{self.max_unauthenticated} SSH connections are waiting to log in and as "
+                "many more for their turn; new ones are closed until they log in or their "
+                f"login grace time of {self.login_grace:g}s is over "
+                "(c.SSHDProxy.max_unauthenticated)"
             )
-            return False
+
+    def _serve_queue(self) -> None:
+        """Start sshd for the queued connections that can have their turn now;
+        close those that hung up or waited longer than the login grace time."""
+        now = time.monotonic()
+        kept = collections.deque()
+        for conn, queued in self.queue:
+            if _hung_up(conn) or self.cannot_start.text or now - queued >= self.login_grace:
+                conn.close()
+            else:
+                kept.append((conn, queued))
+        self.queue = kept
+        while self.queue and self._waiting_to_log_in() < self.max_unauthenticated:
+            self._start_sshd(self.queue.popleft()[0])
+
+    def _start_sshd(self, conn: socket.socket) -> None:
         conn.setblocking(True)
         try:
             process = subprocess.Popen(
@@ -285,19 +317,22 @@ class Supervisor:
                 preexec_fn=None if self.pdeathsig_wrapper else _die_with(os.getpid()),
             )
         except OSError as error:
+            conn.close()
             self._sshd_fails(
                 f"sshd cannot start: cannot run {self.sshd}: {error.strerror}; "
                 "fix that, no restart needed"
             )
-            return False
+            return
         self.connections[process.pid] = Connection(process, conn, time.monotonic())
-        return True
 
     def _waiting_to_log_in(self) -> int:
+        """Connections whose sshd runs and has not shown a logged-in user yet.
+        (sshd ends them at the login grace time; one that is older still, by
+        more than a moment, logged in in a way its title does not say.)"""
         now = time.monotonic()
         waiting = 0
         for pid, connection in self.connections.items():
-            if connection.logged_in or now - connection.started >= self.login_grace:
+            if connection.logged_in or now - connection.started >= self.login_grace + 5:
                 continue
             if logged_in(procfs.cmdline(pid), self.user):
                 connection.logged_in = True
@@ -424,6 +459,8 @@ class Supervisor:
             self.listener = None
         for connection in self.connections.values():
             connection.sock.close()
+        for conn, _ in self.queue:
+            conn.close()
         deadline = time.monotonic() + STOP_GRACE
         kill_signal = signal.SIGTERM
         while True:
