@@ -91,11 +91,6 @@ ALLOWED_SSHD_OPTIONS = {
         "LoginGraceTime",
         "MaxAuthTries",
         "MaxSessions",
-        "MaxStartups",
-        "PerSourceMaxStartups",
-        "PerSourceNetBlockSize",
-        "PerSourcePenalties",
-        "PerSourcePenaltyExemptList",
         "ChannelTimeout",
         "UnusedConnectionTimeout",
         "RekeyLimit",
@@ -206,7 +201,7 @@ class SSHDProxy(LoggingConfigurable):
     extra_options = List(
         Unicode(),
         default_value=[],
-        help="""More sshd_config lines, such as "ClientAliveInterval 30" or
+        help="""More sshd_config lines, such as "LoginGraceTime 60" or
         "MaxSessions 20". They replace this package's default for the same
         keyword. Only options that cannot weaken authentication, the listen
         address or the user are accepted (time-outs, forwarding, sessions,
@@ -378,6 +373,19 @@ def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
     return list(paths)
 
 
+# Options of sshd's listener, which sshd -i (one sshd per connection) never has.
+LISTENER_ONLY_SSHD_OPTIONS = frozenset(
+    option.lower()
+    for option in (
+        "MaxStartups",
+        "PerSourceMaxStartups",
+        "PerSourceNetBlockSize",
+        "PerSourcePenalties",
+        "PerSourcePenaltyExemptList",
+    )
+)
+
+
 def check_extra_options(lines: list[str], source: str) -> list[str]:
     """Each line as "Keyword value", with a keyword from ALLOWED_SSHD_OPTIONS.
 
@@ -396,10 +404,16 @@ def check_extra_options(lines: list[str], source: str) -> list[str]:
         if not match:
             msg = (
                 f"{source}: {line!r} is not an sshd option; "
-                'write "Keyword value", e.g. "ClientAliveInterval 30"'
+                'write "Keyword value", e.g. "MaxSessions 20"'
             )
             raise ConfigError(msg)
         keyword, value = match.group(1), match.group(2).strip()
+        if keyword.lower() in LISTENER_ONLY_SSHD_OPTIONS:
+            msg = (
+                f"{source}: {keyword} has no effect: sshd runs once per connection "
+                "(sshd -i); set c.SSHDProxy.max_unauthenticated instead"
+            )
+            raise ConfigError(msg)
         if keyword.lower() in PROTECTED_SSHD_OPTIONS:
             msg = (
                 f"{source}: {keyword} cannot be changed, "

@@ -26,7 +26,7 @@ def test_sshd_config_is_pinned():
         user=USER,
         log_level="INFO",
         version=sshd.SSHDVersion(9, 2, "OpenSSH_9.2"),
-        extra_options=["ClientAliveInterval 30", "MaxStartups 50"],
+        extra_options=["ClientAliveInterval 30", "MaxSessions 20"],
         environment={"PATH": "/opt/conda/bin:/usr/bin", "ODD": 'say "hi" \\o/'},
     )
     assert text == (
@@ -48,7 +48,7 @@ def test_sshd_config_is_pinned():
         "UsePAM no\n"
         'AuthorizedKeysFile "/home/alice/.ssh/authorized_keys"\n'
         "ClientAliveInterval 30\n"
-        "MaxStartups 50\n"
+        "MaxSessions 20\n"
         "Subsystem sftp internal-sftp\n"
         "PrintMotd no\n"
         "PrintLastLog no\n"
@@ -356,7 +356,7 @@ def test_config_file_wins_over_the_environment(monkeypatch):
          "use e.g. 30"),
         ("EXTRA_OPTIONS", "ClientAliveInterval",
          "JUPYTER_SSHD_PROXY_EXTRA_OPTIONS: 'ClientAliveInterval' is not an sshd option; write "
-         '"Keyword value", e.g. "ClientAliveInterval 30"'),
+         '"Keyword value", e.g. "MaxSessions 20"'),
     ],
 )  # fmt: skip
 def test_bad_values_say_what_and_how_to_fix(monkeypatch, variable, value, message):
@@ -423,11 +423,6 @@ ALLOWED_EXAMPLES = {
     "LoginGraceTime": ("45", (0, 0)),
     "MaxAuthTries": ("3", (0, 0)),
     "MaxSessions": ("20", (0, 0)),
-    "MaxStartups": ("5:30:50", (0, 0)),
-    "PerSourceMaxStartups": ("10", (8, 5)),
-    "PerSourceNetBlockSize": ("24:64", (8, 5)),
-    "PerSourcePenalties": ("no", (9, 8)),
-    "PerSourcePenaltyExemptList": ("127.0.0.1", (9, 8)),
     "ChannelTimeout": ("session=1h", (9, 2)),
     "UnusedConnectionTimeout": ("1h", (9, 2)),
     "RekeyLimit": ("1G 1h", (0, 0)),
@@ -576,3 +571,13 @@ def test_keywords_are_read_as_sshd_reads_them(option, written):
         assert "passwordauthentication cannot be changed" in str(error.value).lower()
     else:
         assert SSHDProxy(config=config).extra_options == [written]
+
+
+@pytest.mark.parametrize("option", ["MaxStartups 10:30:100", "PerSourceMaxStartups 5"])
+def test_listener_options_are_refused_as_without_effect(option):
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy(config=Config({"SSHDProxy": {"extra_options": [option]}}))
+    assert str(error.value) == (
+        f"SSHDProxy.extra_options: {option.split()[0]} has no effect: sshd runs once per "
+        "connection (sshd -i); set c.SSHDProxy.max_unauthenticated instead"
+    )
