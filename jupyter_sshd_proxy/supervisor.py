@@ -160,6 +160,7 @@ class Supervisor:
         self.cannot_listen = Problem()
         self.cannot_start = Problem()  # sshd itself
         self.checked_at = -CHECK_AT_MOST_EVERY
+        self.check_due = False  # a quick failure came while checks were throttled
         self.refused = 0  # connections closed at once because of the limit
         self.refused_logged_at = -LOG_EVERY
         self.accept_paused_until = 0.0
@@ -189,7 +190,8 @@ class Supervisor:
                 now = time.monotonic()
                 if self.listener is None and now >= self.cannot_listen.retry_at:
                     self._listen()
-                if self.cannot_start.text and now >= self.cannot_start.retry_at:
+                retry = self.cannot_start.text and now >= self.cannot_start.retry_at
+                if retry or (self.check_due and now - self.checked_at >= CHECK_AT_MOST_EVERY):
                     self._check_sshd()
                 if self.queue:
                     self._serve_queue()
@@ -229,6 +231,8 @@ class Supervisor:
             moments.append(self.cannot_listen.retry_at)
         if self.cannot_start.text:
             moments.append(self.cannot_start.retry_at)
+        if self.check_due:
+            moments.append(self.checked_at + CHECK_AT_MOST_EVERY)
         return max(0.0, min(moments) - now)
 
     # The port.
@@ -365,19 +369,25 @@ class Supervisor:
             # sshd failed at once while its client was still there: can sshd
             # start at all? (A client that hung up, or sent junk, explains an
             # early end too: then sshd -T says all is well.)
+            # Checks are at most one a second; one asked for sooner is put off
+            # to the end of that second, never dropped: sshd that broke right
+            # after a check must still be found out.
             if (
                 code != 0
                 and not connection.logged_in
                 and time.monotonic() - connection.started < QUICK_FAILURE
                 and not _hung_up(connection.sock)
-                and time.monotonic() - self.checked_at >= CHECK_AT_MOST_EVERY
             ):
-                self._check_sshd()
+                if time.monotonic() - self.checked_at >= CHECK_AT_MOST_EVERY:
+                    self._check_sshd()
+                else:
+                    self.check_due = True
             connection.sock.close()
 
     def _check_sshd(self) -> None:
         """Can sshd start with its configuration? sshd -T says, with the reason."""
         self.checked_at = time.monotonic()
+        self.check_due = False
         try:
             _, reason = run_sshd_test(self.sshd, self.config)
         except OSError as error:
