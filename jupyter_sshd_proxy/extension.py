@@ -31,7 +31,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
-    route.install(serverapp.web_app, base_url, serverapp.log)
+    if not route.install(serverapp.web_app, base_url, serverapp.log):
+        service.unguarded = route.UNGUARDED
     if service.settings_error is None:
         start_tracking(serverapp, service.settings, service.connections)
     else:

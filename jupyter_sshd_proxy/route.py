@@ -69,6 +69,11 @@ AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
+UNGUARDED = (
+    "the /sshd/ route of jupyter-server-proxy could not be authorized like a terminal, so "
+    "sshd is not started; install versions of jupyter-sshd-proxy and jupyter-server-proxy "
+    "that work together"
+)
 PING_SECONDS = 30
 
 
@@ -233,9 +238,9 @@ def install(web_app: web.Application, base_url: str, log: logging.Logger) -> boo
         found = True
     if not found:
         log.error(
-            "jupyter-sshd-proxy: jupyter-server-proxy's %s route was not found, so ssh is not "
-            "limited to users who may open a terminal; check that jupyter_server_proxy is "
-            "installed and enabled",
+            "jupyter-sshd-proxy: jupyter-server-proxy's %s route was not found, so sshd will "
+            "not be started (it would not be limited to users who may open a terminal); check "
+            "that jupyter_server_proxy is installed and enabled",
             url_path_join(base_url, ROUTE_NAME) + "/",
         )
     return found

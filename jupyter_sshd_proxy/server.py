@@ -22,7 +22,7 @@ from typing import Any
 from tornado import web
 
 from . import procfs, sshd
-from .errors import ConfigError, SSHDProxyError
+from .errors import ConfigError, PreflightError, SSHDProxyError
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
@@ -46,6 +46,9 @@ class SSHDService:
         self.state_dir: str | None = None
         self.version: str | None = None
         self.last_error: str | None = error
+        # Why the /sshd/ route could not be authorized like a terminal, if it
+        # could not: then sshd is never started (fail closed).
+        self.unguarded: str | None = None
 
     @classmethod
     def of(cls, serverapp: Any) -> SSHDService:
@@ -203,6 +206,8 @@ def host_key_files(
 
 def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     """Everything before sshd can start; the supervisor's argv."""
+    if service.unguarded:
+        raise PreflightError(service.unguarded)
     config = service.settings
     user = sshd.current_user()
     sshd_path, ssh_keygen = find_programs(config)

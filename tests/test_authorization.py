@@ -106,9 +106,24 @@ def test_install_names_a_missing_route_in_one_error_line(caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [
         "jupyter-sshd-proxy: jupyter-server-proxy's /base/sshd/ route was not found, so "
-        "ssh is not limited to users who may open a terminal; check that "
-        "jupyter_server_proxy is installed and enabled"
+        "sshd will not be started (it would not be limited to users who may open a terminal); "
+        "check that jupyter_server_proxy is installed and enabled"
     ]
+
+
+def test_an_unguarded_route_never_starts_sshd():
+    """Fail closed: if the route could not be guarded, sshd is never started."""
+    from jupyter_sshd_proxy import route
+    from jupyter_sshd_proxy.server import SSHDService
+    from jupyter_sshd_proxy.settings import SSHDProxy
+
+    service = SSHDService(SSHDProxy(), logging.getLogger("test-route"))
+    service.unguarded = route.UNGUARDED
+    with pytest.raises(web.HTTPError) as refused:
+        service.start_command(2222)
+    assert refused.value.status_code == 503
+    assert service.last_error == route.UNGUARDED
+    assert service.state_dir is None  # nothing was prepared
 
 
 def test_config_ssh_says_the_user_may_not_open_a_terminal(no_execute_server, tmp_path):
