@@ -575,7 +575,11 @@ def test_connections_waiting_to_log_in_are_bounded(tight, tight_ssh):
             assert time.monotonic() - started < 15, "the waiting ones were not ended"
             time.sleep(0.05)
         assert most == 4
-        for ws in sockets[:4]:
+        # Which of them got an sshd first is up to the order in which the route
+        # reached the port, not the order they were opened in.
+        served = [ws for ws in sockets[:8] if ws.frames]
+        assert len(served) >= 4, [ws.frames for ws in sockets[:8]]
+        for ws in served:
             assert ws.frames[0][1].startswith(b"SSH-2.0-")
             assert 2.5 < ws.ended_at - started < 8  # LoginGraceTime 3
         result = tight_ssh.ssh("echo in")
