@@ -24,7 +24,7 @@ from jupyter_sshd_proxy import keys
 from jupyter_sshd_proxy.errors import ConfigError
 from jupyter_sshd_proxy.settings import SSHDProxy
 
-from .helpers import SSHClient, make_key
+from .helpers import SSHClient, make_key, pin_host_keys
 from .test_api import call, fingerprint_of
 
 
@@ -293,11 +293,13 @@ def test_a_restricted_key_cannot_escape_its_command_through_accept_env(tmp_path)
     keys_file.chmod(0o600)
     text = config.read_text().replace("StrictModes yes", "StrictModes no")
     config.write_text(text)
+    known_hosts = tmp_path / "known_hosts"
+    pin_host_keys(known_hosts, "x", tmp_path / "keys")  # the host keys real_config made
     marker = tmp_path / "escaped"
     result = subprocess.run(
         ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-         "-i", str(key), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+         "-i", str(key), "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "LogLevel=ERROR",
          "-o", f'SetEnv=BASH_ENV="$(touch {marker})" LC_ALL=C',
          "-o", f"ProxyCommand={sshd_path} -i -f {config}",
          f"{user.pw_name}@x", "ignored"],

@@ -109,11 +109,16 @@ def granted(data: bytes, names=None):
     ]
     for n in names:
         argv += ["-i", f"{POOL}/{n}"]
+    known_hosts = os.path.join(WORK, "known_hosts")  # the oracle's own host key, pinned
+    with open(known_hosts, "w") as f:
+        f.write(
+            f"[127.0.0.1]:{_port} " + " ".join(open(f"{WORK}/hk.pub").read().split()[:2]) + "\n"
+        )
     argv += [
         "-o",
-        "StrictHostKeyChecking=no",
+        "StrictHostKeyChecking=yes",
         "-o",
-        "UserKnownHostsFile=/dev/null",
+        f"UserKnownHostsFile={known_hosts}",
         "-o",
         "LogLevel=QUIET",
         "root@127.0.0.1",
