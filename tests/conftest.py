@@ -1,21 +1,23 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .helpers import (
     PROXIES,
-    WEBSOCAT,
     Account,
     JupyterServer,
     SSHClient,
+    knock,
     make_key,
     pin_host_keys,
     process_alive,
@@ -169,6 +171,17 @@ class ServerSetup:
         account.own(self.authorized_keys)
         self.known_hosts = run_dir / f"known_hosts-{account.name}"
 
+    @contextlib.contextmanager
+    def running(self, *args: str, **env: str) -> Iterator[JupyterServer]:
+        """A started server whose sshd runs, its host keys pinned; stopped afterwards."""
+        server = self.server(*args, **env).start()
+        try:
+            start_sshd(server)
+            self.pin_host_keys()
+            yield server
+        finally:
+            server.stop()
+
     def pin_host_keys(self) -> None:
         pin_host_keys(self.known_hosts, "jupyter-test", self.host_key_dir)
 
@@ -186,11 +199,7 @@ def setup(account, run_dir, client_key):
 
 def start_sshd(server: JupyterServer) -> dict:
     """Open (and close) one WebSocket so the server starts sshd; return its status."""
-    subprocess.run(
-        [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {server.token}",
-         f"ws://127.0.0.1:{server.port}/sshd/"],
-        input=b"", capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+    knock(server)
     status = wait_for(
         lambda: (lambda s: s if s["running"] else None)(server.status()), 15, "sshd to run"
     )
@@ -207,13 +216,8 @@ def remember_processes(server: JupyterServer) -> None:
 @pytest.fixture(scope="module")
 def server(setup):
     """A running Jupyter server whose sshd has started, with its host keys pinned."""
-    server = setup.server().start()
-    try:
-        start_sshd(server)
-        setup.pin_host_keys()
+    with setup.running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=PROXIES)

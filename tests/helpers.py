@@ -9,6 +9,7 @@ import os
 import pwd
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,37 @@ def http_request(
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def knock(server) -> None:
+    """Open one WebSocket to the server's /sshd/ route and close it at once (websocat)."""
+    subprocess.run(
+        [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {server.token}",
+         f"ws://127.0.0.1:{server.port}/sshd/"],
+        input=b"", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def connectable(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def first_answer_line(port: int, request: bytes) -> bytes:
+    """Send raw request bytes to 127.0.0.1:port; what came back up to the first line end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def make_key(path: Path) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from tornado import web
 
-from .helpers import make_key
+from .helpers import first_answer_line, make_key
 from .test_api import call
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -40,15 +39,7 @@ def upgrade_status(server, path: str = "/sshd/") -> int:
         f"Authorization: token {server.token}\r\n"
         "\r\n"
     )
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(request.encode())
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
+    return int(first_answer_line(server.port, request.encode()).split(b" ", 2)[1])
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from .conftest import start_sshd
 from .helpers import (
     SSHClient,
     assert_one_clear_failure,
+    connectable,
     free_port,
     server_processes,
     wait_for,
@@ -41,14 +42,6 @@ MiB = 1024 * 1024
 def figure(what: str, value: object) -> None:
     """A number for the README's reliability section (shown with pytest -s)."""
     print(f"\nfigure: {what}: {value}")  # noqa: T201
-
-
-def connectable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -178,13 +171,8 @@ KEEPALIVE_BOUND = 1 + 1 + 5 + 2
 
 @pytest.fixture(scope="module")
 def tight(setup):
-    server = setup.server(*TIGHT_ARGS, **TIGHT_ENV).start()
-    try:
-        start_sshd(server)
-        setup.pin_host_keys()
+    with setup.running(*TIGHT_ARGS, **TIGHT_ENV) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -437,10 +425,7 @@ def test_a_frozen_sshd_does_not_grow_the_server_with_uploads(tight):
 
 
 def test_restarting_the_jupyter_server_with_sessions_open(setup, client_key):
-    server = setup.server().start()
-    try:
-        start_sshd(server)
-        setup.pin_host_keys()
+    with setup.running() as server:
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         keys = sorted(p.read_bytes() for p in setup.host_key_dir.glob("*.pub"))
         sessions = [ssh.open_session("sleep 600") for _ in range(3)]
@@ -451,8 +436,6 @@ def test_restarting_the_jupyter_server_with_sessions_open(setup, client_key):
             10,
             "three remote sleeps",
         )
-    finally:
-        server.stop()
     for session in sessions:
         # Each client ends cleanly, at once, with one line.
         session.wait(5)
@@ -472,10 +455,7 @@ def test_restarting_the_jupyter_server_with_sessions_open(setup, client_key):
 
 
 def test_the_jupyter_server_killed_takes_every_session_with_it(setup, client_key):
-    server = setup.server().start()
-    try:
-        start_sshd(server)
-        setup.pin_host_keys()
+    with setup.running() as server:
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         session = ssh.open_session("sleep 600")
         try:
@@ -487,8 +467,6 @@ def test_the_jupyter_server_killed_takes_every_session_with_it(setup, client_key
             session.wait(10)
         finally:
             ssh.end(session)
-    finally:
-        server.stop()
 
 
 def test_client_killed_mid_transfer(tight, tight_ssh, tmp_path):
@@ -845,10 +823,7 @@ def test_a_broken_sshd_fails_fast_backs_off_and_says_why_once(setup, client_key)
     )
     wrapper.chmod(0o755)
     setup.account.own(wrapper)
-    server = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH=str(wrapper)).start()
-    try:
-        start_sshd(server)
-        setup.pin_host_keys()
+    with setup.running(JUPYTER_SSHD_PROXY_SSHD_PATH=str(wrapper)) as server:
         ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
         assert ssh.ssh("true").returncode == 0
         marker.touch()
@@ -878,8 +853,6 @@ def test_a_broken_sshd_fails_fast_backs_off_and_says_why_once(setup, client_key)
         assert server.status()["running"] is True
         assert server.status()["last_error"] is None
         assert "jupyter-sshd-proxy: sshd starts again" in server.log()
-    finally:
-        server.stop()
         marker.unlink(missing_ok=True)
 
 

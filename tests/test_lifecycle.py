@@ -41,14 +41,9 @@ def test_ssh_works_at_once_after_sshd_is_killed(server, ssh, signum):
 
 
 def test_host_key_is_the_same_after_the_server_restarts(setup, client_key):
-    first = setup.server().start()
-    try:
-        start_sshd(first)
-        setup.pin_host_keys()
+    with setup.running() as first:
         keys_before = sorted(p.read_text() for p in setup.host_key_dir.glob("*.pub"))
         assert SSHClient(first, client_key, setup.known_hosts).ssh("true").returncode == 0
-    finally:
-        first.stop()
     second = setup.server().start()
     try:
         start_sshd(second)

@@ -24,11 +24,11 @@ from jupyter_sshd_proxy.page import hub_info
 from .browser import chromium
 from .helpers import (
     REPO,
-    WEBSOCAT,
     Account,
     JupyterServer,
     SSHClient,
     free_port,
+    knock,
     make_key,
     pin_host_keys,
 )
@@ -350,11 +350,7 @@ def test_sshd_problems_show_as_the_api_words_them(setup, context):
     broken = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH="/nonexistent/sshd").start()
     try:
         # A connection attempt: the server logs why sshd cannot start.
-        subprocess.run(
-            [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {broken.token}",
-             f"ws://127.0.0.1:{broken.port}/sshd/"],
-            input=b"", capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
+        knock(broken)
         last_error = broken.status()["last_error"]
         assert "/nonexistent/sshd" in last_error
         code, answer = api_call(broken, "GET", "host-keys")

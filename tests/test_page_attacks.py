@@ -10,7 +10,6 @@ import contextlib
 import html
 import json
 import re
-import subprocess
 import threading
 import urllib.parse
 from http.server import ThreadingHTTPServer
@@ -19,8 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from . import test_page
-from .conftest import start_sshd
-from .helpers import SSHClient, free_port, make_key
+from .helpers import SSHClient, free_port, knock, make_key
 from .test_page import (
     API,
     PAGE,
@@ -147,10 +145,7 @@ def test_keys_in_a_second_keys_file(setup, context, tmp_path):
     for path in (first, second):
         path.chmod(0o600)
         setup.account.own(path)
-    other = setup.server(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES=f"{first}:{second}").start()
-    try:
-        start_sshd(other)
-        setup.pin_host_keys()
+    with setup.running(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES=f"{first}:{second}") as other:
         ssh = SSHClient(other, key, setup.known_hosts, proxy="websocat")
         logged_in = ssh.ssh("echo in", identity=key)
         assert logged_in.stdout == b"in\n", logged_in.stderr
@@ -159,8 +154,6 @@ def test_keys_in_a_second_keys_file(setup, context, tmp_path):
         assert text == f"These keys may log in, from {first} and {second}:"
         fingerprint = page.inner_text("#keys li .fingerprint")
         assert page.inner_text("#keys li .file") == f"in {second}", fingerprint
-    finally:
-        other.stop()
 
 
 # ------------------------------------------------------------------ stored XSS
@@ -397,13 +390,7 @@ def test_last_error_with_html(setup, context):
     hostile = "/nonexistent/<img src=x onerror=window.pwned=1>/</dd><script>alert(1)</script>"
     broken = setup.server(JUPYTER_SSHD_PROXY_SSHD_PATH=hostile).start()
     try:
-        from .conftest import WEBSOCAT
-
-        subprocess.run(
-            [WEBSOCAT, "--binary", "-E", f"-H=Authorization: token {broken.token}",
-             f"ws://127.0.0.1:{broken.port}/sshd/"],
-            input=b"", capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
+        knock(broken)
         last_error = broken.status()["last_error"]
         assert hostile in last_error
         ctx, events = watched(context)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import socket
 import struct
 import subprocess
 import urllib.parse
@@ -24,7 +23,7 @@ from jupyter_sshd_proxy import keys
 from jupyter_sshd_proxy.errors import ConfigError
 from jupyter_sshd_proxy.settings import SSHDProxy
 
-from .helpers import SSHClient, make_key, pin_host_keys
+from .helpers import SSHClient, first_answer_line, make_key, pin_host_keys
 from .test_api import call, fingerprint_of
 
 
@@ -221,15 +220,7 @@ def test_post_refuses_options_that_make_the_key_useless(server, setup, tmp_path,
 
 
 def _raw(server, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(request)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer
+    return first_answer_line(server.port, request)
 
 
 @pytest.mark.parametrize("length", ["abc", "2, 2"])
@@ -319,7 +310,6 @@ def test_every_keys_file_is_listed_and_edited(setup, tmp_path):
     in, and GET listed the first only. Now GET lists the keys of every file
     (each with its file), POST adds to the first unless a file already lets
     the key in, and DELETE removes the key from every file."""
-    from .conftest import start_sshd
 
     key, pub, fingerprint = _key(tmp_path, "two-files")
     _, other_pub, other_fingerprint = _key(tmp_path, "only-second")
@@ -331,10 +321,7 @@ def test_every_keys_file_is_listed_and_edited(setup, tmp_path):
     for path in (first, second):
         path.chmod(0o600)
         setup.account.own(path)
-    other = setup.server(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES=f"{first}:{second}").start()
-    try:
-        start_sshd(other)
-        setup.pin_host_keys()
+    with setup.running(JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES=f"{first}:{second}") as other:
         status, body = call(other, "GET", "/authorized-keys")
         assert status == 200, body
         assert (body["file"], body["files"]) == (str(first), [str(first), str(second)])
@@ -357,8 +344,6 @@ def test_every_keys_file_is_listed_and_edited(setup, tmp_path):
         assert first.read_text() == f"{new_pub} new\n"
         assert second.read_text() == f"{other_pub} only-second\n"
         assert _delete(other, fingerprint)[0] == 404
-    finally:
-        other.stop()
         first.unlink()
         second.unlink()
 

@@ -20,6 +20,7 @@ from .helpers import (
     UPGRADE_HEADERS,
     VENV_BIN,
     WEBSOCAT_STALLS,
+    connectable,
     free_port,
     wait_for,
 )
@@ -179,14 +180,6 @@ def exchange(port: int, payload: bytes) -> bytes:
         while chunk := conn.recv(65536):
             received += chunk
     return received
-
-
-def connectable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("direction", ["-L", "-R"])
