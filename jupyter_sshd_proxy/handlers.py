@@ -31,9 +31,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from . import keys, sshd
+from . import keys
 from .errors import BadKeyError, SSHDProxyError
-from .server import SSHDService, authorized_keys_files
+from .server import SSHDService
 
 AUTH_RESOURCE = "terminals"
 CHANGE_KEYS = "execute"  # a key is a shell: what jupyter_server_terminals asks to open one
@@ -152,11 +152,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         return value
 
     def keys_files(self) -> list[str]:
-        """The configured authorized keys files, expanded, each once, in order."""
-        paths = self.server_side(
-            lambda: authorized_keys_files(self.service.settings, sshd.current_user())
-        )
-        return list(dict.fromkeys(paths))
+        return self.server_side(self.service.authorized_keys_files)
 
     @web.authenticated
     @authorized

@@ -160,6 +160,11 @@ class SSHDService:
         """The host private keys, made now if this is their first use."""
         return host_key_files(self.settings)
 
+    def authorized_keys_files(self) -> list[str]:
+        """The configured authorized keys files, expanded, each once, in order."""
+        paths = authorized_keys_files(self.settings, sshd.current_user())
+        return list(dict.fromkeys(paths))
+
 
 def setup_sshd() -> dict:
     """The jupyter-server-proxy entry point: the process spec of the /sshd/ route."""
