@@ -128,7 +128,10 @@ class SSHDService:
         """One process per open SSH connection: the sshd -i that the supervisor
         started for it. (The supervisor also adopts session commands whose sshd
         ended; those are not connections.)"""
-        supervisor = self.process_status().get("supervisor_pid")
+        return self._connections_of(self.process_status().get("supervisor_pid"))
+
+    @staticmethod
+    def _connections_of(supervisor: int | None) -> list[int]:
         if not supervisor or not procfs.available():
             return []
         return [
@@ -152,7 +155,7 @@ class SSHDService:
             "port": self.port,
             "version": self.version,
             "restarts": process.get("restarts", 0),
-            "sessions": len(self.connections()) if alive and procfs.available() else None,
+            "sessions": len(self._connections_of(pid)) if alive and procfs.available() else None,
             "last_error": (process.get("last_error") if alive else None) or self.last_error,
         }
 
