@@ -171,23 +171,21 @@ def io_bytes(pid: int) -> int | None:
 
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of the process (VmRSS)."""
-    try:
-        with open(f"{PROC}/{pid}/status") as stream:
-            for line in stream:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return _kib_field(pid, "status", "VmRSS")
 
 
 def pss_bytes(pid: int) -> int | None:
     """The process's share of memory (Pss): its own pages, and its part of the
     pages it shares with others, such as sshd's libraries."""
+    return _kib_field(pid, "smaps_rollup", "Pss")
+
+
+def _kib_field(pid: int, file: str, field: str) -> int | None:
+    """The "FIELD:  N kB" line of /proc/PID/FILE, in bytes."""
     try:
-        with open(f"{PROC}/{pid}/smaps_rollup") as stream:
+        with open(f"{PROC}/{pid}/{file}") as stream:
             for line in stream:
-                if line.startswith("Pss:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
