@@ -313,22 +313,15 @@ def from_text(trait: TraitType, text: str, source: str) -> Any:
     """A trait's value from its environment variable's text."""
     if isinstance(trait, Bool):
         return parse_bool(text, source)
-    if isinstance(trait, Float):
+    if isinstance(trait, (Float, Int)):
+        whole = isinstance(trait, Int)
         try:
-            return float(text)
+            return int(text) if whole else float(text)
         except ValueError:
+            number = "positive whole number" if whole else "positive number"
             msg = (
-                f"{source}={text!r} is not a positive number of {trait.metadata['unit']}; "
+                f"{source}={text!r} is not a {number} of {trait.metadata['unit']}; "
                 f"use e.g. {trait.default_value:g}"
-            )
-            raise ConfigError(msg) from None
-    if isinstance(trait, Int):
-        try:
-            return int(text)
-        except ValueError:
-            msg = (
-                f"{source}={text!r} is not a positive whole number of "
-                f"{trait.metadata['unit']}; use e.g. {trait.default_value}"
             )
             raise ConfigError(msg) from None
     if isinstance(trait, List):
