@@ -351,6 +351,9 @@ def test_config_file_wins_over_the_environment(monkeypatch):
         ("ACTIVITY_CONNECTION_HOURS", "-1",
          "JUPYTER_SSHD_PROXY_ACTIVITY_CONNECTION_HOURS=-1.0 is not a positive number of hours; "
          "use e.g. 8"),
+        ("MAX_UNAUTHENTICATED", "lots",
+         "JUPYTER_SSHD_PROXY_MAX_UNAUTHENTICATED='lots' is not a positive whole number of "
+         "connections; use e.g. 32"),
         ("ACTIVITY_POLL_SECONDS", "0",
          "JUPYTER_SSHD_PROXY_ACTIVITY_POLL_SECONDS=0.0 is not a positive number of seconds; "
          "use e.g. 30"),
