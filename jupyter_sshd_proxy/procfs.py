@@ -112,13 +112,6 @@ def state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-def start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot: with the pid, an
-    identity that a recycled pid does not share."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
 def program(pid: int) -> str | None:
     """The file name of the program the process runs ("sshd", "sshd-session")."""
     try:
