@@ -3,10 +3,11 @@
 Each setting comes from, in order: the Jupyter config (``c.SSHDProxy.x`` in
 jupyter_server_config.py, or ``--SSHDProxy.x=...`` on the command line), then
 its ``JUPYTER_SSHD_PROXY_*`` environment variable, then the trait's static
-default (which the generated help and the README table print). The variables
-are read once, when the settings object is made (the server extension makes
-one when it loads), never at import, and every value is checked then: a bad
-one fails loudly with the value and the fix, never later inside a request.
+default (which the generated help and the settings table of
+docs/configuration.md print). The variables are read once, when the settings
+object is made (the server extension makes one when it loads), never at
+import, and every value is checked then: a bad one fails loudly with the
+value and the fix, never later inside a request.
 """
 
 from __future__ import annotations
@@ -440,7 +441,7 @@ def check_accept_env(value: str, source: str) -> None:
 
 
 def config_table_markdown() -> str:
-    """The README's configuration table, made from the traits themselves."""
+    """The settings table of docs/configuration.md, made from the traits themselves."""
     rows = [
         "| `c.SSHDProxy.` | environment variable | default | what it does |",
         "| --- | --- | --- | --- |",
