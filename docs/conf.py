@@ -30,6 +30,12 @@ exclude_patterns = ["_build"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["deflist"]
 
+highlight_language = "none"  # a fence without a language is shown as it is
 html_theme = "alabaster"  # Sphinx's own: no theme to install
 html_title = f"jupyter-sshd-proxy {version}"
-html_theme_options = {"description": "ssh into your Jupyter server", "fixed_sidebar": True}
+html_theme_options = {
+    "description": "ssh into your Jupyter server",
+    "fixed_sidebar": True,
+    "page_width": "1240px",  # the settings and bounds tables are wide
+    "body_max_width": "none",
+}
