@@ -116,7 +116,8 @@ def devpts_lacks_tty_group() -> bool:
 def with_private_devpts(argv: list[str], account: Account | None = None) -> list[str]:
     """argv (as account, if given) in a mount namespace whose /dev/pts is mounted
     the way Docker and Kubernetes mount it (gid=5, mode=620). Without that, sshd
-    running as a normal user cannot hand out terminals (see the README)."""
+    running as a normal user cannot hand out terminals (see docs/users.md,
+    Troubleshooting)."""
     run = 'exec "$@"'
     if account is not None:
         run = f'exec setpriv --reuid={account.uid} --regid={account.gid} --clear-groups -- "$@"'

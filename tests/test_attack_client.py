@@ -488,7 +488,7 @@ def test_the_one_line_reaches_the_terminal_with_connection_sharing(hostile, lapt
     """OpenSSH sends a ProxyCommand's stderr to /dev/null when ControlPersist is
     set (sshconnect.c), and the block sets it: `ssh NAME` with a stopped server
     showed only "kex_exchange_identification: Connection closed by remote host"
-    (the README promises "`ssh NAME` says so in one line"; --start's progress
+    (docs/users.md promises "`ssh NAME` says so in one line"; --start's progress
     was lost the same way). Fixed: when its stderr is /dev/null, the
     ProxyCommand writes its lines to the terminal (/dev/tty)."""
     assert config_ssh(hostile.url, laptop).returncode == 0

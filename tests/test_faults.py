@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 
 
 def figure(what: str, value: object) -> None:
-    """A number for the README's reliability section (shown with pytest -s)."""
+    """A number for docs/reliability.md (shown with pytest -s)."""
     print(f"\nfigure: {what}: {value}")  # noqa: T201
 
 

@@ -56,7 +56,7 @@ pytestmark = pytest.mark.skipif(
 # Short activity timings, so the culling tests take seconds. The Hub takes
 # activity from the servers' own reports only (last_activity_interval = 0):
 # configurable-http-proxy counts every byte of a WebSocket, pings included,
-# as activity (see the README's culling section).
+# as activity (see Idle culling in docs/operators.md).
 ACTIVITY_CONFIG = """
 c.JupyterHub.last_activity_interval = 0
 c.Spawner.environment = {

@@ -37,7 +37,7 @@ from .hub import Hub, HubUserServer, home_is_ready
 PAGE = "/sshd-proxy/"
 API = "/sshd-proxy/api/"
 TITLE = "SSH into this server"
-# JUPYTER_SSHD_PROXY_SCREENSHOT=1 makes the real-Hub test write the README's
+# JUPYTER_SSHD_PROXY_SCREENSHOT=1 makes the real-Hub test write docs/users.md's
 # screenshot (a plain test run leaves the checkout as it was).
 SCREENSHOT = REPO / "docs" / "page.png"
 

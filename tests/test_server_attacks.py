@@ -170,7 +170,7 @@ PHANTOM_LINES = {
 @pytest.mark.parametrize("trick", sorted(PHANTOM_LINES))
 def test_a_line_sshd_refuses_lists_nothing_and_a_post_adds_the_key(server, setup, tmp_path, trick):
     """Was broken (low): GET listed a key sshd refuses ("a line sshd skips lists
-    nothing", README), and POSTing the plain key was refused with 409 "already
+    nothing", docs/rest-api.md), and POSTing the plain key was refused with 409 "already
     authorized", so through the API the user could not authorize a key that
     does not work (they had first to DELETE a line they may not know is broken)."""
     key, pub, fingerprint = _key(tmp_path, trick)
