@@ -5,6 +5,10 @@ real Jupyter server, and the answer must be that status with a body its
 schema accepts; every request this file makes must be documented; and every
 route that the server extension adds (found in a real ServerApp's router) must
 be in the document, with the methods its handler answers.
+
+Only the answers need a running server with sshd; the document's validity
+and the routes (a ServerApp initialized in a subprocess, not serving) need
+nothing but Python.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import jsonschema
 import pytest
 import yaml
 from openapi_spec_validator import validate as validate_openapi
+
+from jupyter_sshd_proxy import __version__
 
 from .helpers import REPO, make_key
 
@@ -235,8 +241,9 @@ def servers(setup, run_dir):
             broken.stop()
 
 
-def test_the_document_is_valid_openapi():
+def test_the_document_is_valid_openapi_of_this_version():
     validate_openapi(SPEC)
+    assert SPEC["info"]["version"] == __version__
 
 
 # One account's server is enough: the routes are the same for every account.
