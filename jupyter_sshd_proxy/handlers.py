@@ -31,8 +31,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from . import keys
 from .errors import BadKeyError, SSHDProxyError
+from .keys import edits, grammar
 from .server import SSHDService
 
 AUTH_RESOURCE = "terminals"
@@ -41,7 +41,7 @@ NOT_ALLOWED = (
     "adding or removing a key needs the right to open a terminal (execute on terminals), "
     "which this user does not have"
 )
-MAX_BODY = 64 * 1024  # bytes; a key line is at most keys.MAX_LINE characters
+MAX_BODY = 64 * 1024  # bytes; a key line is at most grammar.MAX_LINE characters
 Result = TypeVar("Result")
 
 
@@ -86,7 +86,7 @@ class HostKeysHandler(SSHDProxyAPIHandler):
     def get(self) -> None:
         found = []
         for path in self.server_side(self.service.host_key_files):
-            key = self.server_side(keys.read_host_key, path + ".pub", path)
+            key = self.server_side(edits.read_host_key, path + ".pub", path)
             found.append(key.as_json())
         self.finish({"keys": found})
 
@@ -98,7 +98,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
     key from each file it is in; POST adds a key to the first file, unless a
     file already lets it in.
 
-    Each edit holds the file's lock (keys.py) from reading to writing, so edits
+    Each edit holds the file's lock (keys/edits.py) from reading to writing, so edits
     by other servers sharing the home directory are never lost. The body is
     streamed (stream_request_body) so that prepare() sees the headers before
     any of it is read, and can refuse a body that is too large."""
@@ -160,7 +160,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         paths = self.keys_files()
         found = []
         for path in paths:
-            for key in self.server_side(keys.read_keys, path):
+            for key in self.server_side(edits.read_keys, path):
                 found.append({**key.as_json(), "file": path})
         # "file" (the first file, which POST edits) is kept for older clients.
         self.finish({"file": paths[0], "files": paths, "keys": found})
@@ -173,12 +173,12 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         if not isinstance(line, str):
             raise web.HTTPError(400, 'give the public key line as "key" in a JSON object')
         try:
-            key = keys.parse_key(line, allow_options=body.get("allow_options") is True)
+            key = grammar.parse_key(line, allow_options=body.get("allow_options") is True)
         except BadKeyError as error:
             raise web.HTTPError(400, str(error)) from None
         paths = self.keys_files()
         for path in paths[1:]:
-            for found in self.server_side(keys.read_keys, path):
+            for found in self.server_side(edits.read_keys, path):
                 if (found.fingerprint, found.cert_authority) == (
                     key.fingerprint,
                     key.cert_authority,
@@ -186,12 +186,12 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
                     raise web.HTTPError(
                         409, f"the key {key.fingerprint} is already authorized, in {path}"
                     )
-        if not self.server_side(keys.add_key, paths[0], key):
+        if not self.server_side(edits.add_key, paths[0], key):
             raise web.HTTPError(409, f"the key {key.fingerprint} is already authorized")
         self.log.info(
             "jupyter-sshd-proxy: authorized key %s (%s)",
             key.fingerprint,
-            keys.printable(key.comment),
+            grammar.escaped(key.comment),
         )
         self.set_status(201)
         self.finish(key.as_json())
@@ -200,11 +200,11 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
     @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
     def delete(self) -> None:
         fingerprint = self.get_argument("fingerprint", "")
-        if not keys.is_fingerprint(fingerprint):
+        if not grammar.is_fingerprint(fingerprint):
             raise web.HTTPError(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
         removed = 0
         for path in self.keys_files():  # each edit holds its own file's lock
-            removed += self.server_side(keys.remove_key, path, fingerprint)
+            removed += self.server_side(edits.remove_key, path, fingerprint)
         if not removed:
             raise web.HTTPError(404, f"no authorized key has the fingerprint {fingerprint}")
         self.log.info(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sshd_proxy import keys
 from jupyter_sshd_proxy.errors import BadKeyError
+from jupyter_sshd_proxy.keys import edits, grammar
 
 
 def string(data: bytes) -> bytes:
@@ -65,7 +65,7 @@ K = {label: Ed25519(label) for label in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 def listed(tmp_path: Path, data: bytes) -> list[str]:
     path = tmp_path / "authorized_keys"
     path.write_bytes(data)
-    return [key.fingerprint for key in keys.read_keys(str(path))]
+    return [key.fingerprint for key in edits.read_keys(str(path))]
 
 
 def fp(label: str) -> str:
@@ -187,7 +187,7 @@ def test_real_ecdsa_keys_have_ssh_keygens_fingerprints(tmp_path, bits):
     printed = subprocess.run(
         ["ssh-keygen", "-l", "-f", str(pub)], capture_output=True, text=True, check=True
     ).stdout.split()[1]
-    key = keys.parse_key(pub.read_text().strip())
+    key = grammar.parse_key(pub.read_text().strip())
     assert (key.type, key.fingerprint) == (f"ecdsa-sha2-nistp{bits}", printed)
     type_word, data = pub.read_text().split()[:2]
     raw = bytearray(base64.b64decode(data))
@@ -215,7 +215,7 @@ def test_a_line_whose_type_disagrees_with_its_data_grants_nothing(tmp_path):
     ],
 )
 def test_options_sshd_understands_are_accepted(line):
-    key = keys.parse_key(line, allow_options=True)
+    key = grammar.parse_key(line, allow_options=True)
     assert key.fingerprint == fp("A")
     assert key.line == line
 
@@ -251,24 +251,24 @@ def test_options_sshd_understands_are_accepted(line):
 )  # fmt: skip
 def test_lines_the_api_refuses_with_the_reason(line, message):
     with pytest.raises(BadKeyError) as error:
-        keys.parse_key(line, allow_options=True)
+        grammar.parse_key(line, allow_options=True)
     assert str(error.value) == message
 
 
 def test_the_api_reads_the_environment_trick_as_sshd_does():
     """The key is C (B is inside the environment value), and the options say so."""
     line = f'environment="X=\\" ssh-ed25519 {blob("B")} \\"" ssh-ed25519 {blob("C")} me'
-    key = keys.parse_key(line, allow_options=True)
+    key = grammar.parse_key(line, allow_options=True)
     assert key.fingerprint == fp("C")
     assert key.options == f'environment="X=\\" ssh-ed25519 {blob("B")} \\""'
     with pytest.raises(BadKeyError) as error:
-        keys.parse_key(line)
+        grammar.parse_key(line)
     assert str(error.value).startswith("the line starts with options (environment=")
 
 
 def test_printable_escapes_what_could_forge_a_log_line():
     text = "me\x1b[31m\nFAKE LOG LINE\u2028x\t\udce9 café"
-    assert keys.printable(text) == "me\\x1b[31m\\nFAKE LOG LINE\\u2028x\\t\\udce9 café"
+    assert grammar.escaped(text) == "me\\x1b[31m\\nFAKE LOG LINE\\u2028x\\t\\udce9 café"
 
 
 def test_a_certificate_authority_line_does_not_count_as_the_key(tmp_path):
@@ -276,12 +276,12 @@ def test_a_certificate_authority_line_does_not_count_as_the_key(tmp_path):
     itself: adding the key as a plain key is not refused as "already there"."""
     path = tmp_path / "authorized_keys"
     path.write_text(f"cert-authority {K['A'].line()}\n")
-    (listed_key,) = keys.read_keys(str(path))
+    (listed_key,) = edits.read_keys(str(path))
     assert listed_key.cert_authority
     assert listed_key.options == "cert-authority"
-    assert keys.add_key(str(path), keys.parse_key(K["A"].line("me")))
-    assert not keys.add_key(str(path), keys.parse_key(K["A"].line("again")))
-    assert keys.remove_key(str(path), fp("A")) == 2
+    assert edits.add_key(str(path), grammar.parse_key(K["A"].line("me")))
+    assert not edits.add_key(str(path), grammar.parse_key(K["A"].line("again")))
+    assert edits.remove_key(str(path), fp("A")) == 2
     assert path.read_text() == ""
 
 
@@ -343,7 +343,7 @@ def test_option_values_are_checked_as_sshd_checks_them(tmp_path, what, options, 
 
 
 def test_principals_make_a_certificate_authority_line():
-    key = keys.parse_key(f'cert-authority,principals="me" {K["A"].line()}', allow_options=True)
+    key = grammar.parse_key(f'cert-authority,principals="me" {K["A"].line()}', allow_options=True)
     assert key.cert_authority
 
 
@@ -370,5 +370,5 @@ def test_principals_make_a_certificate_authority_line():
 )  # fmt: skip
 def test_the_api_refuses_options_that_keep_the_key_out(options, message):
     with pytest.raises(BadKeyError) as error:
-        keys.parse_key(f"{options} {K['A'].line()}", allow_options=True)
+        grammar.parse_key(f"{options} {K['A'].line()}", allow_options=True)
     assert str(error.value) == message

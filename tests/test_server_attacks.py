@@ -19,8 +19,8 @@ import urllib.parse
 import pytest
 from traitlets.config import Config
 
-from jupyter_sshd_proxy import keys
 from jupyter_sshd_proxy.errors import ConfigError
+from jupyter_sshd_proxy.keys import edits
 from jupyter_sshd_proxy.settings import SSHDProxy
 
 from .helpers import SSHClient, first_answer_line, make_key, pin_host_keys
@@ -63,10 +63,10 @@ def _delete(server, fingerprint):
 
 # ------------------------------------------- a key sshd lets in, the API hides
 
-# keys.NEVER_GRANTED was matched against the line's first word, cut at the first
+# grammar.NEVER_GRANTED was matched against the line's first word, cut at the first
 # space or tab *without* regard to quotes. Its ".*-cert-v01@openssh\.com"
 # branch then took any first word that ends so, e.g. 'environment="A=x-cert-v01@openssh.com',
-# for a certificate key type: keys.py read the line as "type base64" and skipped
+# for a certificate key type: the key reader read the line as "type base64" and skipped
 # it. sshd reads it as options (a quoted value with a space in it) and a key.
 # Type names are now compared exactly, as sshd's key reader does.
 CERT_SUFFIX_TRICKS = {
@@ -78,12 +78,12 @@ CERT_SUFFIX_TRICKS = {
 
 @pytest.mark.parametrize("trick", sorted(CERT_SUFFIX_TRICKS))
 def test_a_cert_suffix_in_the_first_option_is_read_as_options_and_a_key(tmp_path, trick):
-    """Was broken (no server needed): keys.read_keys() listed nothing for a line
+    """Was broken (no server needed): read_keys() listed nothing for a line
     that sshd 9.2 reads as options + key and lets the key in (see the next test)."""
     _, key, fingerprint = _key(tmp_path, trick)
     path = tmp_path / "authorized_keys"
     path.write_text(CERT_SUFFIX_TRICKS[trick].format(key=key) + "\n")
-    assert [k.fingerprint for k in keys.read_keys(str(path))] == [fingerprint]
+    assert [k.fingerprint for k in edits.read_keys(str(path))] == [fingerprint]
 
 
 def test_a_key_behind_a_cert_suffixed_option_is_listed_and_removed(server, setup, tmp_path):

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from .. import keys
 from ..errors import CheckFailed, SSHDProxyError
+from ..keys import grammar
 from . import ssh_files, tls, untrusted
 from .proxy_command import MESSAGE_TOO_BIG, open_websocket, read_token, too_big
 from .rest import ServerAPI
@@ -189,7 +189,7 @@ class Doctor:
             msg = f"{public} does not exist; run: jupyter-sshd-proxy config-ssh {self.base}"
             raise CheckFailed(msg)
         with open(public) as stream:
-            fingerprint = keys.parse_key(stream.read().strip()).fingerprint
+            fingerprint = grammar.parse_key(stream.read().strip()).fingerprint
         answer = self.api.get("sshd-proxy/api/authorized-keys", "authorized-keys endpoint")
         listed = untrusted.key_list(answer, self.base, "authorized-keys")
         if fingerprint not in [key.get("fingerprint") for key in listed]:

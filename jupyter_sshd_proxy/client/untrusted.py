@@ -95,7 +95,7 @@ def host_keys(answer: dict, base: str) -> list[tuple[str, str]]:
     """The host keys of a host-keys answer as (type, base64), each one checked
     like an authorized key: a known type and key data of that type, nothing else."""
     from ..errors import BadKeyError
-    from ..keys import parse_key  # not on the ProxyCommand's path
+    from ..keys.grammar import parse_key  # not on the ProxyCommand's path
 
     checked = []
     for number, entry in enumerate(key_list(answer, base, "host-keys", MAX_HOST_KEYS), 1):

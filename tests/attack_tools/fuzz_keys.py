@@ -1,16 +1,16 @@
 # ruff: noqa  (an attack tool, not part of the product or the test suite)
-"""Differential fuzzing of authorized_keys lines: keys.py against the real sshd (oracle.py).
+"""Differential fuzzing of authorized_keys lines: jupyter_sshd_proxy.keys against the real sshd (oracle.py).
 
 Mutations of valid lines with real keys (options, quotes, backslashes, commas,
 tabs, Unicode spaces, NUL, CR, type-name and base64 variants, decoy keys in
-options and comments). Prints HIDDEN (sshd lets the key in, keys.py does not
+options and comments). Prints HIDDEN (sshd lets the key in, jupyter_sshd_proxy.keys does not
 list it) and LINE differences; PHANTOM (listed, never let in) and POST-PHANTOM
 (parse_key accepts, sshd refuses) go to findings.jsonl in ATTACK_WORK.
 """
 
 import base64, json, os, random, struct, sys, time, traceback
 from . import oracle
-from jupyter_sshd_proxy import keys
+from jupyter_sshd_proxy.keys import grammar
 from jupyter_sshd_proxy.errors import BadKeyError
 
 R = random.Random(int(os.environ.get("SEED", "1")))
@@ -330,16 +330,12 @@ def mutate(line):
 
 
 def keys_py(data: bytes):
-    """per line: (pool name or fp, cert_authority, options) or None, using keys.py's own line split"""
+    """per line: (pool name or fp, cert_authority, options) or None, using the package's own line split"""
     out, slow = [], []
-    for raw in (
-        keys._read_lines_from_bytes(data)
-        if hasattr(keys, "_read_lines_from_bytes")
-        else split(data)
-    ):
+    for raw in split(data):
         t = time.perf_counter()
         try:
-            k = keys.parse_file_line(raw.decode("utf-8", "surrogateescape"))
+            k = grammar.parse_file_line(raw.decode("utf-8", "surrogateescape"))
         except BadKeyError:
             k = "BADKEY-ESCAPED"
         except Exception as e:
@@ -395,7 +391,7 @@ def run(batches, per_batch=20, log=os.path.join(oracle.WORK, "findings.jsonl")):
         for idx, raw in enumerate(rawlines, 1):
             text = raw.decode("utf-8", "surrogateescape").rstrip("\n")
             try:
-                sk = keys.parse_key(text, allow_options=True)
+                sk = grammar.parse_key(text, allow_options=True)
             except BadKeyError:
                 continue
             except Exception as e:
