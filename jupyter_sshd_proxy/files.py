@@ -7,8 +7,15 @@ target is replaced, in the target's own directory.
 
 locked() serialises read-modify-write edits between processes (two named
 servers sharing a home directory, two config-ssh runs): it holds an exclusive
-flock on the directory that holds the file, so no lock file is left behind.
-Programs that do not take the lock (ssh-copy-id) are not held back by it.
+flock on LOCK_NAME, a file of mode 0600 beside the file as it is named (in
+~/.ssh for ~/.ssh/config, even when that links into a dotfiles repository).
+Only the user can open that file, so only the user's own programs can hold
+the lock: another account that can open ~/.ssh (mode 0755 is common) could
+hold a lock on the directory itself, and block every edit. A lock file that
+others could have opened (not the user's, not 0600, a symbolic link) is
+refused, never used. Programs that do not take the lock (ssh-copy-id) are not
+held back by it. The wait is a loop of short tries, bounded by a timeout: the
+Jupyter server runs it in a thread, never on its event loop.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 
 from .errors import FileEditError
 
 LOCK_TIMEOUT = 10.0  # seconds to wait for another edit of the same directory
+LOCK_NAME = ".jupyter-sshd-proxy.lock"
 
 
 def real_path(path: str) -> str:
@@ -52,35 +61,95 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
+def lock_path(path: str) -> str:
+    """The lock file of edits of path: LOCK_NAME in the directory path is named in."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), LOCK_NAME)
+
+
 @contextlib.contextmanager
 def locked(path: str, timeout: float = LOCK_TIMEOUT) -> Iterator[str]:
-    """Hold the edit lock for path's directory; yields path's real target.
+    """Hold the edit lock of path's directory; yields path's real target.
 
     Read the file, change it and write it inside the block: another process
-    that edits the same directory through locked() waits until the block ends.
+    that edits a file of the same directory through locked() waits until the
+    block ends, for at most timeout seconds (then FileEditError).
     """
     target = real_path(path)
-    directory = os.path.dirname(target)
     try:
         import fcntl
     except ImportError:  # Windows: no flock; edits there are not serialised
         yield target
         return
-    fd = os.open(directory, os.O_RDONLY)
+    lock = lock_path(path)
+    deadline = time.monotonic() + timeout
+    fd = _open_lock(lock)
     try:
-        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     msg = (
-                        f"another program has been editing a file in {directory} for "
-                        f"{timeout:g}s; try again when it is done"
+                        f"{lock} has been held for {timeout:g}s by another edit of a file in "
+                        f"{os.path.dirname(lock)} (a Jupyter server or config-ssh of yours); "
+                        "try again when it is done"
                     )
                     raise FileEditError(msg) from None
                 time.sleep(0.01)
+                continue
+            if _is_open(lock, fd):
+                break
+            # Removed or replaced while we waited: the lock that counts is the new file.
+            os.close(fd)
+            fd = -1
+            fd = _open_lock(lock)
         yield target
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_lock(lock: str) -> int:
+    """A descriptor of the lock file, made if missing; FileEditError unless it is
+    a regular file of this user that nobody else can open."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(lock, flags, 0o600)
+    except OSError as error:
+        if os.path.islink(lock):
+            problem = "it is a symbolic link"
+        elif os.path.lexists(lock) and not os.path.isfile(lock):
+            problem = "it is not a regular file"
+        else:
+            msg = (
+                f"cannot open the lock file {lock}: {error.strerror or error}; make "
+                f"{os.path.dirname(lock)} a directory of yours that you can write"
+            )
+            raise FileEditError(msg) from None
+    else:
+        info = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "it is not a regular file"
+        elif info.st_uid != os.geteuid():
+            problem = f"it belongs to uid {info.st_uid}"
+        elif info.st_mode & 0o077:
+            problem = f"its mode is {stat.S_IMODE(info.st_mode):04o}"
+        if problem is None:
+            return fd
+        os.close(fd)
+    msg = (
+        f"refusing the lock file {lock}: {problem}, so another account may hold it and "
+        "block every edit; remove it, and it is made again"
+    )
+    raise FileEditError(msg)
+
+
+def _is_open(lock: str, fd: int) -> bool:
+    """Whether the path lock still names the file open as fd."""
+    try:
+        info = os.stat(lock, follow_symlinks=False)
+    except OSError:
+        return False
+    opened = os.fstat(fd)
+    return (info.st_dev, info.st_ino) == (opened.st_dev, opened.st_ino)

@@ -19,10 +19,16 @@ read), must be UTF-8 JSON, and text from the request that reaches the log has
 its control characters escaped, so it cannot forge log lines. A problem of the
 server's own setup (an invalid setting, a corrupt host key, an unwritable
 file) is 503 with its one line.
+
+Nothing here waits on the event loop: the keys files are read and edited in
+a thread (asyncio.to_thread), and an edit waits at most KEY_EDIT_WAIT seconds
+for another edit's lock (503 with the reason after that). Every kernel,
+terminal and API call of the server goes on meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Callable, TypeVar
@@ -42,6 +48,7 @@ NOT_ALLOWED = (
     "which this user does not have"
 )
 MAX_BODY = 64 * 1024  # bytes; a key line is at most grammar.MAX_LINE characters
+KEY_EDIT_WAIT = 5.0  # seconds an edit waits for another edit of the same keys file
 Result = TypeVar("Result")
 
 
@@ -60,6 +67,11 @@ class SSHDProxyAPIHandler(APIHandler):
         except SSHDProxyError as error:
             self.log.error("jupyter-sshd-proxy: %s", error)
             raise web.HTTPError(503, str(error)) from None
+
+    async def in_thread(self, function: Callable[..., Result], *args: Any) -> Result:
+        """server_side(function, *args), in a thread: file work (a lock that
+        another edit holds, a slow disk) never holds up the event loop."""
+        return await asyncio.to_thread(self.server_side, function, *args)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # tornado stores a reason given without arguments with each '%' doubled;
@@ -99,7 +111,8 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
     file already lets it in.
 
     Each edit holds the file's lock (keys/edits.py) from reading to writing, so edits
-    by other servers sharing the home directory are never lost. The body is
+    by other servers sharing the home directory are never lost; it runs in a
+    thread, and waits for the lock for at most KEY_EDIT_WAIT seconds. The body is
     streamed (stream_request_body) so that prepare() sees the headers before
     any of it is read, and can refuse a body that is too large."""
 
@@ -156,18 +169,18 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
 
     @web.authenticated
     @authorized
-    def get(self) -> None:
+    async def get(self) -> None:
         paths = self.keys_files()
         found = []
         for path in paths:
-            for key in self.server_side(edits.read_keys, path):
+            for key in await self.in_thread(edits.read_keys, path):
                 found.append({**key.as_json(), "file": path})
         # "file" (the first file, which POST edits) is kept for older clients.
         self.finish({"file": paths[0], "files": paths, "keys": found})
 
     @web.authenticated
     @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.json_object()
         line = body.get("key")
         if not isinstance(line, str):
@@ -178,7 +191,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             raise web.HTTPError(400, str(error)) from None
         paths = self.keys_files()
         for path in paths[1:]:
-            for found in self.server_side(edits.read_keys, path):
+            for found in await self.in_thread(edits.read_keys, path):
                 if (found.fingerprint, found.cert_authority) == (
                     key.fingerprint,
                     key.cert_authority,
@@ -186,7 +199,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
                     raise web.HTTPError(
                         409, f"the key {key.fingerprint} is already authorized, in {path}"
                     )
-        if not self.server_side(edits.add_key, paths[0], key):
+        if not await self.in_thread(edits.add_key, paths[0], key, KEY_EDIT_WAIT):
             raise web.HTTPError(409, f"the key {key.fingerprint} is already authorized")
         self.log.info(
             "jupyter-sshd-proxy: authorized key %s (%s)",
@@ -198,13 +211,13 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
 
     @web.authenticated
     @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
-    def delete(self) -> None:
+    async def delete(self) -> None:
         fingerprint = self.get_argument("fingerprint", "")
         if not grammar.is_fingerprint(fingerprint):
             raise web.HTTPError(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
         removed = 0
         for path in self.keys_files():  # each edit holds its own file's lock
-            removed += self.server_side(edits.remove_key, path, fingerprint)
+            removed += await self.in_thread(edits.remove_key, path, fingerprint, KEY_EDIT_WAIT)
         if not removed:
             raise web.HTTPError(404, f"no authorized key has the fingerprint {fingerprint}")
         self.log.info(

@@ -1,7 +1,8 @@
 """authorized_keys files: the keys one lets in, and edits that lose nothing.
 
 Edits hold files.locked() from reading to writing, so concurrent edits (two
-servers sharing a home directory) are never lost, and replace the file
+servers sharing a home directory) are never lost (a lock that only the user
+can open: another account cannot hold edits back), and replace the file
 atomically (mode 0600) through symbolic links, keeping every other line byte
 for byte. Lines are split as sshd splits them, at "\\n" only, and each is read
 by grammar.py. A host public key file is read here too.
@@ -14,7 +15,7 @@ import os
 from collections.abc import Iterator
 
 from ..errors import BadKeyError, FileEditError, SSHDProxyError
-from ..files import locked, real_path, write_atomically
+from ..files import LOCK_TIMEOUT, locked, real_path, write_atomically
 from .grammar import MAX_LINE, PublicKey, escaped, parse_file_line, parse_key
 
 
@@ -43,10 +44,11 @@ def read_keys(path: str) -> list[PublicKey]:
     return found
 
 
-def add_key(path: str, key: PublicKey) -> bool:
+def add_key(path: str, key: PublicKey, wait: float = LOCK_TIMEOUT) -> bool:
     """Append key unless a line already lets it in (as itself, or as a
-    certificate authority if key is one); False if one does."""
-    with _editing(path) as target:
+    certificate authority if key is one); False if one does. FileEditError if
+    another edit holds the lock for more than wait seconds."""
+    with _editing(path, wait) as target:
         lines = _read_lines(target)
         for line in lines:
             found = parse_file_line(line.decode("utf-8", "surrogateescape"))
@@ -62,9 +64,10 @@ def add_key(path: str, key: PublicKey) -> bool:
     return True
 
 
-def remove_key(path: str, fingerprint: str) -> int:
-    """Remove every line that lets the key with this fingerprint in; how many."""
-    with _editing(path) as target:
+def remove_key(path: str, fingerprint: str, wait: float = LOCK_TIMEOUT) -> int:
+    """Remove every line that lets the key with this fingerprint in; how many.
+    FileEditError if another edit holds the lock for more than wait seconds."""
+    with _editing(path, wait) as target:
         lines = _read_lines(target)
         kept = [line for line in lines if not _grants(line, fingerprint)]
         if len(kept) != len(lines):
@@ -101,10 +104,10 @@ def _read_lines(path: str) -> list[bytes]:
 
 
 @contextlib.contextmanager
-def _editing(path: str) -> Iterator[str]:
-    """Hold the edit lock of path (files.locked); yields the file to read and
-    replace: path, or the target of its symbolic link. A missing directory is
-    made (mode 0700), unless it is a link's."""
+def _editing(path: str, wait: float) -> Iterator[str]:
+    """Hold the edit lock of path (files.locked, for at most wait seconds);
+    yields the file to read and replace: path, or the target of its symbolic
+    link. A missing directory is made (mode 0700), unless it is a link's."""
     target = real_path(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):
@@ -119,13 +122,8 @@ def _editing(path: str) -> Iterator[str]:
         except OSError as error:
             msg = f"cannot create {directory}: {error.strerror}; create it, mode 0700"
             raise FileEditError(msg) from None
-    with contextlib.ExitStack() as stack:
-        try:
-            target = stack.enter_context(locked(path))
-        except OSError as error:
-            msg = f"cannot lock {directory}: {error.strerror}; check its permissions"
-            raise FileEditError(msg) from None
-        yield target
+    with locked(path, wait) as locked_target:
+        yield locked_target
 
 
 def _write(target: str, data: bytes) -> None:
