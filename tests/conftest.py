@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_sshd_proxy import procfs
+
 from .helpers import (
     PROXIES,
     Account,
@@ -120,6 +122,21 @@ def account(request, run_dir):
         leftovers = processes_mentioning(str(account.home))
         account.remove()
         assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def attacker():
+    """Another account on the host (as root only), removed afterwards."""
+    if os.getuid() != 0:
+        pytest.skip("another account needs root")
+    name = f"jsp-attacker-{os.getpid()}"
+    account = Account.create(name)
+    try:
+        yield account
+    finally:
+        leftovers = [pid for pid in procfs.pids() if procfs.owner(pid) == account.uid]
+        account.remove()
+        assert not leftovers, f"processes of {name} left behind: {leftovers}"
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,3 +435,69 @@ def pin_host_keys(known_hosts: Path, host_alias: str, host_key_dir: Path) -> Non
         lines.append(f"{host_alias} {key_type} {key}\n")
     assert lines, f"no host keys in {host_key_dir}"
     known_hosts.write_text("".join(lines))
+
+
+# Python processes of another account, for locking tests: each prints one
+# line, then waits until its stdin is closed.
+
+HOLD_LOCK = """
+import sys
+from jupyter_sshd_proxy.files import locked
+with locked(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+# What another account on the host tries: flock the directory argv[1] and
+# every file in it that it can open; prints what it holds, as JSON.
+FLOCK_ALL = """
+import fcntl, json, os, sys
+directory = sys.argv[1]
+held = []
+for path in [directory] + [os.path.join(directory, name) for name in os.listdir(directory)]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        continue
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(path)
+    except OSError:
+        pass
+print(json.dumps(held), flush=True)
+sys.stdin.read()
+"""
+
+
+def python_as(account: Account, script: str, *args: str) -> subprocess.Popen:
+    """A Python process of account that runs script with args."""
+    kwargs = {}
+    if not account.is_current:
+        kwargs = {"user": account.uid, "group": account.gid, "extra_groups": []}
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/", **kwargs,
+    )  # fmt: skip
+
+
+def first_line(process: subprocess.Popen, timeout: float = 30) -> str:
+    """The first line process prints, within timeout."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()))
+    reader.start()
+    reader.join(timeout)
+    assert lines, f"no line from {process.args[:3]} within {timeout}s"
+    assert lines[0], f"{process.args[:3]} ended without a line"
+    return lines[0].strip()
+
+
+def end_python(process: subprocess.Popen) -> None:
+    """End a python_as() process: close its stdin, and wait for it."""
+    if not process.stdin.closed:
+        process.stdin.close()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+    process.stdout.close()

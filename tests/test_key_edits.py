@@ -18,15 +18,13 @@ import json
 import os
 import stat
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 
 import pytest
 
-from .helpers import Account, processes_mentioning
+from .helpers import FLOCK_ALL, HOLD_LOCK, end_python, first_line, python_as
 from .test_api import call
 
 
@@ -150,83 +148,11 @@ def test_a_symlinked_authorized_keys_stays_a_link(two_servers, setup):
 
 KEY_EDIT_WAIT = 5  # seconds an edit waits for the lock (handlers.KEY_EDIT_WAIT)
 
-HOLD_LOCK = """
-import sys
-from jupyter_sshd_proxy.files import locked
-with locked(sys.argv[1]):
-    print("held", flush=True)
-    sys.stdin.read()
-"""
-
-ATTACK_LOCKS = """
-import fcntl, json, os, sys
-directory = sys.argv[1]
-held = []
-for path in [directory] + [os.path.join(directory, name) for name in os.listdir(directory)]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        continue
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.append(path)
-    except OSError:
-        pass
-print(json.dumps(held), flush=True)
-sys.stdin.read()
-"""
-
-
-def run_as(account, script: str, *args: str) -> subprocess.Popen:
-    """A Python process of account that runs script; it prints one line, then
-    waits until its stdin is closed."""
-    kwargs = {}
-    if not account.is_current:
-        kwargs = {"user": account.uid, "group": account.gid, "extra_groups": []}
-    return subprocess.Popen(
-        [sys.executable, "-c", script, *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/", **kwargs,
-    )  # fmt: skip
-
-
-def end(process: subprocess.Popen) -> None:
-    process.stdin.close()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-    process.stdout.close()
-
-
-def first_line(process: subprocess.Popen, timeout: float = 30) -> str:
-    lines = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()))
-    reader.start()
-    reader.join(timeout)
-    assert lines, f"no line from {process.args[:3]} within {timeout}s"
-    assert lines[0], f"{process.args[:3]} ended without a line"
-    return lines[0].strip()
-
 
 def timed_call(server, method: str, path: str, body=None):
     started = time.monotonic()
     status, answer = call(server, method, path, body)
     return status, answer, time.monotonic() - started
-
-
-@pytest.fixture
-def attacker(setup):
-    """Another account on the host (as root only), removed afterwards."""
-    if os.getuid() != 0:
-        pytest.skip("another account needs root")
-    account = Account.create(f"jsp-attacker-{os.getpid()}")
-    try:
-        yield account
-    finally:
-        leftovers = processes_mentioning(f"jsp-attacker-{os.getpid()}")
-        account.remove()
-        assert not leftovers, f"processes left behind: {leftovers}"
 
 
 def test_another_account_cannot_hold_back_key_edits(two_servers, setup, attacker):
@@ -246,7 +172,7 @@ def test_another_account_cannot_hold_back_key_edits(two_servers, setup, attacker
     try:
         # One edit first, so that whatever lock file it uses exists for the attacker to try.
         assert call(server, "POST", "/authorized-keys", {"key": line})[0] == 201
-        attack = run_as(attacker, ATTACK_LOCKS, str(ssh_dir))
+        attack = python_as(attacker, FLOCK_ALL, str(ssh_dir))
         try:
             held = json.loads(first_line(attack))
             assert held == [str(ssh_dir)]  # the directory: the old lock; nothing else opens
@@ -255,7 +181,7 @@ def test_another_account_cannot_hold_back_key_edits(two_servers, setup, attacker
             assert (status, seconds < KEY_EDIT_WAIT) == (201, True), (body, seconds)
             assert call(server, "DELETE", "/authorized-keys" + query)[0] == 204
         finally:
-            end(attack)
+            end_python(attack)
         assert setup.authorized_keys.read_bytes() == original
     finally:
         for path, mode in modes.items():
@@ -270,7 +196,7 @@ def test_an_edit_that_waits_for_the_lock_holds_up_nothing_else(two_servers, setu
     server = two_servers[0]
     original = setup.authorized_keys.read_bytes()
     line, _ = made_up_key(f"{setup.account.name}-waiting")
-    holder = run_as(setup.account, HOLD_LOCK, str(setup.authorized_keys))
+    holder = python_as(setup.account, HOLD_LOCK, str(setup.authorized_keys))
     answers = []
     try:
         assert first_line(holder) == "held"
@@ -286,12 +212,12 @@ def test_an_edit_that_waits_for_the_lock_holds_up_nothing_else(two_servers, setu
             waits.append(seconds)
         assert max(waits) < 1, f"the server answered in {max(waits):.1f}s while an edit waited"
         assert not answers, "the edit did not wait for the lock"
-        end(holder)
+        end_python(holder)
         adding.join(30)
         assert answers[0][0] == 201, answers
         assert line in setup.authorized_keys.read_text()
     finally:
-        end(holder)
+        end_python(holder)
         setup.authorized_keys.write_bytes(original)
 
 
@@ -305,7 +231,7 @@ def test_a_lock_held_too_long_is_one_clear_503(two_servers, setup):
         f"{setup.authorized_keys.parent} (a Jupyter server or config-ssh of yours); try again "
         "when it is done"
     }
-    holder = run_as(setup.account, HOLD_LOCK, str(setup.authorized_keys))
+    holder = python_as(setup.account, HOLD_LOCK, str(setup.authorized_keys))
     try:
         assert first_line(holder) == "held"
         status, body, seconds = timed_call(server, "POST", "/authorized-keys", {"key": line})
@@ -315,5 +241,5 @@ def test_a_lock_held_too_long_is_one_clear_503(two_servers, setup):
         assert call(server, "DELETE", "/authorized-keys" + query) == (503, expected)
         assert setup.authorized_keys.read_bytes() == original
     finally:
-        end(holder)
+        end_python(holder)
         setup.authorized_keys.write_bytes(original)
