@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from ..errors import BadURLError, ConfigSSHError
-from ..files import locked, real_path, write_atomically
+from ..files import lock_path, locked, real_path, write_atomically
 from . import ssh_files, untrusted
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
@@ -318,11 +318,11 @@ def _put_block(ssh_config: str, config: str, name: str, block: str) -> str:
 
 @contextlib.contextmanager
 def _locked_both(ssh_config: str, known_hosts: str) -> Iterator[None]:
-    """The edit locks of both files' directories, always in the same order (one
-    lock when they share a directory: a second flock on it would wait for ever)."""
+    """The edit locks of both files, always in the same order (one lock when
+    they share it: a second flock on it would wait until the timeout)."""
     with contextlib.ExitStack() as stack:
-        first = stack.enter_context(locked(ssh_config))
-        if os.path.dirname(first) != os.path.dirname(os.path.realpath(known_hosts)):
+        stack.enter_context(locked(ssh_config))
+        if lock_path(known_hosts) != lock_path(ssh_config):
             stack.enter_context(locked(known_hosts))
         yield
 
