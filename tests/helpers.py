@@ -199,9 +199,10 @@ class Account:
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
 
     @classmethod
-    def create(cls, name: str) -> Account:
+    def create(cls, name: str, home: Path | None = None) -> Account:
+        where = ["--home-dir", str(home)] if home else []
         subprocess.run(
-            ["useradd", "--system", "--create-home", "--shell", "/bin/bash", name],
+            ["useradd", "--system", "--create-home", *where, "--shell", "/bin/bash", name],
             check=True,
         )
         entry = pwd.getpwnam(name)

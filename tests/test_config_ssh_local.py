@@ -9,23 +9,42 @@ laptop does not depend on the server's account.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from jupyter_sshd_proxy import procfs
+from jupyter_sshd_proxy.client import ssh_files
+
 from .conftest import ServerSetup
-from .helpers import FLOCK_ALL, HOLD_LOCK, Account, end_python, first_line, python_as
-from .laptop import EXISTING_CONFIG, laptop_home, run_cli
+from .helpers import (
+    FLOCK_ALL,
+    HOLD_LOCK,
+    Account,
+    end_python,
+    first_line,
+    python_as,
+    wait_for,
+)
+from .laptop import CLI, EXISTING_CONFIG, env_with_token, laptop_home, run_cli
 
 LOCK_TIMEOUT = 10  # seconds config-ssh waits for another edit's lock (files.LOCK_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
 def server(run_dir, client_key):
-    with ServerSetup(Account.current(), run_dir, client_key).running() as server:
-        yield server
+    setup = ServerSetup(Account.current(), run_dir, client_key)
+    original = setup.authorized_keys.read_bytes()
+    try:
+        with setup.running() as server:
+            yield server
+    finally:
+        setup.authorized_keys.write_bytes(original)  # the keys config-ssh added
 
 
 @pytest.fixture
@@ -83,3 +102,203 @@ def test_a_lock_held_too_long_is_one_line_and_writes_nothing(server, laptop):
     assert config.read_text() == EXISTING_CONFIG
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
     assert not (laptop / ".ssh" / "jupyter-sshd-proxy" / "known_hosts").exists()
+
+
+# Connection sharing for a long home: a real laptop account whose home is
+# 70 characters long, real ssh, a real server.
+
+LONG_HOME = "/tmp/jsp-homes-{pid}/an-example-of-a-home-directory-deep-in-a-network-share"
+
+
+@pytest.fixture
+def long_home_user():
+    """A laptop user (a real account, as root) with a 70-character home;
+    removed afterwards, with its control directories."""
+    if os.getuid() != 0:
+        pytest.skip("an account with a long home needs root")
+    home = Path(LONG_HOME.format(pid=os.getpid()))
+    assert len(str(home)) >= 64
+    home.parent.mkdir(mode=0o755)
+    account = Account.create(f"jsp-laptop-{os.getpid()}", home)
+    shared = [Path(f"/tmp/jupyter-sshd-proxy-{account.uid}")]
+    shared.append(Path(f"/run/user/{account.uid}"))
+    for path in shared:  # left by an earlier account of this uid
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield account
+    finally:
+        wait_for(lambda: not of_user(account), 10, "the laptop user's processes to end")
+        account.remove()
+        shutil.rmtree(home.parent, ignore_errors=True)
+        for path in shared:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def of_user(account: Account) -> list[int]:
+    return [pid for pid in procfs.pids() if procfs.owner(pid) == account.uid]
+
+
+def as_user(account: Account, *argv: str, token: str | None = None, **env: str):
+    """argv run by account, as from its login shell: HOME and the rest its own."""
+    return subprocess.run(
+        argv, user=account.uid, group=account.gid, extra_groups=[], cwd=str(account.home),
+        env=env_with_token(token, HOME=str(account.home), USER=account.name,
+                           LOGNAME=account.name, SHELL="/bin/sh", **env),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def config_ssh_as(account: Account, server, **env: str):
+    result = as_user(account, CLI, "config-ssh", server.url + "/", "--name", "myhub",
+                     token=server.token, **env)  # fmt: skip
+    return result
+
+
+def ssh_as(account: Account, *args: str):
+    return as_user(account, "ssh", "-o", "BatchMode=yes", *args)
+
+
+def proxies_of(account: Account) -> list[int]:
+    """The ProxyCommands of account's ssh connections that are running."""
+    token_file = f"{account.home}/.ssh/jupyter-sshd-proxy/myhub.token"
+    return sorted(int(line.split(":")[0]) for line in procfs.processes_mentioning(token_file))
+
+
+def assert_the_second_connection_shares_the_first(account: Account, server) -> None:
+    try:
+        result = ssh_as(account, "myhub", "true")
+        assert result.returncode == 0, result.stderr
+        check = ssh_as(account, "-O", "check", "myhub")
+        assert check.returncode == 0, check.stderr
+        assert check.stderr.startswith("Master running (pid=")
+        proxies = proxies_of(account)
+        assert len(proxies) == 1
+        again = ssh_as(account, "myhub", "echo", "again")
+        assert (again.returncode, again.stdout) == (0, "again\n"), again.stderr
+        assert proxies_of(account) == proxies  # no second ProxyCommand
+        assert server.status()["sessions"] == 1
+    finally:
+        ssh_as(account, "-O", "exit", "myhub")
+    wait_for(lambda: not proxies_of(account), 10, "the shared connection to end")
+
+
+def test_a_long_home_shares_connections_through_a_private_directory_in_tmp(server, long_home_user):
+    """Was broken: for a home longer than 18 characters connection sharing was
+    dropped (the control socket would not fit in a unix socket address)."""
+    user = long_home_user
+    result = config_ssh_as(user, server)
+    assert result.returncode == 0, result.stderr
+    assert "connection sharing" not in result.stderr
+    directory = f"/tmp/jupyter-sshd-proxy-{user.uid}"
+    config = (user.home / ".ssh" / "config").read_text()
+    assert (
+        f'Match host myhub exec "mkdir -p -m 700 {directory} && test -d {directory} -a '
+        f'-O {directory} -a ! -L {directory}"\n'
+        "    ControlMaster auto\n"
+        f"    ControlPath {directory}/cm-%C\n"
+        "    ControlPersist 10m\n"
+        "Host *\n"
+    ) in config
+    assert_the_second_connection_shares_the_first(user, server)
+    info = os.lstat(directory)
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (user.uid, 0o700)
+
+
+def test_a_long_home_shares_connections_in_the_runtime_directory(server, long_home_user):
+    """$XDG_RUNTIME_DIR (as logind makes it: /run/user/UID, 0700) comes first."""
+    user = long_home_user
+    runtime = Path(f"/run/user/{user.uid}")
+    runtime.mkdir(mode=0o700)
+    user.own(runtime)
+    result = config_ssh_as(user, server, XDG_RUNTIME_DIR=str(runtime))
+    assert result.returncode == 0, result.stderr
+    config = (user.home / ".ssh" / "config").read_text()
+    assert f"    ControlPath {runtime}/jupyter-sshd-proxy-{user.uid}/cm-%C\n" in config
+    assert_the_second_connection_shares_the_first(user, server)
+
+
+def test_a_control_directory_made_by_another_account_gets_no_session(
+    server, long_home_user, attacker
+):
+    """After a reboot /tmp is empty, and another account may make the control
+    directory first, with a socket where ssh looks for its master. ssh must
+    never talk to it (it would hand that account the session): sharing is off
+    until the directory is the user's own again, and ssh works without it."""
+    user = long_home_user
+    assert config_ssh_as(user, server).returncode == 0
+    directory = Path(f"/tmp/jupyter-sshd-proxy-{user.uid}")
+    shown = ssh_as(user, "-G", "myhub").stdout
+    (control_path,) = [
+        line.split()[1] for line in shown.splitlines() if line.startswith("controlpath ")
+    ]
+    shutil.rmtree(directory, ignore_errors=True)  # the reboot
+    squatter = python_as(attacker, LISTEN, control_path)
+    try:
+        assert first_line(squatter) == "listening"
+        result = ssh_as(user, "myhub", "echo", "fine")
+        assert (result.returncode, result.stdout) == (0, "fine\n"), result.stderr
+    finally:
+        squatter.stdin.close()
+        reached = squatter.stdout.read()
+        squatter.wait(10)
+        squatter.stdout.close()
+    assert reached == "0 connections\n"
+    assert "\ncontrolpath " not in ssh_as(user, "-G", "myhub").stdout  # sharing is off
+
+
+def test_config_ssh_names_a_control_directory_it_will_not_use(server, long_home_user):
+    user = long_home_user
+    directory = Path(f"/tmp/jupyter-sshd-proxy-{user.uid}")
+    directory.mkdir(mode=0o700)  # root's, not the user's
+    result = config_ssh_as(user, server)
+    assert result.returncode == 0, result.stderr
+    own = user.home / ".ssh" / "jupyter-sshd-proxy"
+    assert result.stderr.splitlines()[0] == (
+        f"jupyter-sshd-proxy: connection sharing stays off: a control socket in {own} would "
+        f"not fit in a unix socket address (104 bytes), and {directory} belongs to uid 0: "
+        "remove it and run config-ssh again"
+    )
+    assert "Control" not in (user.home / ".ssh" / "config").read_text()
+
+
+LISTEN = """
+import os, socket, sys, threading
+path = sys.argv[1]
+os.makedirs(os.path.dirname(path), mode=0o777)
+os.chmod(os.path.dirname(path), 0o777)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+os.chmod(path, 0o777)
+listener.listen()
+reached = []
+def serve():
+    while True:
+        connection, _ = listener.accept()
+        reached.append(connection)
+threading.Thread(target=serve, daemon=True).start()
+print("listening", flush=True)
+sys.stdin.read()
+print(f"{len(reached)} connections", flush=True)
+"""
+
+
+def test_the_private_directory_command_in_every_shell(tmp_path):
+    """ssh runs `Match exec` with $SHELL -c: sh, bash, zsh, fish and tcsh (those
+    installed here) all make the directory, and all refuse one of another
+    owner or a symbolic link."""
+    directory = tmp_path / "control"
+    command = ssh_files.private_dir_command(str(directory))
+    shells = [shell for shell in ("sh", "bash", "zsh", "fish", "tcsh") if shutil.which(shell)]
+    for shell in shells:
+        shutil.rmtree(directory, ignore_errors=True)
+        assert subprocess.run([shell, "-c", command], check=False).returncode == 0, shell
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert subprocess.run([shell, "-c", command], check=False).returncode == 0, shell
+        if os.getuid() == 0:
+            os.chown(directory, 65534, 65534)
+            assert subprocess.run([shell, "-c", command], check=False).returncode == 1, shell
+        directory.rmdir()
+        directory.symlink_to(tmp_path)
+        assert subprocess.run([shell, "-c", command], check=False).returncode == 1, shell
+        directory.unlink()
+    assert "sh" in shells

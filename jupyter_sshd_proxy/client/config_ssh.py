@@ -21,7 +21,10 @@ says so.
 
 The block turns on OpenSSH's connection sharing (ControlMaster) where ssh
 has it (not on Windows): the second and later connections reuse the first
-one's WebSocket instead of starting a ProxyCommand each.
+one's WebSocket instead of starting a ProxyCommand each. The control sockets
+live in ~/.ssh/jupyter-sshd-proxy, or, for a home too long for a unix socket
+address there, in a short directory that only the user can have made
+(_control_dir).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import difflib
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -99,10 +103,9 @@ def config_ssh(
     token_path = os.path.join(own_dir, f"{name}.token")
     identity = os.path.abspath(os.path.expanduser(identity or os.path.join(ssh_dir, "id_ed25519")))
     ca_file = os.path.abspath(ca_file) if ca_file else None
-    control_dir = own_dir if connection_sharing and os.name != "nt" else None
-    sharing_off = control_dir is not None and not ssh_files.sharing_fits(control_dir)
-    if sharing_off:
-        control_dir = None
+    control_dir, made_by_ssh, sharing_off = None, False, None
+    if connection_sharing and os.name != "nt":
+        control_dir, made_by_ssh, sharing_off = _control_dir(own_dir)
 
     if not name_given:  # (before the token goes anywhere)
         _check_same_server(ssh_config, _read(ssh_config), name, base)
@@ -126,6 +129,7 @@ def config_ssh(
             known_hosts=known_hosts_path,
             host_key_checking=host_key_checking,
             control_dir=control_dir,
+            control_dir_made_by_ssh=made_by_ssh,
         )
     except ValueError as error:
         raise ConfigSSHError(str(error)) from None
@@ -139,11 +143,7 @@ def config_ssh(
         _check_writable(path)
     _check_with_ssh(ssh_config, new_config, name, block)
     if sharing_off:  # (not before: a refusal is one line)
-        print(
-            f"jupyter-sshd-proxy: connection sharing stays off: a control socket in {own_dir} "
-            "would not fit in a unix socket address (104 bytes)",
-            file=sys.stderr,
-        )
+        print(f"jupyter-sshd-proxy: connection sharing stays off: {sharing_off}", file=sys.stderr)
 
     if dry_run:
         out.write(_diff(ssh_config, old_config, new_config))
@@ -186,6 +186,60 @@ def config_ssh(
         f"{identity}.pub authorized, Host block in {ssh_config}\n"
     )
     return 0
+
+
+def _control_dir(own_dir: str) -> tuple[str | None, bool, str | None]:
+    """Where ssh's control sockets go: (directory, made by ssh, why sharing is off).
+
+    In own_dir when a socket there fits in a unix socket address (a home of
+    up to 18 characters). Otherwise in a short directory of this user's own:
+    $XDG_RUNTIME_DIR/jupyter-sshd-proxy-UID (made by the system for this
+    user only, mode 0700), else /tmp/jupyter-sshd-proxy-UID. ssh makes and
+    checks that one each time it runs (ssh_files.private_dir_command), so a
+    directory that another account makes there turns sharing off, never
+    hands a session to that account. One already there that is not this
+    user's private directory turns sharing off now, with its reason."""
+    if ssh_files.sharing_fits(own_dir):
+        return own_dir, False, None
+    name = f"jupyter-sshd-proxy-{os.getuid()}"
+    bases = ["/tmp"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime) and _private_dir_problem(runtime) is None:
+        bases.insert(0, runtime)
+    why = (
+        f"a control socket in {own_dir} would not fit in a unix socket address "
+        f"({ssh_files.MAX_SOCKET_PATH} bytes)"
+    )
+    for base in bases:
+        directory = os.path.join(base, name)
+        if not (ssh_files.sharing_fits(directory) and ssh_files.MADE_BY_SSH.fullmatch(directory)):
+            continue
+        problem = _private_dir_problem(directory)
+        if problem is None or problem == "missing":
+            return directory, True, None
+        why += f", and {directory} {problem}: remove it and run config-ssh again"
+        break
+    return None, False, why
+
+
+def _private_dir_problem(directory: str) -> str | None:
+    """None if directory is one of this user's, mode 0700 or narrower, and not a
+    symbolic link; "missing"; or what is wrong with it."""
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.getuid():
+        return f"belongs to uid {info.st_uid}"
+    if info.st_mode & 0o077:
+        return f"has mode {stat.S_IMODE(info.st_mode):04o}"
+    return None
 
 
 def _check_same_server(ssh_config: str, config: str, name: str, base: str) -> None:

@@ -19,6 +19,9 @@ HOST_KEY_CHECKING = ("yes", "accept-new")
 CONTROL_PERSIST = "10m"  # how long a shared connection outlives its last session
 CONTROL_SOCKET = "cm-%C"  # in the control directory; %C: ssh's hash of the connection
 MAX_SOCKET_PATH = 104  # bytes in a unix socket address, with the NUL (macOS, BSD)
+# A control directory that ssh makes itself (a short one, for a long home)
+# holds nothing a shell or ssh_config would read as more than a path.
+MADE_BY_SSH = re.compile(r"/[A-Za-z0-9/._-]+")
 
 
 def host_name(url_base: str) -> str:
@@ -97,6 +100,23 @@ def sharing_fits(control_dir: str) -> bool:
     return len(socket.encode()) + 17 + 1 <= MAX_SOCKET_PATH
 
 
+def private_dir_command(directory: str) -> str:
+    """A shell command that makes directory (mode 0700) unless it is there, and
+    succeeds only if it is then a directory of this user, not a symbolic link.
+
+    For a control directory in a place where others may make files (/tmp):
+    `Match ... exec` runs it before ssh looks for a control socket, so a
+    directory that another account made (after a reboot, say) turns sharing
+    off instead of handing the session to that account's socket. sh, bash,
+    zsh, fish and tcsh all read it alike."""
+    if not MADE_BY_SSH.fullmatch(directory):
+        msg = f"the control socket directory {directory!r} is not a plain path"
+        raise ValueError(msg)
+    return (
+        f"mkdir -p -m 700 {directory} && test -d {directory} -a -O {directory} -a ! -L {directory}"
+    )
+
+
 def render_block(
     *,
     name: str,
@@ -107,8 +127,13 @@ def render_block(
     host_key_checking: str = "yes",
     control_dir: str | None = None,
     control_persist: str = CONTROL_PERSIST,
+    control_dir_made_by_ssh: bool = False,
 ) -> str:
     """The marked Host block; connection sharing when control_dir is given.
+
+    With control_dir_made_by_ssh, the sharing options are under a `Match`
+    whose exec makes and checks the directory (private_dir_command) every
+    time ssh runs: they apply only when it is the user's own.
 
     Raises ValueError for a value ssh_config cannot hold. The user name comes
     from the server: untrusted.user_name() has checked it, and so does this.
@@ -134,16 +159,22 @@ def render_block(
         "    IdentitiesOnly yes",
         "    ForwardAgent no",
     ]
+    sharing = []
     if control_dir is not None:
         directory = os.path.join(control_dir, "")
         socket = _config_value(directory, "the control socket directory", CONTROL_SOCKET)
-        lines += [
+        sharing = [
             "    ControlMaster auto",
             f"    ControlPath {socket}",
             f"    ControlPersist {control_persist}",
         ]
+    if not control_dir_made_by_ssh:
+        lines += sharing
+    lines.append(f"    ProxyCommand {_command_line(proxy_argv)}")
+    if control_dir is not None and control_dir_made_by_ssh:
+        lines.append(f'Match host {name} exec "{private_dir_command(control_dir)}"')
+        lines += sharing
     lines += [
-        f"    ProxyCommand {_command_line(proxy_argv)}",
         # What follows the block (the file's global options, when the block is
         # at the top) applies to every host again, as before the block came.
         "Host *",
