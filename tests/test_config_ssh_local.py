@@ -302,3 +302,61 @@ def test_the_private_directory_command_in_every_shell(tmp_path):
         assert subprocess.run([shell, "-c", command], check=False).returncode == 1, shell
         directory.unlink()
     assert "sh" in shells
+
+
+# The state directory (~/.ssh/jupyter-sshd-proxy: the token, the pinned host
+# keys, the control sockets) must be the user's alone.
+
+
+OTHERS_CHANGE = (
+    "is writable by others (mode {mode:04o}): they could change the pinned host keys and the "
+    "control sockets; make it yours alone with: chmod 700 {own}"
+)
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "problem"),
+    [
+        (
+            65534,
+            0o700,
+            "belongs to uid 65534, not to you (uid 0): its owner could read the token and "
+            "change the pinned host keys; move it away and run config-ssh again, which makes "
+            "a new one",
+        ),
+        (0, 0o777, OTHERS_CHANGE),
+        (0, 0o770, OTHERS_CHANGE),
+        (0, 0o702, OTHERS_CHANGE),
+    ],
+    ids=["another owner", "world-writable", "group-writable", "other-writable"],
+)
+def test_a_state_directory_others_may_change_is_refused(laptop, owner, mode, problem):
+    """Was broken: config-ssh wrote the token and the pins into such a directory.
+    Refused before anything is read or sent: the token is not even looked for."""
+    if os.getuid() != 0:
+        pytest.skip("a directory of another owner needs root")
+    own = laptop / ".ssh" / "jupyter-sshd-proxy"
+    own.mkdir()
+    own.chmod(mode)
+    os.chown(own, owner, owner)
+    before = (laptop / ".ssh" / "config").read_bytes()
+    result = run_cli(
+        "config-ssh", "https://hub.example.org/user/me/", "--ssh-config",
+        str(laptop / ".ssh" / "config"), token=None,
+    )  # fmt: skip
+    expected = problem.format(mode=mode, own=own)
+    assert (result.returncode, result.stderr) == (
+        1, f"jupyter-sshd-proxy: the state directory {own} {expected}\n"
+    )  # fmt: skip
+    assert (laptop / ".ssh" / "config").read_bytes() == before
+    assert list(own.iterdir()) == []
+
+
+def test_a_state_directory_others_may_only_read_is_used(server, laptop):
+    own = laptop / ".ssh" / "jupyter-sshd-proxy"
+    own.mkdir(mode=0o755)
+    own.chmod(0o755)
+    result = config_ssh(server, laptop)
+    assert result.returncode == 0, result.stderr
+    token = own / "myhub.token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600

@@ -107,6 +107,7 @@ def config_ssh(
     if connection_sharing and os.name != "nt":
         control_dir, made_by_ssh, sharing_off = _control_dir(own_dir)
 
+    _check_state_dir(own_dir)
     if not name_given:  # (before the token goes anywhere)
         _check_same_server(ssh_config, _read(ssh_config), name, base)
 
@@ -186,6 +187,39 @@ def config_ssh(
         f"{identity}.pub authorized, Host block in {ssh_config}\n"
     )
     return 0
+
+
+def _check_state_dir(own_dir: str) -> None:
+    """Refuse a state directory (the token, the pinned host keys, the control
+    sockets) that another account owns or may write to."""
+    try:
+        info = os.stat(own_dir)
+    except FileNotFoundError:
+        return  # made later, mode 0700
+    except OSError as error:
+        msg = f"cannot read the state directory {own_dir}: {error.strerror or error}"
+        raise ConfigSSHError(msg) from None
+    me = os.getuid()
+    if not stat.S_ISDIR(info.st_mode):
+        msg = (
+            f"{own_dir} is not a directory; config-ssh keeps the token and the pinned "
+            "host keys there: move that file away and run config-ssh again"
+        )
+    elif info.st_uid != me:
+        msg = (
+            f"the state directory {own_dir} belongs to uid {info.st_uid}, not to you (uid "
+            f"{me}): its owner could read the token and change the pinned host keys; move it "
+            "away and run config-ssh again, which makes a new one"
+        )
+    elif info.st_mode & 0o022:
+        msg = (
+            f"the state directory {own_dir} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): they could change the pinned host keys and "
+            f"the control sockets; make it yours alone with: chmod 700 {own_dir}"
+        )
+    else:
+        return
+    raise ConfigSSHError(msg)
 
 
 def _control_dir(own_dir: str) -> tuple[str | None, bool, str | None]:
