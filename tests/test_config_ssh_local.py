@@ -360,3 +360,106 @@ def test_a_state_directory_others_may_only_read_is_used(server, laptop):
     assert result.returncode == 0, result.stderr
     token = own / "myhub.token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
+# Windows paths (and any path with a backslash or a quote) in ssh_config:
+# since OpenSSH 8.7 ssh reads \\, \' and \" in a value as escapes, and ' as a
+# quote. `ssh -G` on Linux reads a config exactly as ssh.exe on Windows does.
+
+
+def ssh_g(tmp_path: Path, text: str) -> dict[str, str]:
+    config = tmp_path / "config"
+    config.write_text(text)
+    result = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "myhub"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=10,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+
+
+@pytest.mark.parametrize(
+    ("identity", "known_hosts"),
+    [
+        (r"\\server\home\me\.ssh\id_ed25519", r"C:\Users\'t Hooft\.ssh\known_hosts"),
+        (r"C:\Users\me\.ssh\id_ed25519", r"\\?\C:\Users\me\.ssh\jupyter-sshd-proxy\known_hosts"),
+        (r"C:\Users\O'Brien\.ssh\id_ed25519", "C:\\Users\\a b\\\\\\.ssh\\known_hosts"),
+        (r"/home/a\'b c/.ssh/id", "/home/x\\\\y#1\\"),
+    ],
+    ids=["UNC and \\'", "plain and \\\\?\\", "' and trailing backslashes", "posix"],
+)
+def test_ssh_reads_back_each_path_exactly(tmp_path, identity, known_hosts):
+    """Was broken: written as they are, \\\\server lost a backslash and
+    C:\\Users\\'t lost one and its quote."""
+    block = ssh_files.render_block(
+        name="myhub", user="me", proxy_argv=["/usr/bin/python3", "-m", "jupyter_sshd_proxy"],
+        identity_file=identity, known_hosts=known_hosts,
+    )  # fmt: skip
+    seen = ssh_g(tmp_path, block)
+    assert (seen["identityfile"], seen["userknownhostsfile"]) == (identity, known_hosts)
+    settings = ssh_files.block_settings(block)  # what config-ssh checks ssh -G against
+    assert (settings["identityfile"], settings["userknownhostsfile"]) == (identity, known_hosts)
+
+
+def test_a_plain_windows_path_is_written_as_it_is():
+    """No backslash that ssh would read as an escape: written as before, which
+    ssh before 8.7 (no escapes at all, Windows 10's 8.1) reads alike."""
+    block = ssh_files.render_block(
+        name="myhub", user="me", proxy_argv=["python"],
+        identity_file=r"C:\Users\me\.ssh\id_ed25519", known_hosts=r"C:\Users\me\kh",
+    )  # fmt: skip
+    assert "    IdentityFile C:\\Users\\me\\.ssh\\id_ed25519\n" in block
+    assert "    UserKnownHostsFile C:\\Users\\me\\kh\n" in block
+
+
+def test_a_windows_proxycommand_is_one_ssh_reads(tmp_path):
+    """Was broken: list2cmdline() leaves C:\\Users\\O'Brien\\... unquoted (no space),
+    and its ' opened a quote that never closed: ssh then refused the whole file
+    ("invalid quotes"). ssh runs the line as written (CreateProcess)."""
+    argv = [
+        r"C:\Users\O'Brien\AppData\Local\Programs\Python\python.exe", "-m",
+        "jupyter_sshd_proxy", "proxy", "--token-file",
+        r"C:\Users\'t Hooft\.ssh\jupyter-sshd-proxy\myhub.token", "https://h.org/user/me/",
+    ]  # fmt: skip
+    line = ssh_files.windows_command_line(argv)
+    assert line == (
+        '"C:\\Users\\O\'Brien\\AppData\\Local\\Programs\\Python\\python.exe" -m '
+        "jupyter_sshd_proxy proxy --token-file \"C:\\Users\\'t Hooft\\.ssh"
+        '\\jupyter-sshd-proxy\\myhub.token" https://h.org/user/me/'
+    )
+    seen = ssh_g(tmp_path, f"Host myhub\n    ProxyCommand {line}\n")
+    assert seen["proxycommand"] == line
+    plain = ["C:\\Program Files\\Python\\python.exe", "-m", "x", "C:\\a\\b\\"]
+    assert ssh_files.windows_command_line(plain) == subprocess.list2cmdline(plain)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a b\tc", ["a", "b", "c"]),
+        ('"a b" c', ["a b", "c"]),
+        ("a'b c'd", ["ab cd"]),
+        (r"\\\a \' \" \ x", ["\\\\a", "'", '"', " x"]),
+        (r'"\ x"', ["\\ x"]),
+        ("a #b", ["a"]),
+        ("a#b", ["a#b"]),
+        (r'"C:\Users\"', None),
+        ("it's", None),
+    ],
+)
+def test_ssh_words_split_as_ssh_does(tmp_path, text, words):
+    """ssh_words() against the real ssh (`ssh -G`, one HostName word)."""
+    if words is None:
+        with pytest.raises(ValueError, match="is never closed"):
+            ssh_files.ssh_words(text)
+        config = tmp_path / "config"
+        config.write_text(f"Host myhub\n    HostName {text}\n")
+        result = subprocess.run(
+            ["ssh", "-G", "-F", str(config), "myhub"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 255
+        assert "invalid quotes" in result.stderr
+        return
+    assert ssh_files.ssh_words(text) == words
+    if len(words) == 1:  # ssh's HostName takes one word (lower-cased)
+        assert ssh_g(tmp_path, f"Host myhub\n    HostName {text}\n")["hostname"] == words[0]

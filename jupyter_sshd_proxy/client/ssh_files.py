@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 
 from .untrusted import USER_NAME
 
@@ -48,11 +47,53 @@ def check_name(name: str) -> str:
     return name
 
 
+def ssh_words(text: str) -> list[str]:
+    """text split into words as ssh reads the value of an ssh_config line
+    (argv_split() of OpenSSH 8.7 and later): spaces and tabs separate words;
+    ' and " quote, anywhere in a word; a backslash escapes \\, ' and " (and a
+    space outside quotes) and is kept before anything else; a word that starts
+    with # begins a comment. ValueError for a quote that is never closed, which
+    makes ssh refuse the whole file ("invalid quotes")."""
+    words = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] in " \t":
+            pos += 1
+            continue
+        if text[pos] == "#":
+            break
+        word, quote = [], ""
+        while pos < len(text):
+            char, following = text[pos], text[pos + 1 : pos + 2]
+            if char == "\\" and (following in ("\\", "'", '"') or (following == " " and not quote)):
+                word.append(following)
+                pos += 2
+                continue
+            if not quote and char in " \t":
+                break
+            if not quote and char in "'\"":
+                quote = char
+            elif quote and char == quote:
+                quote = ""
+            else:
+                word.append(char)
+            pos += 1
+        if quote:
+            msg = f"a quote in {text!r} is never closed"
+            raise ValueError(msg)
+        words.append("".join(word))
+    return words
+
+
 def _config_value(path: str, what: str, tokens: str = "") -> str:
     """path for ssh_config, where ssh expands %-tokens: its % doubled, then the
     tokens (ssh's own, such as %C) added, the whole in double quotes when it
-    has white space, ' or #. ssh also expands ${VARIABLE} in these paths, with
-    no way to escape it: such a path is refused."""
+    has white space, ' or #, and each backslash that ssh would read as an
+    escape doubled (before \\, ', or the closing quote: \\\\server\\home,
+    C:\\Users\\'t Hooft). A Windows path without those is written as it is,
+    which older ssh (before 8.7, no escapes) reads alike. ssh also expands
+    ${VARIABLE} in these paths, with no way to escape it: such a path is
+    refused, as is a double quote, which older ssh cannot hold."""
     if not path.isprintable() or '"' in path:
         msg = (
             f"{what} {path!r} has a control character or a double quote in it, which "
@@ -66,7 +107,17 @@ def _config_value(path: str, what: str, tokens: str = "") -> str:
         )
         raise ValueError(msg)
     value = path.replace("%", "%%") + tokens
-    return f'"{value}"' if any(char.isspace() or char in "'#" for char in value) else value
+    quoted = any(char.isspace() or char in "'#" for char in value)
+    written = []
+    for pos, char in enumerate(value):
+        following = value[pos + 1 : pos + 2] or ('"' if quoted else "")
+        written.append("\\\\" if char == "\\" and following in ("\\", "'", '"') else char)
+    line = "".join(written)
+    line = f'"{line}"' if quoted else line
+    if ssh_words(line) != [value]:  # the last guard: ssh reads back what we mean
+        msg = f"{what} {path!r} cannot be written so that ssh reads it back; use another path"
+        raise ValueError(msg)
+    return line
 
 
 def _command_line(argv: list[str]) -> str:
@@ -77,7 +128,7 @@ def _command_line(argv: list[str]) -> str:
     paths are single-quoted where needed, which sh, bash, zsh and fish all read
     alike, except for a backslash: fish reads \\' inside single quotes as a quote."""
     if os.name == "nt":
-        return subprocess.list2cmdline(argv).replace("%", "%%")
+        return windows_command_line(argv).replace("%", "%%")
     for word in argv:
         if "\\" in word:
             msg = (
@@ -86,6 +137,30 @@ def _command_line(argv: list[str]) -> str:
             )
             raise ValueError(msg)
     return shlex.join(argv).replace("%", "%%")
+
+
+def windows_command_line(argv: list[str]) -> str:
+    """argv for CreateProcess (the C runtime's quoting, as subprocess.list2cmdline),
+    with each word that holds a ' in double quotes as well: ssh reads the
+    ProxyCommand line with its own rules first (ssh_words), where a lone ' in
+    C:\\Users\\O'Brien opens a quote that never closes, and ssh refuses the file."""
+    words = []
+    for word in argv:
+        if word and not any(char in word for char in " \t'\""):
+            words.append(word)
+            continue
+        quoted, backslashes = ['"'], 0
+        for char in word:
+            if char == "\\":
+                backslashes += 1
+                continue
+            quoted.append(
+                "\\" * (backslashes * 2 + 1) + char if char == '"' else "\\" * backslashes + char
+            )
+            backslashes = 0
+        quoted.append("\\" * (backslashes * 2) + '"')
+        words.append("".join(quoted))
+    return " ".join(words)
 
 
 def sharing_fits(control_dir: str) -> bool:
@@ -184,6 +259,7 @@ def render_block(
         if not line.isprintable():  # the last guard: one value, one line
             msg = f"the Host block would have a control character in it: {line!r}"
             raise ValueError(msg)
+        ssh_words(line)  # and one ssh reads: a quote never closed is refused
     return "\n".join(lines) + "\n"
 
 
@@ -243,16 +319,17 @@ def block_url(config: str, name: str) -> str | None:
 
 
 def block_settings(block: str) -> dict[str, str]:
-    """The options of a block render_block() made, by lower-case name, as written
-    (quotes taken off): what `ssh -G NAME` should show."""
+    """The options of a block render_block() made, by lower-case name, as ssh
+    reads them (quotes and escapes taken off): what `ssh -G NAME` should show."""
     settings: dict[str, str] = {}
     for line in _lines(block):
         if line.startswith("Host *"):
             break
         if line.startswith("    "):
             keyword, _, value = line.strip().partition(" ")
-            if len(value) > 1 and value[0] == value[-1] == '"':
-                value = value[1:-1]
+            if keyword.lower() != "proxycommand":  # ssh runs that one as it is written
+                words = ssh_words(value)
+                value = words[0] if len(words) == 1 else value
             settings[keyword.lower()] = value
     return settings
 
