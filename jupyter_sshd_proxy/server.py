@@ -222,11 +222,14 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     version = sshd.sshd_version(sshd_path)
     keys_files = authorized_keys_files(config, user)
     sshd.check_strict_modes(keys_files, user)
-    for path in keys_files:
-        if not os.path.exists(path):
-            service.log.warning(
-                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in", path
-            )
+    if not any(os.path.exists(path) for path in keys_files):
+        files = list(dict.fromkeys(keys_files))
+        missing = f"{files[0]} does not exist"
+        if files[1:]:
+            missing = f"none of {', '.join(files)} exists"
+        service.log.warning(
+            "jupyter-sshd-proxy: %s yet; add a public key to %s to log in", missing, files[0]
+        )
     problem = sshd.terminal_problem(user)
     if problem:
         service.log.warning("jupyter-sshd-proxy: %s", problem)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
@@ -155,6 +155,13 @@ def split_paths(text: str) -> list[str]:
     return [part for part in text.split(":") if part]
 
 
+def split_keys_file_words(text: str) -> list[str]:
+    """Paths as sshd's AuthorizedKeysFile reads them (and the original
+    jupyter-sshd-proxy passed its variable to it): separated by white space,
+    each relative to the home directory unless it is absolute."""
+    return [word if word.startswith(("/", "~", "%h")) else "~/" + word for word in text.split()]
+
+
 class SSHDProxy(LoggingConfigurable):
     """Settings of the per-user sshd behind the /sshd/ WebSocket route."""
 
@@ -183,14 +190,22 @@ class SSHDProxy(LoggingConfigurable):
 
     authorized_keys_files = List(
         Unicode(),
-        default_value=["~/.ssh/authorized_keys"],
-        help="""The files sshd reads public keys from. A leading ~ is the user's home;
-        sshd's own %h (home) and %u (user name) tokens work too. A path may
-        not hold white space, quotes or backslashes, which sshd_config reads
-        as separators or quoting. In the environment variable, separate paths
-        with ':'. Environment variable:
-        JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
-    ).tag(config=True, from_text=split_paths)
+        default_value=["~/.ssh/authorized_keys", "~/.ssh/authorized_keys2"],
+        help="""The files sshd reads public keys from (by default, sshd's own). The
+        API and the page list and remove keys in every file, and add a key to
+        the first. A leading ~ is the user's home; sshd's own %h (home) and %u
+        (user name) tokens work too. A path may not hold white space, quotes
+        or backslashes, which sshd_config reads as separators or quoting. In
+        the environment variable, separate paths with ':'. When it is not set,
+        the original jupyter-sshd-proxy's JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH
+        is read instead, as sshd reads AuthorizedKeysFile: paths separated by
+        spaces, each relative to the home directory unless it is absolute.
+        Environment variable: JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
+    ).tag(
+        config=True,
+        from_text=split_paths,
+        original_variable=("JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH", split_keys_file_words),
+    )
 
     log_level = Unicode(
         "INFO",
@@ -267,11 +282,26 @@ class SSHDProxy(LoggingConfigurable):
         super().__init__(**kwargs)
         configured = set(kwargs) | set(self.config.get(type(self).__name__, {}))
         for name, trait in self.traits(config=True).items():
-            text = os.environ.get(env_name(name), "")
-            if name in configured or not text.strip():
+            if name in configured:
                 continue
-            self._sources[name] = env_name(name)
-            setattr(self, name, from_text(trait, text, env_name(name)))
+            found = [
+                (variable, parse)
+                for variable, parse in variables_of(name, trait)
+                if os.environ.get(variable, "").strip()
+            ]
+            if not found:
+                continue
+            variable, parse = found[0]
+            value = parse(os.environ[variable], variable)
+            for other, other_parse in found[1:]:
+                if other_parse(os.environ[other], other) != value:
+                    msg = (
+                        f"{variable}={os.environ[variable]!r} and {other}="
+                        f"{os.environ[other]!r} disagree; set only {variable}"
+                    )
+                    raise ConfigError(msg)
+            self._sources[name] = variable
+            setattr(self, name, value)
 
     def source(self, name: str) -> str:
         """How the user names where a setting's value came from."""
@@ -308,6 +338,18 @@ class SSHDProxy(LoggingConfigurable):
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
         return check_extra_options(proposal.value, self.source("extra_options"))
+
+
+def variables_of(name: str, trait: TraitType) -> list[tuple[str, Callable[[str, str], Any]]]:
+    """The environment variables that set a trait, the first one winning, each
+    with what reads its text: its own, then the original jupyter-sshd-proxy's."""
+    found: list[tuple[str, Callable[[str, str], Any]]] = [
+        (env_name(name), lambda text, source: from_text(trait, text, source))
+    ]
+    if "original_variable" in trait.metadata:
+        variable, split = trait.metadata["original_variable"]
+        found.append((variable, lambda text, source: split(text)))
+    return found
 
 
 def from_text(trait: TraitType, text: str, source: str) -> Any:

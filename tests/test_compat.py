@@ -1,0 +1,129 @@
+"""What deployments of the original jupyter-sshd-proxy (0.3.0) rely on, kept:
+its variables, sshd's default keys files, its host key. Units only (no
+Jupyter server); the whole path is in test_original_suite.py and
+test_upgrade.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_sshd_proxy import server, sshd
+from jupyter_sshd_proxy.errors import ConfigError
+from jupyter_sshd_proxy.settings import SSHDProxy
+
+PATH_VARIABLE = "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH"
+FILES_VARIABLE = "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES"
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("JUPYTER_SSHD_PROXY_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_without_settings_sshd_reads_its_own_default_keys_files(clean_environment, tmp_path):
+    """sshd's default AuthorizedKeysFile, which the original left in place."""
+    settings = SSHDProxy()
+    user = sshd.current_user()
+    files = server.authorized_keys_files(settings, user)
+    assert files == [
+        os.path.join(user.pw_dir, ".ssh", "authorized_keys"),
+        os.path.join(user.pw_dir, ".ssh", "authorized_keys2"),
+    ]
+    assert effective_authorized_keys_files(tmp_path, files) == files
+
+
+@pytest.mark.parametrize(
+    ("text", "files"),
+    [
+        # the original's default, as it passed it to sshd
+        (".ssh/authorized_keys .ssh/authorized_keys2",
+         ["~/.ssh/authorized_keys", "~/.ssh/authorized_keys2"]),
+        # its own test suite: one absolute path
+        ("/srv/keys/alice.pub", ["/srv/keys/alice.pub"]),
+        # sshd's tokens, and any white space between the paths
+        ("%h/.ssh/a\t /etc/ssh/keys/%u  keys", ["%h/.ssh/a", "/etc/ssh/keys/%u", "~/keys"]),
+    ],
+)  # fmt: skip
+def test_the_original_authorized_keys_path_variable_is_read_as_sshd_reads_it(
+    clean_environment, text, files
+):
+    clean_environment.setenv(PATH_VARIABLE, text)
+    settings = SSHDProxy()
+    assert settings.authorized_keys_files == files
+    assert settings.source("authorized_keys_files") == PATH_VARIABLE
+
+
+def test_the_original_variable_reaches_sshd_as_the_same_files(clean_environment, tmp_path):
+    clean_environment.setenv(PATH_VARIABLE, ".ssh/authorized_keys %h/more /etc/keys/%u")
+    user = sshd.current_user()
+    files = server.authorized_keys_files(SSHDProxy(), user)
+    assert files == [
+        os.path.join(user.pw_dir, ".ssh", "authorized_keys"),
+        os.path.join(user.pw_dir, "more"),
+        f"/etc/keys/{user.pw_name}",
+    ]
+    assert effective_authorized_keys_files(tmp_path, files) == files
+
+
+def test_precedence_config_then_our_variable_then_the_original_one(clean_environment):
+    clean_environment.setenv(PATH_VARIABLE, ".ssh/authorized_keys")
+    clean_environment.setenv(FILES_VARIABLE, "~/.ssh/authorized_keys")  # the same file
+    settings = SSHDProxy()
+    assert settings.authorized_keys_files == ["~/.ssh/authorized_keys"]
+    assert settings.source("authorized_keys_files") == FILES_VARIABLE
+    configured = SSHDProxy(config=Config({"SSHDProxy": {"authorized_keys_files": ["/k"]}}))
+    assert configured.authorized_keys_files == ["/k"]
+
+
+def test_the_two_variables_naming_different_files_is_one_clear_line(clean_environment):
+    clean_environment.setenv(PATH_VARIABLE, ".ssh/other_keys")
+    clean_environment.setenv(FILES_VARIABLE, "~/.ssh/authorized_keys")
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy()
+    assert str(error.value) == (
+        f"{FILES_VARIABLE}='~/.ssh/authorized_keys' and {PATH_VARIABLE}='.ssh/other_keys' "
+        f"disagree; set only {FILES_VARIABLE}"
+    )
+
+
+def test_a_bad_path_in_the_original_variable_names_that_variable(clean_environment):
+    clean_environment.setenv(PATH_VARIABLE, '.ssh/"keys"')
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy()
+    assert str(error.value).startswith(f'{PATH_VARIABLE}: \'~/.ssh/"keys"\' contains "')
+
+
+def test_the_help_names_both_variables():
+    help_text = " ".join(SSHDProxy.authorized_keys_files.help.split())
+    assert PATH_VARIABLE in help_text
+    assert help_text.endswith(f"Environment variable: {FILES_VARIABLE}.")
+
+
+def effective_authorized_keys_files(tmp_path, files: list[str]) -> list[str]:
+    """The AuthorizedKeysFile that sshd itself reads from our rendered config (sshd -T)."""
+    sshd_path = sshd.find_program("sshd", "", "c.SSHDProxy.sshd_path")
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    user = sshd.current_user()
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        sshd.render_sshd_config(
+            port=2222,
+            host_keys=sshd.ensure_host_keys(keygen, str(tmp_path / "keys"), user),
+            authorized_keys_files=files,
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+        )
+    )
+    output = subprocess.run(
+        [sshd_path, "-T", "-f", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in output.splitlines() if line.startswith("authorizedkeysfile "))
+    return line.split()[1:]
