@@ -1,0 +1,82 @@
+"""The host keys sshd presents, and their public halves as sshd presents them.
+
+sshd presents the public half of each HostKey's private key. A .pub file
+beside it that says otherwise is not what clients see: sshd logs "Public key
+for ... does not match private key" and presents the private key's own. So
+the public keys served to clients (to pin them) are derived from the private
+keys with ssh-keygen -y, never read from the .pub files; ours are rewritten
+when they do not match, so that what an operator reads there is true too.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+
+from . import keys
+from .errors import BadKeyError, PreflightError
+from .files import write_atomically
+
+
+@dataclass(frozen=True)
+class HostKey:
+    path: str  # the private key, as sshd's HostKey names it
+    public: keys.PublicKey  # its public half, what sshd presents
+
+
+def public_half(ssh_keygen: str, path: str, fix: str) -> keys.PublicKey:
+    """The public key of the private key at path, as sshd derives it; fix says
+    what to do when it cannot be read."""
+    result = subprocess.run(
+        [ssh_keygen, "-y", "-P", "", "-f", path],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip("@ \n")]
+    reason = keys.printable(lines[-1]) if lines else f"exit status {result.returncode}"
+    if result.returncode == 0:
+        try:
+            return keys.parse_key(result.stdout.strip())
+        except BadKeyError as error:
+            reason = str(error)
+    msg = f"host key {path} cannot be read ({reason}); {fix}"
+    raise PreflightError(msg)
+
+
+def our_host_keys(ssh_keygen: str, paths: list[str], log: logging.Logger) -> list[HostKey]:
+    """Our host keys (made by sshd.ensure_host_keys), each with its public half;
+    a .pub that does not match its private key is rewritten from it."""
+    found = []
+    for path in paths:
+        fix = (
+            f"restore it, or delete {path} and {path}.pub to make a new one "
+            "(clients then pin it again: jupyter-sshd-proxy config-ssh)"
+        )
+        public = public_half(ssh_keygen, path, fix)
+        if _repair_public_file(path, public):
+            log.warning(
+                "jupyter-sshd-proxy: %s.pub was not the public key of %s (which sshd presents); "
+                "rewritten from it",
+                path,
+                path,
+            )
+        found.append(HostKey(path, public))
+    return found
+
+
+def _repair_public_file(path: str, public: keys.PublicKey) -> bool:
+    """Make path.pub hold public if it does not; True if it was rewritten."""
+    try:
+        with open(path + ".pub", "rb") as stream:
+            words = stream.read(keys.MAX_LINE + 1).split()[:2]
+    except OSError:
+        words = []
+    if words == [public.type.encode(), public.blob.encode()]:
+        return False
+    line = " ".join(word for word in (public.type, public.blob, public.comment) if word)
+    write_atomically(path + ".pub", (line + "\n").encode(), 0o644)
+    return True
