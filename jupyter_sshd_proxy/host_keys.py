@@ -6,11 +6,26 @@ for ... does not match private key" and presents the private key's own. So
 the public keys served to clients (to pin them) are derived from the private
 keys with ssh-keygen -y, never read from the .pub files; ours are rewritten
 when they do not match, so that what an operator reads there is true too.
+
+Besides ours (ed25519 and RSA, made once and kept: sshd.ensure_host_keys),
+the original jupyter-sshd-proxy's host key, ~/.ssh/jupyter_sshd_hostkey,
+where it exists: the original made it on its first start with ssh-keygen's
+default type (RSA before OpenSSH 9.5, ed25519 since), and every laptop that
+connected has it in known_hosts. sshd presents one key per type (the first
+HostKey of that type), so it comes first and replaces ours of its type:
+
+    legacy RSA  -> presented: legacy RSA, our ed25519
+    legacy ed25519 -> presented: legacy ed25519, our RSA
+
+A client that pinned it prefers its type (ssh orders its host key algorithms
+by the keys it knows for the host) and is served that key; ssh's
+UpdateHostKeys then learns the other one. It is never made here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -23,6 +38,7 @@ from .files import write_atomically
 class HostKey:
     path: str  # the private key, as sshd's HostKey names it
     public: keys.PublicKey  # its public half, what sshd presents
+    legacy: bool = False  # the original jupyter-sshd-proxy's
 
 
 def public_half(ssh_keygen: str, path: str, fix: str) -> keys.PublicKey:
@@ -80,3 +96,38 @@ def _repair_public_file(path: str, public: keys.PublicKey) -> bool:
     line = " ".join(word for word in (public.type, public.blob, public.comment) if word)
     write_atomically(path + ".pub", (line + "\n").encode(), 0o644)
     return True
+
+
+def legacy_host_key(ssh_keygen: str, setting: str, log: logging.Logger) -> HostKey | None:
+    """The original jupyter-sshd-proxy's host key, if it exists and sshd can use it.
+
+    One it cannot use is left out with a warning (sshd would leave it out
+    too): clients that pinned it are then refused, as ssh refuses any host
+    whose key changed."""
+    if not setting:
+        return None
+    path = os.path.expanduser(setting)  # $HOME, as the original expanded it
+    if not os.path.lexists(path):
+        return None
+    fix = (
+        f"make it readable by you only (chmod 600 {path}), or retire it with "
+        "c.SSHDProxy.legacy_host_key = ''"
+    )
+    try:
+        public = public_half(ssh_keygen, path, fix)
+    except PreflightError as error:
+        log.warning(
+            "jupyter-sshd-proxy: the original jupyter-sshd-proxy's %s; until then, clients "
+            "that pinned it are refused",
+            error,
+        )
+        return None
+    return HostKey(path, public, legacy=True)
+
+
+def presented(ours: list[HostKey], legacy: HostKey | None) -> list[HostKey]:
+    """The HostKey lines for sshd, in order: the legacy key first, in place of
+    ours of its type (sshd presents the first key of each type)."""
+    if legacy is None:
+        return ours
+    return [legacy, *(key for key in ours if key.public.type != legacy.public.type)]

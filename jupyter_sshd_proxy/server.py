@@ -23,7 +23,7 @@ from tornado import web
 
 from . import procfs, sshd
 from .errors import ConfigError, PreflightError, SSHDProxyError
-from .host_keys import HostKey, our_host_keys
+from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
@@ -215,7 +215,8 @@ def host_keys(
     user = user or sshd.current_user()
     ssh_keygen = ssh_keygen or find_programs(config)[1]
     ours = sshd.ensure_host_keys(ssh_keygen, host_key_dir(config, user), user)
-    return our_host_keys(ssh_keygen, ours, log)
+    legacy = legacy_host_key(ssh_keygen, config.legacy_host_key, log)
+    return presented(our_host_keys(ssh_keygen, ours, log), legacy)
 
 
 def prepare_sshd(service: SSHDService, port: int) -> list[str]:

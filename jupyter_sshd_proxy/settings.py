@@ -188,6 +188,18 @@ class SSHDProxy(LoggingConfigurable):
         JUPYTER_SSHD_PROXY_HOST_KEY_DIR.""",
     ).tag(config=True)
 
+    legacy_host_key = Unicode(
+        "~/.ssh/jupyter_sshd_hostkey",
+        help="""The host key of the original jupyter-sshd-proxy (0.3.0), which it made
+        on its first start. Where it exists, sshd presents it in place of this
+        package's key of the same type, so that clients that pinned it still
+        connect; the host-keys API serves it, so config-ssh pins it too. It is
+        never made. A leading ~ is $HOME, where the original put it. Empty
+        (or none): never present it, to retire it once clients know the new
+        keys (see docs/upgrading.md). Environment variable:
+        JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY.""",
+    ).tag(config=True)
+
     authorized_keys_files = List(
         Unicode(),
         default_value=["~/.ssh/authorized_keys", "~/.ssh/authorized_keys2"],
@@ -335,6 +347,10 @@ class SSHDProxy(LoggingConfigurable):
     def _validate_authorized_keys_files(self, proposal):
         return check_authorized_keys_files(proposal.value, self.source("authorized_keys_files"))
 
+    @validate("legacy_host_key")
+    def _validate_legacy_host_key(self, proposal):
+        return check_legacy_host_key(proposal.value, self.source("legacy_host_key"))
+
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
         return check_extra_options(proposal.value, self.source("extra_options"))
@@ -407,6 +423,18 @@ def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
             )
             raise ConfigError(msg)
     return list(paths)
+
+
+def check_legacy_host_key(path: str, source: str) -> str:
+    if path.strip().lower() == "none":  # what a variable can say for ''
+        return ""
+    if path and not (path.startswith(("/", "~/")) and path.isprintable()):
+        msg = (
+            f"{source}={path!r} is not an absolute path or ~/...; "
+            "use e.g. ~/.ssh/jupyter_sshd_hostkey, or none to never present it"
+        )
+        raise ConfigError(msg)
+    return path
 
 
 # Options of sshd's listener, which sshd -i (one sshd per connection) never has.

@@ -127,3 +127,64 @@ def effective_authorized_keys_files(tmp_path, files: list[str]) -> list[str]:
     ).stdout
     line = next(line for line in output.splitlines() if line.startswith("authorizedkeysfile "))
     return line.split()[1:]
+
+
+# The original's host key, ~/.ssh/jupyter_sshd_hostkey
+
+
+def test_the_original_host_key_is_looked_for_where_the_original_made_it(clean_environment):
+    assert SSHDProxy().legacy_host_key == "~/.ssh/jupyter_sshd_hostkey"
+    clean_environment.setenv("JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY", "none")
+    assert SSHDProxy().legacy_host_key == ""  # retired: never presented
+
+
+def test_a_relative_original_host_key_path_is_one_line(clean_environment):
+    clean_environment.setenv("JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY", "jupyter_sshd_hostkey")
+    with pytest.raises(ConfigError) as error:
+        SSHDProxy()
+    assert str(error.value) == (
+        "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY='jupyter_sshd_hostkey' is not an absolute path or "
+        "~/...; use e.g. ~/.ssh/jupyter_sshd_hostkey, or none to never present it"
+    )
+
+
+@pytest.mark.parametrize("legacy_type", ["ssh-rsa", "ssh-ed25519"])
+def test_the_original_host_key_comes_first_in_place_of_ours_of_its_type(legacy_type):
+    """sshd presents the first HostKey of each type."""
+    from jupyter_sshd_proxy.host_keys import HostKey, presented
+    from jupyter_sshd_proxy.keys import PublicKey
+
+    def key(path, kind, legacy=False):
+        return HostKey(path, PublicKey("", kind, "AAAA", ""), legacy)
+
+    ours = [key("/k/ed25519", "ssh-ed25519"), key("/k/rsa", "ssh-rsa")]
+    legacy = key("/home/a/.ssh/jupyter_sshd_hostkey", legacy_type, legacy=True)
+    assert presented(ours, None) == ours
+    result = presented(ours, legacy)
+    assert result[0] == legacy
+    assert [k.public.type for k in result] == [legacy_type] + [
+        k.public.type for k in ours if k.public.type != legacy_type
+    ]
+
+
+def test_the_original_host_key_is_expanded_with_home_as_the_original_did(
+    clean_environment, tmp_path
+):
+    import logging
+
+    from jupyter_sshd_proxy.host_keys import legacy_host_key
+
+    keygen = sshd.find_program("ssh-keygen", "", "c.SSHDProxy.ssh_keygen_path")
+    log = logging.getLogger("test")
+    clean_environment.setenv("HOME", str(tmp_path))
+    assert legacy_host_key(keygen, "~/.ssh/jupyter_sshd_hostkey", log) is None  # none there
+    (tmp_path / ".ssh").mkdir(mode=0o700)
+    path = tmp_path / ".ssh" / "jupyter_sshd_hostkey"
+    subprocess.run(["ssh-keygen", "-f", str(path), "-q", "-N", ""], check=True)
+    found = legacy_host_key(keygen, "~/.ssh/jupyter_sshd_hostkey", log)
+    assert found is not None
+    assert found.path == str(path)
+    assert found.legacy
+    public = path.with_suffix(".pub").read_text().split()[:2]
+    assert [found.public.type, found.public.blob] == public
+    assert not list(tmp_path.glob(".ssh/*.tmp*")), "nothing made beside it"
