@@ -11,15 +11,29 @@ as this user (a HOME of its own under the test run directory).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
+import pty
+import random
+import secrets
+import select
+import shutil
+import signal
+import socket
+import ssl
 import subprocess
+import termios
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .conftest import start_sshd
-from .helpers import SSHClient
+from .conftest import STARTED_PIDS, ServerSetup, start_sshd
+from .helpers import VENV_BIN, Account, JupyterServer, SSHClient, wait_for
+from .tls import make_ca
 
 HOST_KEY_TYPE = {"rsa": "ssh-rsa", "ed25519": "ssh-ed25519"}
 
@@ -137,3 +151,269 @@ def test_a_retired_original_host_key_is_neither_presented_nor_served(setup, lega
         assert os.path.exists(legacy_home), "never deleted: retiring is the operator's call"
     finally:
         server.stop()
+
+
+# The original's test suite (tests/test_ssh.py), its scenarios as ours.
+
+
+def websocat_proxy_command(token: str, url: str) -> str:
+    """The ProxyCommand as the original's tests and README write it: websocat
+    from PATH, the header in double quotes (which ssh's shell removes)."""
+    return f'websocat --binary -H="Authorization: token {token}" asyncstdio: {url}'
+
+
+def laptop_env() -> dict:
+    """The laptop's environment: websocat on PATH, as the original assumes."""
+    return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+
+
+@dataclass
+class OriginalSuite:
+    server: JupyterServer
+    key: Path  # the laptop's private key; its .pub is the server's keys file
+    known_hosts: Path
+    directory: Path  # 0700, the server user's: keys, scp targets
+
+    def options(self) -> list[str]:
+        """The original's get_ssh_client_options(), with the host key pinned
+        where it had "StrictHostKeyChecking=no  # FIXME"."""
+        url = f"ws://%h:{self.server.port}/sshd/"
+        options = [
+            f"ProxyCommand={websocat_proxy_command(self.server.token, url)}",
+            f"User={self.server.account.name}",
+            f"IdentityFile={self.key}",
+            "StrictHostKeyChecking=yes",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "GlobalKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+        ]
+        return ["-F", "none", *(f"-o={option}" for option in options)]
+
+
+@pytest.fixture(scope="module")
+def original(setup, run_dir):
+    """A server set up as the original's suite set one up: the key pair made
+    in a 0700 directory of the server's user (it used the working directory,
+    as /tmp will not do for sshd), the public key file itself as
+    JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH, and sshd's LogLevel DEBUG, as its
+    CI ran it."""
+    home = setup.base if setup.account.is_current else setup.account.home
+    directory = home / f"tmp-original-{os.getpid()}"
+    directory.mkdir(mode=0o700)
+    setup.account.own(directory)
+    key = directory / "authorized_keys"
+    subprocess.run(["ssh-keygen", "-f", str(key), "-q", "-N", ""], check=True)
+    setup.account.own(key.with_suffix(".pub"))
+    env = {
+        **{k: v for k, v in setup.env.items() if k != "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES"},
+        "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH": f"{key}.pub",
+        "JUPYTER_SSHD_PROXY_LOG_LEVEL": "DEBUG",
+    }
+    server = JupyterServer(setup.account, run_dir, setup.token, env).start()
+    try:
+        start_sshd(server)
+        known_hosts = run_dir / f"known_hosts-original-suite-{setup.account.name}"
+        known_hosts.write_text("".join(f"127.0.0.1 {t} {k}\n" for t, k in host_keys(server)))
+        yield OriginalSuite(server, key, known_hosts, directory)
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_ssh_command_execution(original):
+    result = subprocess.run(
+        ["ssh", *original.options(), "127.0.0.1", "hostname"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=laptop_env(), check=False,
+    )  # fmt: skip
+    assert result.stdout.decode().strip() == socket.gethostname(), result.stderr
+    # LogLevel DEBUG reached sshd: its debug lines are in the server's log.
+    assert "debug1: " in original.server.log()
+
+
+def test_ssh_interactive(original):
+    """/bin/sh with no arguments on a terminal of its own, as pexpect gave it."""
+    main, terminal = pty.openpty()
+    attributes = termios.tcgetattr(terminal)
+    attributes[3] &= ~termios.ECHO  # pexpect's echo=False
+    termios.tcsetattr(terminal, termios.TCSANOW, attributes)
+    process = subprocess.Popen(
+        ["ssh", *original.options(), "127.0.0.1", "/bin/sh"],
+        stdin=terminal, stdout=terminal, stderr=subprocess.PIPE, env=laptop_env(),
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        os.write(main, b"hostname\n")
+        assert read_line(main, 60).strip() == socket.gethostname().encode()
+        os.write(main, b"exit\n")
+        process.wait(60)
+        assert process.returncode == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+        os.close(main)
+
+
+def read_line(fd: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line within {timeout} s (so far {line!r})"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1)
+            assert chunk, f"the terminal closed (so far {line!r})"
+            line += chunk
+    return line
+
+
+# Both the sftp protocol (scp's default now, "-s") and the old scp protocol ("-O").
+@pytest.mark.parametrize("extra_scp_args", [["-s"], ["-O"]])
+def test_scp(original, tmp_path, extra_scp_args):
+    source = tmp_path / "source"
+    file_contents = secrets.token_hex()
+    source.write_text(file_contents)
+    target = original.directory / f"target{extra_scp_args[0]}"
+    result = subprocess.run(
+        ["scp", "-v", *extra_scp_args, *original.options(), str(source), f"127.0.0.1:{target}"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=laptop_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert target.read_text() == file_contents
+
+
+# The original's README: the ssh config block a user wrote, used as written.
+
+ORIGINAL_README_BLOCK = (
+    "Host <YOUR-JUPYTERHUB-DOMAIN>\n"
+    "    User <YOUR-JUPYTERHUB-CONTAINER-USER-NAME>\n"
+    '    ProxyCommand websocat --binary -H="Authorization: token <YOUR-JUPYTERHUB-TOKEN>" '
+    "asyncstdio: wss://%h/user/<YOUR-JUPYTERHUB-USERNAME>/sshd/\n"
+    "    IdentitiesOnly yes # Don't use password auth\n"
+)
+
+
+@pytest.fixture
+def hub_like_server(run_dir, client_key):
+    """A server at https://HOST/user/alice/ as a Hub serves it: on port 443 of a
+    loopback address of its own (127.x.y.z), with a certificate for it from the
+    test CA, which websocat trusts through SSL_CERT_FILE. Binding 443 needs
+    root; otherwise it is ws://HOST:PORT/user/alice/, the one change to the line."""
+    setup = ServerSetup(Account.current(), run_dir, client_key)
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    tls = os.getuid() == 0
+    port = 443 if tls else _free_port(host)
+    ca = make_ca(run_dir / f"tls-{host}", [host]) if tls else None
+    argv = [
+        str(VENV_BIN / "jupyter-server"), "--no-browser", f"--ip={host}", f"--port={port}",
+        "--ServerApp.port_retries=0", "--ServerApp.base_url=/user/alice/",
+        f"--ServerApp.root_dir={setup.base}",
+    ]  # fmt: skip
+    if ca:
+        argv += [f"--ServerApp.certfile={ca.cert_file}", f"--ServerApp.keyfile={ca.key_file}"]
+    if os.getuid() == 0:
+        argv.append("--allow-root")
+    env = {**os.environ, **setup.env, "JUPYTER_TOKEN": setup.token, "JUPYTER_PLATFORM_DIRS": "1"}
+    with open(run_dir / f"jupyter-{host}.log", "wb") as log:
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = HubLikeServer(host, port, ca.ca_file if ca else None, setup.token, process)
+    try:
+        wait_for(server.ready, 60, f"jupyter server on {host}:{port}", interval=0.2)
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            pid = server.get("/sshd-proxy/api/status").get("pid")
+            if pid:
+                STARTED_PIDS.append(pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class HubLikeServer:
+    host: str
+    port: int
+    ca_file: Path | None
+    token: str
+    process: subprocess.Popen
+
+    def get(self, path: str) -> dict:
+        if self.ca_file:
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            connection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=30, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            connection.request(
+                "GET", "/user/alice" + path, headers={"Authorization": f"token {self.token}"}
+            )
+            response = connection.getresponse()
+            assert response.status == 200, response.status
+            return json.loads(response.read())
+        finally:
+            connection.close()
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, "the Jupyter server exited"
+        try:
+            self.get("/api/status")
+        except OSError:
+            return False
+        return True
+
+
+def test_the_original_readme_ssh_config_works_as_written(hub_like_server, client_key, run_dir):
+    server = hub_like_server
+    user = Account.current().name
+    block = (
+        ORIGINAL_README_BLOCK.replace("<YOUR-JUPYTERHUB-DOMAIN>", server.host)
+        .replace("<YOUR-JUPYTERHUB-CONTAINER-USER-NAME>", user)
+        .replace("<YOUR-JUPYTERHUB-TOKEN>", server.token)
+        .replace("<YOUR-JUPYTERHUB-USERNAME>", "alice")
+    )
+    if server.ca_file is None:
+        block = block.replace("wss://%h/", f"ws://%h:{server.port}/")
+    env = laptop_env()
+    if server.ca_file:
+        env["SSL_CERT_FILE"] = str(server.ca_file)
+    laptop = run_dir / f"laptop-{server.host}"
+    laptop.mkdir(mode=0o700)
+    known_hosts = laptop / "known_hosts"
+    config = laptop / "config"
+    # The user's block as written, then what keeps this test off ~/.ssh.
+    config.write_text(
+        block
+        + f"    IdentityFile {client_key}\n"
+        + f"    UserKnownHostsFile {known_hosts}\n"
+        + "    GlobalKnownHostsFile /dev/null\n"
+        + "    StrictHostKeyChecking yes\n"
+        + "    BatchMode yes\n"
+    )
+    # The first connection starts sshd; then the host keys are pinned.
+    argv = ["ssh", "-F", str(config), server.host, "echo as-written"]
+    subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    status = wait_for(
+        lambda: (lambda s: s if s["running"] else None)(server.get("/sshd-proxy/api/status")),
+        15,
+        "sshd to run",
+    )
+    STARTED_PIDS.append(status["pid"])
+    keys = server.get("/sshd-proxy/api/host-keys")["keys"]
+    known_hosts.write_text("".join(f"{server.host} {k['type']} {k['key']}\n" for k in keys))
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    assert result.stdout == b"as-written\n", result.stderr.decode()
