@@ -188,3 +188,40 @@ def test_the_original_host_key_is_expanded_with_home_as_the_original_did(
     public = path.with_suffix(".pub").read_text().split()[:2]
     assert [found.public.type, found.public.blob] == public
     assert not list(tmp_path.glob(".ssh/*.tmp*")), "nothing made beside it"
+
+
+def test_the_upgrade_notice_is_one_line_naming_what_was_found(tmp_path):
+    import logging
+
+    from jupyter_sshd_proxy.upgrade import DIFFERENCES, log_upgrade_notice
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    log = logging.getLogger("test-upgrade-notice")
+    lines = Lines()
+    log.addHandler(lines)
+    try:
+        key = tmp_path / "jupyter_sshd_hostkey"
+        log_upgrade_notice(str(key), log, environ={})
+        assert lines.lines == []  # a new deployment: nothing to say
+        key.write_text("")
+        environ = {PATH_VARIABLE: ".ssh/authorized_keys"}
+        log_upgrade_notice(str(key), log, environ=environ)
+        log_upgrade_notice("", log, environ=environ)  # the key retired
+    finally:
+        log.removeHandler(lines)
+    assert lines.lines == [
+        "jupyter-sshd-proxy: upgraded from the original jupyter-sshd-proxy (found "
+        f"{PATH_VARIABLE} and its host key {key}, kept as they were); what differs on "
+        f"purpose: {DIFFERENCES}; see docs/upgrading.md",
+        "jupyter-sshd-proxy: upgraded from the original jupyter-sshd-proxy (found "
+        f"{PATH_VARIABLE}, kept as they were); what differs on purpose: {DIFFERENCES}; "
+        "see docs/upgrading.md",
+    ]
+    assert "\n" not in DIFFERENCES

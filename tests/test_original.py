@@ -116,6 +116,8 @@ def test_a_laptop_that_pinned_the_original_host_key_still_connects(
         only_new = laptop.ssh_argv("echo new-key", options=["-o", f"HostKeyAlgorithms={algorithm}"])
         result = subprocess.run(only_new, capture_output=True, timeout=60, check=False)
         assert result.stdout == b"new-key\n", result.stderr
+        notice = f"upgraded from the original jupyter-sshd-proxy (found its host key {legacy_home},"
+        assert server.log().count(notice) == 1
     finally:
         server.stop()
 
@@ -227,7 +229,16 @@ def test_ssh_command_execution(original):
     )  # fmt: skip
     assert result.stdout.decode().strip() == socket.gethostname(), result.stderr
     # LogLevel DEBUG reached sshd: its debug lines are in the server's log.
-    assert "debug1: " in original.server.log()
+    log = original.server.log()
+    assert "debug1: " in log
+    # The upgrade is said once, at start.
+    notice = "jupyter-sshd-proxy: upgraded from the original jupyter-sshd-proxy (found "
+    assert log.count(notice) == 1
+    assert f"{notice}JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH, kept as they were)" in log
+
+
+def test_a_server_without_the_originals_settings_says_nothing_of_it(server):
+    assert "upgraded from the original" not in server.log()
 
 
 def test_ssh_interactive(original):
