@@ -11,15 +11,18 @@ Besides ours (ed25519 and RSA, made once and kept: sshd.ensure_host_keys),
 the original jupyter-sshd-proxy's host key, ~/.ssh/jupyter_sshd_hostkey,
 where it exists: the original made it on its first start with ssh-keygen's
 default type (RSA before OpenSSH 9.5, ed25519 since), and every laptop that
-connected has it in known_hosts. sshd presents one key per type (the first
-HostKey of that type), so it comes first and replaces ours of its type:
+connected has it in known_hosts. It comes first. In the key exchange sshd
+presents the first key of each type, so
 
-    legacy RSA  -> presented: legacy RSA, our ed25519
-    legacy ed25519 -> presented: legacy ed25519, our RSA
+    legacy RSA      -> presented: legacy RSA, our ed25519
+    legacy ed25519  -> presented: legacy ed25519, our RSA
 
-A client that pinned it prefers its type (ssh orders its host key algorithms
-by the keys it knows for the host) and is served that key; ssh's
-UpdateHostKeys then learns the other one. It is never made here.
+and a client that pinned it prefers its type (ssh orders its host key
+algorithms by the keys it knows for the host) and is served it. sshd still
+holds ours of that type: after a login it tells the client every key it
+holds and proves it has them (ssh's UpdateHostKeys), so laptops learn all of
+ours and keep connecting once the legacy key is retired. It is never made
+here.
 """
 
 from __future__ import annotations
@@ -126,8 +129,6 @@ def legacy_host_key(ssh_keygen: str, setting: str, log: logging.Logger) -> HostK
 
 
 def presented(ours: list[HostKey], legacy: HostKey | None) -> list[HostKey]:
-    """The HostKey lines for sshd, in order: the legacy key first, in place of
-    ours of its type (sshd presents the first key of each type)."""
-    if legacy is None:
-        return ours
-    return [legacy, *(key for key in ours if key.public.type != legacy.public.type)]
+    """The HostKey lines for sshd, in order: the legacy key first (sshd presents
+    the first key of each type), then all of ours."""
+    return ours if legacy is None else [legacy, *ours]

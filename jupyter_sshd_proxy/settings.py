@@ -191,10 +191,11 @@ class SSHDProxy(LoggingConfigurable):
     legacy_host_key = Unicode(
         "~/.ssh/jupyter_sshd_hostkey",
         help="""The host key of the original jupyter-sshd-proxy (0.3.0), which it made
-        on its first start. Where it exists, sshd presents it in place of this
-        package's key of the same type, so that clients that pinned it still
-        connect; the host-keys API serves it, so config-ssh pins it too. It is
-        never made. A leading ~ is $HOME, where the original put it. Empty
+        on its first start. Where it exists, it is sshd's first host key, which
+        sshd presents before this package's key of the same type, so that
+        clients that pinned it still connect; ssh's UpdateHostKeys teaches them
+        the others, and the host-keys API serves it, so config-ssh pins it
+        too. It is never made. A leading ~ is $HOME, where the original put it. Empty
         (or none): never present it, to retire it once clients know the new
         keys (see docs/upgrading.md). Environment variable:
         JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY.""",

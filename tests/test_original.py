@@ -35,8 +35,6 @@ from .conftest import STARTED_PIDS, ServerSetup, start_sshd
 from .helpers import VENV_BIN, Account, JupyterServer, SSHClient, wait_for
 from .tls import make_ca
 
-HOST_KEY_TYPE = {"rsa": "ssh-rsa", "ed25519": "ssh-ed25519"}
-
 
 def legacy_key_path(setup) -> Path:
     """Where the original kept its host key: ~/.ssh/jupyter_sshd_hostkey."""
@@ -80,44 +78,54 @@ def legacy_home(setup):
 
 
 @pytest.mark.parametrize("key_type", ["rsa", "ed25519"])
-def test_a_laptop_that_pinned_the_original_host_key_still_connects(
+def test_a_laptop_that_pinned_the_original_host_key_keeps_connecting_until_it_is_retired(
     setup, client_key, run_dir, legacy_home, key_type
 ):
     """The laptop knows only the original's key (made with ssh-keygen's
-    default, RSA here, or ed25519 as OpenSSH 9.5 and later make it); with
-    StrictHostKeyChecking=yes it connects, and UpdateHostKeys teaches it the
-    new key, with which it connects afterwards."""
+    default, RSA here, or ed25519 as OpenSSH 9.5 and later make it). With
+    StrictHostKeyChecking=yes it connects; UpdateHostKeys teaches it our
+    keys; once the operator retires the original's key, it still connects,
+    and UpdateHostKeys drops the retired key from its known_hosts."""
     legacy = make_legacy_key(setup, legacy_home, key_type)
+    known_hosts = run_dir / f"known_hosts-original-{setup.account.name}-{key_type}"
+    known_hosts.write_text(f"jupyter-test {legacy}\n")
+
+    def pinned() -> set[str]:
+        return {" ".join(line.split()[1:3]) for line in known_hosts.read_text().splitlines()}
+
     server = setup.server(**legacy_env(setup, legacy_home)).start()
     try:
         start_sshd(server)
-        served = host_keys(server)
-        ours = {
-            " ".join(pub.read_text().split()[:2])
-            for pub in setup.host_key_dir.glob("ssh_host_*_key.pub")
-        }
-        other = next(key for key in ours if not key.startswith(HOST_KEY_TYPE[key_type] + " "))
-        # sshd presents the legacy key, and ours of the other type; the API
-        # serves the same, so config-ssh pins both.
-        assert [" ".join(key) for key in served] == [legacy, other]
+        pubs = [setup.host_key_dir / f"ssh_host_{kind}_key.pub" for kind in ("ed25519", "rsa")]
+        ours = [" ".join(pub.read_text().split()[:2]) for pub in pubs]
+        # The legacy key first: sshd presents it for its type. The API serves
+        # every key sshd holds, so config-ssh pins them all.
+        assert [" ".join(key) for key in host_keys(server)] == [legacy, *ours]
 
-        known_hosts = run_dir / f"known_hosts-original-{setup.account.name}-{key_type}"
-        known_hosts.write_text(f"jupyter-test {legacy}\n")
         laptop = SSHClient(server, client_key, known_hosts)
         result = laptop.ssh("echo still-trusted")
         assert result.stdout == b"still-trusted\n", result.stderr
+        notice = f"upgraded from the original jupyter-sshd-proxy (found its host key {legacy_home},"
+        assert server.log().count(notice) == 1
 
         learn = laptop.ssh_argv("true", options=["-o", "UpdateHostKeys=yes"])
         result = subprocess.run(learn, capture_output=True, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
-        learned = {" ".join(line.split()[1:3]) for line in known_hosts.read_text().splitlines()}
-        assert learned == {legacy, other}
-        algorithm = "ssh-ed25519" if other.startswith("ssh-ed25519") else "rsa-sha2-512"
-        only_new = laptop.ssh_argv("echo new-key", options=["-o", f"HostKeyAlgorithms={algorithm}"])
-        result = subprocess.run(only_new, capture_output=True, timeout=60, check=False)
-        assert result.stdout == b"new-key\n", result.stderr
-        notice = f"upgraded from the original jupyter-sshd-proxy (found its host key {legacy_home},"
-        assert server.log().count(notice) == 1
+        assert pinned() == {legacy, *ours}
+    finally:
+        server.stop()
+
+    retired = {**legacy_env(setup, legacy_home), "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY": "none"}
+    server = setup.server(**retired).start()
+    try:
+        start_sshd(server)
+        assert [" ".join(key) for key in host_keys(server)] == ours
+        laptop = SSHClient(server, client_key, known_hosts)
+        forget = laptop.ssh_argv("echo retired", options=["-o", "UpdateHostKeys=yes"])
+        result = subprocess.run(forget, capture_output=True, timeout=60, check=False)
+        assert result.stdout == b"retired\n", result.stderr
+        assert pinned() == set(ours)
+        assert legacy_home.exists(), "never deleted: retiring is the operator's call"
     finally:
         server.stop()
 
@@ -137,20 +145,6 @@ def test_an_unusable_original_host_key_is_left_out_with_one_line(setup, legacy_h
             "c.SSHDProxy.legacy_host_key = ''; until then, clients that pinned it are refused"
         )
         assert warning in server.log()
-    finally:
-        server.stop()
-
-
-def test_a_retired_original_host_key_is_neither_presented_nor_served(setup, legacy_home):
-    legacy = make_legacy_key(setup, legacy_home, "ed25519")
-    env = {**legacy_env(setup, legacy_home), "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY": "none"}
-    server = setup.server(**env).start()
-    try:
-        start_sshd(server)
-        served = [" ".join(key) for key in host_keys(server)]
-        assert legacy not in served
-        assert len(served) == 2
-        assert os.path.exists(legacy_home), "never deleted: retiring is the operator's call"
     finally:
         server.stop()
 
