@@ -222,8 +222,9 @@ class SSHDProxy(LoggingConfigurable):
 
     log_level = Unicode(
         "INFO",
-        help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE or DEBUG1-3. sshd
-        logs into the Jupyter server's log. Environment variable:
+        help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG (which is
+        DEBUG1) or DEBUG1-3, in any case. sshd logs into the Jupyter server's
+        log. Environment variable:
         JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
     ).tag(config=True)
 
