@@ -190,9 +190,11 @@ class OriginalSuite:
 def original(setup, run_dir):
     """A server set up as the original's suite set one up: the key pair made
     in a 0700 directory of the server's user (it used the working directory,
-    as /tmp will not do for sshd), the public key file itself as
-    JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH, and sshd's LogLevel DEBUG, as its
-    CI ran it."""
+    as /tmp will not do for sshd) and the public key file itself as
+    JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH. (Its CI also set
+    JUPYTER_SSHD_PROXY_LOG_LEVEL=DEBUG, under which sshd writes a debug line
+    into the session's stderr, with the original as with this package: that
+    is tested on its own below.)"""
     home = setup.base if setup.account.is_current else setup.account.home
     directory = home / f"tmp-original-{os.getpid()}"
     directory.mkdir(mode=0o700)
@@ -203,7 +205,6 @@ def original(setup, run_dir):
     env = {
         **{k: v for k, v in setup.env.items() if k != "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES"},
         "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH": f"{key}.pub",
-        "JUPYTER_SSHD_PROXY_LOG_LEVEL": "DEBUG",
     }
     server = JupyterServer(setup.account, run_dir, setup.token, env).start()
     try:
@@ -222,13 +223,26 @@ def test_ssh_command_execution(original):
         stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=laptop_env(), check=False,
     )  # fmt: skip
     assert result.stdout.decode().strip() == socket.gethostname(), result.stderr
-    # LogLevel DEBUG reached sshd: its debug lines are in the server's log.
-    log = original.server.log()
-    assert "debug1: " in log
     # The upgrade is said once, at start.
+    log = original.server.log()
     notice = "jupyter-sshd-proxy: upgraded from the original jupyter-sshd-proxy (found "
     assert log.count(notice) == 1
     assert f"{notice}JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH, kept as they were)" in log
+
+
+def test_the_log_level_variable_reaches_sshd(setup, client_key, run_dir):
+    """JUPYTER_SSHD_PROXY_LOG_LEVEL=DEBUG, as the original's CI ran: sshd's
+    debug lines are in the server's log."""
+    server = setup.server(JUPYTER_SSHD_PROXY_LOG_LEVEL="DEBUG").start()
+    try:
+        start_sshd(server)
+        known_hosts = run_dir / f"known_hosts-debug-{setup.account.name}"
+        known_hosts.write_text("".join(f"jupyter-test {t} {k}\n" for t, k in host_keys(server)))
+        result = SSHClient(server, client_key, known_hosts).ssh("echo debug")
+        assert result.stdout == b"debug\n", result.stderr
+        assert "debug1: " in server.log()
+    finally:
+        server.stop()
 
 
 def test_a_server_without_the_originals_settings_says_nothing_of_it(server):
@@ -236,14 +250,15 @@ def test_a_server_without_the_originals_settings_says_nothing_of_it(server):
 
 
 def test_ssh_interactive(original):
-    """/bin/sh with no arguments on a terminal of its own, as pexpect gave it."""
+    """/bin/sh with no arguments, ssh on a terminal of its own (stdin, stdout
+    and stderr), as pexpect gave it."""
     main, terminal = pty.openpty()
     attributes = termios.tcgetattr(terminal)
     attributes[3] &= ~termios.ECHO  # pexpect's echo=False
     termios.tcsetattr(terminal, termios.TCSANOW, attributes)
     process = subprocess.Popen(
         ["ssh", *original.options(), "127.0.0.1", "/bin/sh"],
-        stdin=terminal, stdout=terminal, stderr=subprocess.PIPE, env=laptop_env(),
+        stdin=terminal, stdout=terminal, stderr=terminal, env=laptop_env(),
     )  # fmt: skip
     os.close(terminal)
     try:
@@ -251,12 +266,11 @@ def test_ssh_interactive(original):
         assert read_line(main, 60).strip() == socket.gethostname().encode()
         os.write(main, b"exit\n")
         process.wait(60)
-        assert process.returncode == 0, process.stderr.read()
+        assert process.returncode == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-        process.stderr.close()
         os.close(main)
 
 
