@@ -123,6 +123,8 @@ def start_server(port, token, workdir, authorized_keys, log_path) -> subprocess.
         "JUPYTER_RUNTIME_DIR": str(workdir / "runtime"),
         "JUPYTER_SSHD_PROXY_HOST_KEY_DIR": str(workdir / "host_keys"),
         "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES": str(authorized_keys),
+        # Only the demo's own host keys, which it pins.
+        "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY": "none",
     }
     argv = [
         sys.executable, "-m", "jupyter_server",

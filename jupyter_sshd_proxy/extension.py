@@ -15,10 +15,13 @@ from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 from .page import page_handlers
 from .server import SSHDService
+from .upgrade import log_upgrade_notice
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     service = SSHDService.of(serverapp)
+    if service.settings_error is None:
+        log_upgrade_notice(service.settings.legacy_host_key, serverapp.log)
     base_url = serverapp.web_app.settings["base_url"]
     api = url_path_join(base_url, "sshd-proxy", "api")
     serverapp.web_app.add_handlers(

@@ -96,11 +96,9 @@ class HostKeysHandler(SSHDProxyAPIHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        found = []
-        for path in self.server_side(self.service.host_key_files):
-            key = self.server_side(edits.read_host_key, path + ".pub", path)
-            found.append(key.as_json())
-        self.finish({"keys": found})
+        # What sshd presents: derived from the private keys, not read from .pub files.
+        presented = self.server_side(self.service.host_keys)
+        self.finish({"keys": [key.public.as_json() for key in presented]})
 
 
 @web.stream_request_body

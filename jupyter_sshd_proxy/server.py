@@ -23,6 +23,7 @@ from tornado import web
 
 from . import procfs, sshd
 from .errors import ConfigError, PreflightError, SSHDProxyError
+from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
@@ -159,9 +160,9 @@ class SSHDService:
             "last_error": (process.get("last_error") if alive else None) or self.last_error,
         }
 
-    def host_key_files(self) -> list[str]:
-        """The host private keys, made now if this is their first use."""
-        return host_key_files(self.settings)
+    def host_keys(self) -> list[HostKey]:
+        """The host keys sshd presents, made now if this is their first use."""
+        return host_keys(self.settings, self.log)
 
     def authorized_keys_files(self) -> list[str]:
         """The configured authorized keys files, expanded, each once, in order."""
@@ -203,13 +204,19 @@ def host_key_dir(config: SSHDProxy, user: pwd.struct_passwd) -> str:
     return os.path.join(jupyter_data_dir(), "sshd_proxy", "host_keys")
 
 
-def host_key_files(
-    config: SSHDProxy, ssh_keygen: str | None = None, user: pwd.struct_passwd | None = None
-) -> list[str]:
-    """The host private keys, made now if this is their first use."""
+def host_keys(
+    config: SSHDProxy,
+    log: logging.Logger,
+    ssh_keygen: str | None = None,
+    user: pwd.struct_passwd | None = None,
+) -> list[HostKey]:
+    """The host keys sshd presents, with their public halves; made now if this
+    is their first use."""
     user = user or sshd.current_user()
     ssh_keygen = ssh_keygen or find_programs(config)[1]
-    return sshd.ensure_host_keys(ssh_keygen, host_key_dir(config, user), user)
+    ours = sshd.ensure_host_keys(ssh_keygen, host_key_dir(config, user), user)
+    legacy = legacy_host_key(ssh_keygen, config.legacy_host_key, log)
+    return presented(our_host_keys(ssh_keygen, ours, log), legacy)
 
 
 def prepare_sshd(service: SSHDService, port: int) -> list[str]:
@@ -222,15 +229,18 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     version = sshd.sshd_version(sshd_path)
     keys_files = authorized_keys_files(config, user)
     sshd.check_strict_modes(keys_files, user)
-    for path in keys_files:
-        if not os.path.exists(path):
-            service.log.warning(
-                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in", path
-            )
+    if not any(os.path.exists(path) for path in keys_files):
+        files = list(dict.fromkeys(keys_files))
+        missing = f"{files[0]} does not exist"
+        if files[1:]:
+            missing = f"none of {', '.join(files)} exists"
+        service.log.warning(
+            "jupyter-sshd-proxy: %s yet; add a public key to %s to log in", missing, files[0]
+        )
     problem = sshd.terminal_problem(user)
     if problem:
         service.log.warning("jupyter-sshd-proxy: %s", problem)
-    host_keys = host_key_files(config, ssh_keygen, user)
+    presented = host_keys(config, service.log, ssh_keygen, user)
     environment = sshd.session_environment(os.environ) if config.pass_environment else None
     if environment and not version.at_least(8, 7):
         service.log.warning(
@@ -240,7 +250,7 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
         )
     text = sshd.render_sshd_config(
         port=port,
-        host_keys=host_keys,
+        host_keys=[key.path for key in presented],
         authorized_keys_files=keys_files,
         user=user,
         log_level=config.log_level,

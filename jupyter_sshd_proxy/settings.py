@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
@@ -155,6 +155,13 @@ def split_paths(text: str) -> list[str]:
     return [part for part in text.split(":") if part]
 
 
+def split_keys_file_words(text: str) -> list[str]:
+    """Paths as sshd's AuthorizedKeysFile reads them (and the original
+    jupyter-sshd-proxy passed its variable to it): separated by white space,
+    each relative to the home directory unless it is absolute."""
+    return [word if word.startswith(("/", "~", "%h")) else "~/" + word for word in text.split()]
+
+
 class SSHDProxy(LoggingConfigurable):
     """Settings of the per-user sshd behind the /sshd/ WebSocket route."""
 
@@ -181,21 +188,43 @@ class SSHDProxy(LoggingConfigurable):
         JUPYTER_SSHD_PROXY_HOST_KEY_DIR.""",
     ).tag(config=True)
 
+    legacy_host_key = Unicode(
+        "~/.ssh/jupyter_sshd_hostkey",
+        help="""The host key of the original jupyter-sshd-proxy (0.3.0), which it made
+        on its first start. Where it exists, it is sshd's first host key, which
+        sshd presents before this package's key of the same type, so that
+        clients that pinned it still connect; ssh's UpdateHostKeys teaches them
+        the others, and the host-keys API serves it, so config-ssh pins it
+        too. It is never made. A leading ~ is $HOME, where the original put it. Empty
+        (or none): never present it, to retire it once clients know the new
+        keys (see docs/upgrading.md). Environment variable:
+        JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY.""",
+    ).tag(config=True)
+
     authorized_keys_files = List(
         Unicode(),
-        default_value=["~/.ssh/authorized_keys"],
-        help="""The files sshd reads public keys from. A leading ~ is the user's home;
-        sshd's own %h (home) and %u (user name) tokens work too. A path may
-        not hold white space, quotes or backslashes, which sshd_config reads
-        as separators or quoting. In the environment variable, separate paths
-        with ':'. Environment variable:
-        JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
-    ).tag(config=True, from_text=split_paths)
+        default_value=["~/.ssh/authorized_keys", "~/.ssh/authorized_keys2"],
+        help="""The files sshd reads public keys from (by default, sshd's own). The
+        API and the page list and remove keys in every file, and add a key to
+        the first. A leading ~ is the user's home; sshd's own %h (home) and %u
+        (user name) tokens work too. A path may not hold white space, quotes
+        or backslashes, which sshd_config reads as separators or quoting. In
+        the environment variable, separate paths with ':'. When it is not set,
+        the original jupyter-sshd-proxy's JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH
+        is read instead, as sshd reads AuthorizedKeysFile: paths separated by
+        spaces, each relative to the home directory unless it is absolute.
+        Environment variable: JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES.""",
+    ).tag(
+        config=True,
+        from_text=split_paths,
+        original_variable=("JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH", split_keys_file_words),
+    )
 
     log_level = Unicode(
         "INFO",
-        help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE or DEBUG1-3. sshd
-        logs into the Jupyter server's log. Environment variable:
+        help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG (which is
+        DEBUG1) or DEBUG1-3, in any case. sshd logs into the Jupyter server's
+        log. Environment variable:
         JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
     ).tag(config=True)
 
@@ -267,11 +296,26 @@ class SSHDProxy(LoggingConfigurable):
         super().__init__(**kwargs)
         configured = set(kwargs) | set(self.config.get(type(self).__name__, {}))
         for name, trait in self.traits(config=True).items():
-            text = os.environ.get(env_name(name), "")
-            if name in configured or not text.strip():
+            if name in configured:
                 continue
-            self._sources[name] = env_name(name)
-            setattr(self, name, from_text(trait, text, env_name(name)))
+            found = [
+                (variable, parse)
+                for variable, parse in variables_of(name, trait)
+                if os.environ.get(variable, "").strip()
+            ]
+            if not found:
+                continue
+            variable, parse = found[0]
+            value = parse(os.environ[variable], variable)
+            for other, other_parse in found[1:]:
+                if other_parse(os.environ[other], other) != value:
+                    msg = (
+                        f"{variable}={os.environ[variable]!r} and {other}="
+                        f"{os.environ[other]!r} disagree; set only {variable}"
+                    )
+                    raise ConfigError(msg)
+            self._sources[name] = variable
+            setattr(self, name, value)
 
     def source(self, name: str) -> str:
         """How the user names where a setting's value came from."""
@@ -305,9 +349,25 @@ class SSHDProxy(LoggingConfigurable):
     def _validate_authorized_keys_files(self, proposal):
         return check_authorized_keys_files(proposal.value, self.source("authorized_keys_files"))
 
+    @validate("legacy_host_key")
+    def _validate_legacy_host_key(self, proposal):
+        return check_legacy_host_key(proposal.value, self.source("legacy_host_key"))
+
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
         return check_extra_options(proposal.value, self.source("extra_options"))
+
+
+def variables_of(name: str, trait: TraitType) -> list[tuple[str, Callable[[str, str], Any]]]:
+    """The environment variables that set a trait, the first one winning, each
+    with what reads its text: its own, then the original jupyter-sshd-proxy's."""
+    found: list[tuple[str, Callable[[str, str], Any]]] = [
+        (env_name(name), lambda text, source: from_text(trait, text, source))
+    ]
+    if "original_variable" in trait.metadata:
+        variable, split = trait.metadata["original_variable"]
+        found.append((variable, lambda text, source: split(text)))
+    return found
 
 
 def from_text(trait: TraitType, text: str, source: str) -> Any:
@@ -365,6 +425,18 @@ def check_authorized_keys_files(paths: list[str], source: str) -> list[str]:
             )
             raise ConfigError(msg)
     return list(paths)
+
+
+def check_legacy_host_key(path: str, source: str) -> str:
+    if path.strip().lower() == "none":  # what a variable can say for ''
+        return ""
+    if path and not (path.startswith(("/", "~/")) and path.isprintable()):
+        msg = (
+            f"{source}={path!r} is not an absolute path or ~/...; "
+            "use e.g. ~/.ssh/jupyter_sshd_hostkey, or none to never present it"
+        )
+        raise ConfigError(msg)
+    return path
 
 
 # Options of sshd's listener, which sshd -i (one sshd per connection) never has.

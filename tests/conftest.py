@@ -169,6 +169,7 @@ class ServerSetup:
             self.env = {
                 "JUPYTER_SSHD_PROXY_HOST_KEY_DIR": str(self.host_key_dir),
                 "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES": str(self.authorized_keys),
+                "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY": "none",
                 "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
                 "JUPYTER_DATA_DIR": str(self.base / "data"),
                 "JUPYTER_CONFIG_DIR": str(self.base / "config"),

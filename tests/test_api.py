@@ -277,25 +277,70 @@ def test_a_chunked_body_over_the_cap_is_refused(server):
     assert closed
 
 
-def test_a_corrupt_host_public_key_is_503_with_the_fix(server, setup):
+@pytest.mark.parametrize(
+    "wrong",
+    [b"another key", b"ssh-ed25519 \xff\xfe not a key\n", None],
+    ids=["another-key", "corrupt", "missing"],
+)
+def test_a_host_public_key_file_that_is_not_the_private_keys_is_not_served(
+    server, setup, client_key, run_dir, wrong
+):
+    """Was broken (issue 14, low): a .pub that no longer matched its private key
+    was served and pinned, while sshd presents the private key's own public
+    half, so ssh then refused the host. Now the served key is derived from the
+    private key (what sshd presents), the .pub is rewritten from it, and a
+    client that pins what is served logs in."""
+    from .helpers import SSHClient, make_key
+
     pub = setup.host_key_dir / "ssh_host_ed25519_key.pub"
     original = pub.read_bytes()
+    if wrong == b"another key":
+        directory = run_dir / f"another-host-key-{setup.account.name}"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        wrong = make_key(directory / "key").with_suffix(".pub").read_bytes()
     start = len(server.log())
     try:
-        pub.write_bytes(b"ssh-ed25519 \xff\xfe not a key\n")
+        if wrong is None:
+            pub.unlink()
+        else:
+            pub.write_bytes(wrong)
         status, body = call(server, "GET", "/host-keys")
-        assert (status, body) == (503, {"message": (
-            f"host key {pub} cannot be read as a public key ('utf-8' codec can't decode byte "
-            f"0xff in position 12: invalid start byte); delete it, and it is made again from "
-            f"{pub.with_suffix('')} on the next request"
-        )})  # fmt: skip
-        assert "Traceback" not in log_since(server, start)
-        pub.unlink()
-        status, body = call(server, "GET", "/host-keys")
-        assert status == 200
+        assert status == 200, body
+        served = {(k["type"], k["key"]) for k in body["keys"]}
+        assert (b"ssh-ed25519", original.split()[1]) in {
+            (kind.encode(), key.encode()) for kind, key in served
+        }
         assert pub.read_bytes().split()[:2] == original.split()[:2]
+        log = log_since(server, start)
+        warned = 0 if wrong is None else 1  # a missing one is simply made again
+        assert log.count(f"{pub} was not the public key of {pub.with_suffix('')}") == warned, log
+        assert "Traceback" not in log
+        pins = run_dir / f"known_hosts-served-{setup.account.name}"
+        pins.write_text("".join(f"jupyter-test {kind} {key}\n" for kind, key in sorted(served)))
+        result = SSHClient(server, client_key, pins).ssh("echo pinned")
+        assert result.stdout == b"pinned\n", result.stderr
     finally:
         pub.write_bytes(original)
+
+
+def test_a_corrupt_host_private_key_is_503_with_the_fix(server, setup):
+    private = setup.host_key_dir / "ssh_host_rsa_key"
+    original = private.read_bytes()
+    start = len(server.log())
+    try:
+        private.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+        status, body = call(server, "GET", "/host-keys")
+        assert status == 503
+        assert body["message"].startswith(f"host key {private} cannot be read (Load key ")
+        assert body["message"].endswith(
+            f"; restore it, or delete {private} and {private}.pub to make a new one "
+            "(clients then pin it again: jupyter-sshd-proxy config-ssh)"
+        )
+        assert "\n" not in body["message"]
+        assert "Traceback" not in log_since(server, start)
+    finally:
+        private.write_bytes(original)
+    assert call(server, "GET", "/host-keys")[0] == 200
 
 
 def test_key_comments_and_options_cannot_forge_log_lines(server, setup):

@@ -150,8 +150,12 @@ def test_page_shows_the_command_host_keys_keys_and_status(server, setup, client_
     expect(page.locator("#host-keys li")).to_have_text(
         [f"ED25519 {fingerprint(host_keys[0])}", f"RSA {fingerprint(host_keys[1])}"]
     )
+    # The account's own server reads sshd's default files, authorized_keys2 too.
+    files = [setup.authorized_keys]
+    if not setup.account.is_current:
+        files.append(setup.authorized_keys.with_name("authorized_keys2"))
     expect(page.locator("#keys-file")).to_have_text(
-        f"These keys may log in, from {setup.authorized_keys}:"
+        f"These keys may log in, from {' and '.join(map(str, files))}:"
     )
     ours = key_item(page, fingerprint(client_key.with_suffix(".pub")))
     expect(ours.locator(".comment")).to_have_text("test")

@@ -288,7 +288,7 @@ def test_defaults(monkeypatch):
         if name.startswith("JUPYTER_SSHD_PROXY_"):
             monkeypatch.delenv(name)
     config = SSHDProxy()
-    assert config.authorized_keys_files == ["~/.ssh/authorized_keys"]
+    assert config.authorized_keys_files == ["~/.ssh/authorized_keys", "~/.ssh/authorized_keys2"]
     assert config.log_level == "INFO"
     assert config.pass_environment is True
     assert config.start_timeout == 10.0

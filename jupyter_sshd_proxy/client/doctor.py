@@ -16,6 +16,7 @@ is reported, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import ssl
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ..errors import CheckFailed, SSHDProxyError
 from ..keys import grammar
-from . import ssh_files, tls, untrusted
+from . import keyscan, ssh_files, tls, untrusted
 from .proxy_command import MESSAGE_TOO_BIG, open_websocket, read_token, too_big
 from .rest import ServerAPI
 from .untrusted import printable
@@ -204,6 +205,7 @@ class Doctor:
         served = untrusted.host_keys(
             self.api.get("sshd-proxy/api/host-keys", "host-keys endpoint"), self.base
         )
+        presented = self._presented(served)
         path = os.path.join(self._ssh_dir(), "jupyter-sshd-proxy", "known_hosts")
         pinned = set()
         if os.path.exists(path):
@@ -211,20 +213,51 @@ class Doctor:
                 for line in stream:
                     words = line.split()
                     if len(words) >= 3 and words[0] == self.name:
-                        pinned.add((words[1], words[2]))
+                        with contextlib.suppress(ValueError):
+                            pinned.add(keyscan.fingerprint(words[2]))
         if not pinned:
             msg = (
                 f"no host key pinned for {self.name} in {path}; run: "
                 f"jupyter-sshd-proxy config-ssh {self.base} --name {self.name}"
             )
             raise CheckFailed(msg)
-        if not pinned & set(served):
+        if not pinned & set(presented.values()):
             msg = (
-                f"the host keys pinned for {self.name} in {path} are not the server's: "
-                "if the server's host keys were really made anew, run config-ssh again"
+                f"the host keys pinned for {self.name} in {path} are not the ones sshd "
+                "presents: if the server's host keys were really made anew, run config-ssh again"
             )
             raise CheckFailed(msg)
-        return f"pinned for {self.name} in {path}"
+        shown = ", ".join(f"{kind} {print_}" for kind, print_ in presented.items())
+        return f"pinned for {self.name} in {path}; sshd presents {shown}"
+
+    def _presented(self, served: list[tuple[str, str]]) -> dict[str, str]:
+        """What sshd presents through the route, for each type the API serves; a
+        served key that is not the one sshd presents is a CheckFailed: ssh
+        would refuse what config-ssh pinned."""
+        argv = [sys.executable, "-m", "jupyter_sshd_proxy", "proxy"]
+        argv += ["--ca-file", self.ca_file] if self.ca_file else []
+        argv += ["--token-file", self.token_file] if self.token_file else []
+        env = dict(os.environ)
+        if not self.token_file:  # the token this run uses, from its environment
+            env["JUPYTER_SSHD_PROXY_TOKEN"] = self.token_value
+        by_type: dict[str, list[str]] = {}
+        for kind, blob in served:
+            by_type.setdefault(kind, []).append(keyscan.fingerprint(blob))
+        try:
+            command = ssh_files._command_line([*argv, self.base])
+        except ValueError as error:
+            raise CheckFailed(str(error)) from None
+        presented = keyscan.presented(list(by_type), command, env)
+        for kind, fingerprints in by_type.items():
+            if presented[kind] not in fingerprints:
+                msg = (
+                    f"sshd presents {kind} {presented[kind]}, but the server's host-keys API "
+                    f"serves {', '.join(fingerprints)}: ssh refuses what config-ssh pins from "
+                    "it; the server's jupyter-sshd-proxy may serve stale .pub files (upgrade "
+                    "it), or something else answers on its route"
+                )
+                raise CheckFailed(msg)
+        return presented
 
     def _ssh_dir(self) -> str:
         from .config_ssh import default_ssh_config

@@ -14,24 +14,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from ..errors import BadKeyError, FileEditError, SSHDProxyError
+from ..errors import FileEditError
 from ..files import LOCK_TIMEOUT, locked, real_path, write_atomically
-from .grammar import MAX_LINE, PublicKey, escaped, parse_file_line, parse_key
-
-
-def read_host_key(pub_path: str, private_path: str) -> PublicKey:
-    """A host public key file; a corrupt one is a problem of the server's setup."""
-    try:
-        with open(pub_path, "rb") as stream:
-            text = stream.read(MAX_LINE + 1).decode("utf-8").strip()
-        return parse_key(text)
-    except (OSError, UnicodeDecodeError, BadKeyError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        msg = (
-            f"host key {pub_path} cannot be read as a public key ({escaped(reason)}); "
-            f"delete it, and it is made again from {private_path} on the next request"
-        )
-        raise SSHDProxyError(msg) from None
+from .grammar import PublicKey, parse_file_line
 
 
 def read_keys(path: str) -> list[PublicKey]:
