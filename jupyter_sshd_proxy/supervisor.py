@@ -291,10 +291,12 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(status)
             conn.process.returncode = code  # so that Popen never waits for it
             # An early end while the client is still there asks for a check.
+            # The client sees the end at once, not after the check: the next
+            # connection is accepted only after it, so it learns the outcome.
             client_gone = _hung_up(conn.sock)
+            conn.sock.close()
             if self.admission.exited(conn, time.monotonic(), code, client_gone=client_gone):
                 self._check_sshd()
-            conn.sock.close()
 
     def _check_sshd(self) -> None:
         """Can sshd start with its configuration? sshd -T says, with the reason."""
