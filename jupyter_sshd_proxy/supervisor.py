@@ -36,12 +36,16 @@ non-zero), and the new one ends the session processes the old one left.
 
 DIR (which holds sshd_config and status.json) is removed when the Jupyter
 server is gone.
+
+What to do with each connection, when to check sshd, what to log and what
+status.json says is decided by admission.Admission, which does no I/O; this
+module does the I/O (the socket, fork and exec, /proc, signals, files) and
+tells it what happened.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import errno
 import json
@@ -57,15 +61,11 @@ import time
 from dataclasses import dataclass
 
 from . import procfs
+from .admission import DEFAULT_MAX_UNAUTHENTICATED, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
 HOST = "127.0.0.1"
-CHECK_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 60)  # seconds between tries while something fails
-LOG_EVERY = 60.0  # at most one line a minute about a problem that persists
-QUICK_FAILURE = 1.0  # an sshd that fails this soon may not be able to start at all
-CHECK_AT_MOST_EVERY = 1.0  # seconds between checks while sshd works
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
-DEFAULT_MAX_UNAUTHENTICATED = 32  # as c.SSHDProxy.max_unauthenticated
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
@@ -85,52 +85,12 @@ def _prctl(option: int, value: int) -> bool:
     return libc.prctl(option, value, 0, 0, 0) == 0
 
 
-def logged_in(title: str, user: str) -> bool:
-    """Whether sshd's process title shows that its connection has logged in.
-
-    Before that it is "sshd: [accepted]" (the unprivileged "[net]" child does
-    the talking); after, the process that sshd -i started is the privileged
-    monitor "sshd: USER [priv]", or, when root logs in, the session itself,
-    "sshd: root@notty". OpenSSH 9.8 and later say "sshd-session:".
-    """
-    program, _, rest = title.partition(": ")
-    return program.startswith("sshd") and rest.startswith((f"{user} [priv]", f"{user}@"))
-
-
-@dataclass
+@dataclass(eq=False)
 class Connection:
-    process: subprocess.Popen
+    """An accepted connection (Admission knows it by this object)."""
+
     sock: socket.socket  # kept until sshd exits, to see whether the client was still there
-    started: float
-    logged_in: bool = False
-
-
-class Problem:
-    """Something that keeps failing: retried with a back-off, logged at most once a minute."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.text: str | None = None
-        self.tries = 0
-        self.retry_at = 0.0
-        self.logged_text: str | None = None
-        self.logged_at = 0.0
-
-    def failed(self, text: str, what_now: str) -> None:
-        now = time.monotonic()
-        delay = CHECK_DELAYS[min(self.tries, len(CHECK_DELAYS) - 1)]
-        self.tries += 1
-        self.text, self.retry_at = text, now + delay
-        if text != self.logged_text or now - self.logged_at >= LOG_EVERY:
-            log(f"{text}; {what_now}")
-            self.logged_text, self.logged_at = text, now
-
-    def solved(self, message: str) -> None:
-        if self.logged_text is not None:
-            log(message)
-        self._reset()
+    process: subprocess.Popen | None = None  # its sshd, once started
 
 
 class Supervisor:
@@ -149,24 +109,17 @@ class Supervisor:
         self.config = config
         self.sshd_argv = sshd_argv(sshd, config)
         self.status_path = os.path.join(state_dir, "status.json")
-        self.max_unauthenticated = max_unauthenticated
-        self.login_grace = login_grace if login_grace > 0 else float("inf")  # 0: no limit
-        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.admission: Admission[Connection] = Admission(
+            user=pwd.getpwuid(os.getuid()).pw_name,
+            max_unauthenticated=max_unauthenticated,
+            login_grace=login_grace,
+        )
         self.pdeathsig_wrapper = pdeathsig_wrapper()
         self.parent = os.getppid()
         self.listener: socket.socket | None = None
-        self.connections: dict[int, Connection] = {}
-        self.queue: collections.deque[tuple[socket.socket, float]] = collections.deque()
-        self.cannot_listen = Problem()
-        self.cannot_start = Problem()  # sshd itself
-        self.checked_at = -CHECK_AT_MOST_EVERY
-        self.check_due = False  # a quick failure came while checks were throttled
-        self.refused = 0  # connections closed at once because of the limit
-        self.refused_logged_at = -LOG_EVERY
-        self.accept_paused_until = 0.0
+        self.running: dict[int, Connection] = {}  # by the pid of their sshd
         self.restarts = 0
         self.stop_signal: int | None = None
-        self.stopped = False
 
     # The main loop.
 
@@ -188,18 +141,18 @@ class Supervisor:
             while not self.stopping:
                 self._reap()
                 now = time.monotonic()
-                if self.listener is None and now >= self.cannot_listen.retry_at:
+                if self.admission.listen_due(now):
                     self._listen()
-                retry = self.cannot_start.text and now >= self.cannot_start.retry_at
-                if retry or (self.check_due and now - self.checked_at >= CHECK_AT_MOST_EVERY):
+                if self.admission.check_due(now):
                     self._check_sshd()
-                if self.queue:
+                if self.admission.queued():
                     self._serve_queue()
                 waiting = [wake_read]
-                if self.listener is not None and now >= self.accept_paused_until:
+                if self.listener is not None and self.admission.accepting(now):
                     waiting.append(self.listener)
+                timeout = self.admission.timeout(time.monotonic())
                 with contextlib.suppress(InterruptedError):
-                    readable, _, _ = select.select(waiting, [], [], self._timeout())
+                    readable, _, _ = select.select(waiting, [], [], timeout)
                     if self.listener in readable:
                         self._accept_all()
                 with contextlib.suppress(BlockingIOError):
@@ -219,22 +172,6 @@ class Supervisor:
     def stopping(self) -> bool:
         return self.stop_signal is not None or os.getppid() != self.parent
 
-    def _timeout(self) -> float:
-        """How long the loop may sleep: until the next retry, at most a second."""
-        now = time.monotonic()
-        # A queued connection waits for one that logs in: sshd's title says
-        # so, and nothing wakes us for it.
-        moments = [now + (0.05 if self.queue else 1.0)]
-        if self.accept_paused_until > now:
-            moments.append(self.accept_paused_until)
-        if self.listener is None:
-            moments.append(self.cannot_listen.retry_at)
-        if self.cannot_start.text:
-            moments.append(self.cannot_start.retry_at)
-        if self.check_due:
-            moments.append(self.checked_at + CHECK_AT_MOST_EVERY)
-        return max(0.0, min(moments) - now)
-
     # The port.
 
     def _listen(self) -> None:
@@ -245,110 +182,97 @@ class Supervisor:
             listener.listen(socket.SOMAXCONN)
         except OSError as error:
             listener.close()
-            self.cannot_listen.failed(
+            self.admission.listen_failed(
+                time.monotonic(),
                 f"cannot listen on {HOST}:{self.port}: {error.strerror}; another program "
                 "holds the port (stop it, or restart the Jupyter server for a new port)",
-                "trying again",
             )
+            self._log()
             self._write_status()
             return
         listener.setblocking(False)
         self.listener = listener
-        self.cannot_listen.solved(f"listening on {HOST}:{self.port} again")
+        self.admission.listened(f"listening on {HOST}:{self.port} again")
+        self._log()
         self._write_status()
 
     def _accept_all(self) -> None:
         while self.listener is not None:
             try:
-                conn, _ = self.listener.accept()
+                sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of file descriptors or memory: leave the connections
-                    # waiting in the kernel's queue for a moment.
-                    self._note_refusal(f"cannot accept connections: {error.strerror}")
-                    self.accept_paused_until = time.monotonic() + 0.5
+                    # Out of file descriptors or memory: the connections wait
+                    # in the kernel's queue for a moment.
+                    self.admission.accept_failed(time.monotonic(), error.strerror)
+                    self._log()
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
-            self._admit(conn)
+            self._admit(Connection(sock))
 
-    def _admit(self, conn: socket.socket) -> None:
+    def _admit(self, conn: Connection) -> None:
         """Start sshd for the connection, queue it, or close it at once."""
-        if _hung_up(conn):
-            # Nobody to talk to (jupyter-server-proxy's readiness probe, a
-            # client gone already): no sshd, and no lines about it in the log.
-            conn.close()
-        elif self.cannot_start.text:
-            self.refused += 1
-            conn.close()
-        elif not self.queue and self._waiting_to_log_in() < self.max_unauthenticated:
+        now = time.monotonic()
+        # One that has hung up already (jupyter-server-proxy's readiness
+        # probe, a client gone) needs no count of who waits to log in.
+        hung_up = _hung_up(conn.sock)
+        if not hung_up:
+            self._read_titles(now)
+        action = self.admission.arrived(conn, now, hung_up=hung_up)
+        if action is Action.START:
             self._start_sshd(conn)
-        elif len(self.queue) < self.max_unauthenticated:
-            # A burst of real logins (40 rsyncs at once) waits its turn.
-            self.queue.append((conn, time.monotonic()))
-        else:
-            self.refused += 1
-            conn.close()
-            self._note_refusal(
-                f"{self.max_unauthenticated} SSH connections are waiting to log in and as "
-                "many more for their turn; new ones are closed until they log in or their "
-                f"login grace time of {self.login_grace:g}s is over "
-                "(c.SSHDProxy.max_unauthenticated)"
-            )
+        elif action is not Action.QUEUE:
+            conn.sock.close()
+            self._log()
 
     def _serve_queue(self) -> None:
         """Start sshd for the queued connections that can have their turn now;
         close those that hung up or waited longer than the login grace time."""
         now = time.monotonic()
-        kept = collections.deque()
-        for conn, queued in self.queue:
-            if _hung_up(conn) or self.cannot_start.text or now - queued >= self.login_grace:
-                conn.close()
-            else:
-                kept.append((conn, queued))
-        self.queue = kept
-        while self.queue and self._waiting_to_log_in() < self.max_unauthenticated:
-            self._start_sshd(self.queue.popleft()[0])
+        gone = [conn for conn in self.admission.queued() if _hung_up(conn.sock)]
+        for conn in self.admission.expire(now, hung_up=gone):
+            conn.sock.close()
+        while self.admission.queued():
+            self._read_titles(now)
+            turn = self.admission.next_turn(now)
+            if turn is None:
+                return
+            self._start_sshd(turn)
 
-    def _start_sshd(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
+    def _start_sshd(self, conn: Connection) -> None:
+        conn.sock.setblocking(True)
         try:
             process = subprocess.Popen(
                 [*self.pdeathsig_wrapper, *self.sshd_argv],
-                stdin=conn.fileno(),
-                stdout=conn.fileno(),
+                stdin=conn.sock.fileno(),
+                stdout=conn.sock.fileno(),
                 preexec_fn=None if self.pdeathsig_wrapper else _die_with(os.getpid()),
             )
         except OSError as error:
-            conn.close()
-            self._sshd_fails(
-                f"sshd cannot start: cannot run {self.sshd}: {error.strerror}; "
-                "fix that, no restart needed"
+            conn.sock.close()
+            self.admission.start_failed(
+                conn,
+                time.monotonic(),
+                f"cannot run {self.sshd}: {error.strerror}; fix that, no restart needed",
             )
+            self._log()
+            self._write_status()
             return
-        self.connections[process.pid] = Connection(process, conn, time.monotonic())
+        conn.process = process
+        self.running[process.pid] = conn
 
-    def _waiting_to_log_in(self) -> int:
-        """Connections whose sshd runs and has not shown a logged-in user yet.
-        (sshd ends them at the login grace time; one that is older still, by
-        more than a moment, logged in in a way its title does not say.)"""
-        now = time.monotonic()
-        waiting = 0
-        for pid, connection in self.connections.items():
-            if connection.logged_in or now - connection.started >= self.login_grace + 5:
-                continue
-            if logged_in(procfs.cmdline(pid), self.user):
-                connection.logged_in = True
-                continue
-            waiting += 1
-        return waiting
+    def _read_titles(self, now: float) -> None:
+        """Tell Admission the process titles of the sshd processes that count
+        as waiting to log in: the title says when one has."""
+        for conn in self.admission.unconfirmed(now):
+            if conn.process is not None:
+                self.admission.title(conn, procfs.cmdline(conn.process.pid))
 
-    def _note_refusal(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self.refused_logged_at >= LOG_EVERY:
-            log(f"{text}; {self.refused} refused so far")
-            self.refused_logged_at = now
+    def _log(self) -> None:
+        for line in self.admission.lines():
+            log(line)
 
     # sshd itself.
 
@@ -361,51 +285,36 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            connection = self.connections.pop(pid, None)
-            if connection is None:
+            conn = self.running.pop(pid, None)
+            if conn is None or conn.process is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            connection.process.returncode = code  # so that Popen never waits for it
-            # sshd failed at once while its client was still there: can sshd
-            # start at all? (A client that hung up, or sent junk, explains an
-            # early end too: then sshd -T says all is well.)
-            # Checks are at most one a second; one asked for sooner is put off
-            # to the end of that second, never dropped: sshd that broke right
-            # after a check must still be found out.
-            if (
-                code != 0
-                and not connection.logged_in
-                and time.monotonic() - connection.started < QUICK_FAILURE
-                and not _hung_up(connection.sock)
-            ):
-                if time.monotonic() - self.checked_at >= CHECK_AT_MOST_EVERY:
-                    self._check_sshd()
-                else:
-                    self.check_due = True
-            connection.sock.close()
+            conn.process.returncode = code  # so that Popen never waits for it
+            # An early end while the client is still there asks for a check.
+            # The client sees the end at once, not after the check: the next
+            # connection is accepted only after it, so it learns the outcome.
+            client_gone = _hung_up(conn.sock)
+            conn.sock.close()
+            if self.admission.exited(conn, time.monotonic(), code, client_gone=client_gone):
+                self._check_sshd()
 
     def _check_sshd(self) -> None:
         """Can sshd start with its configuration? sshd -T says, with the reason."""
-        self.checked_at = time.monotonic()
-        self.check_due = False
+        self.admission.checking(time.monotonic())
         try:
             _, reason = run_sshd_test(self.sshd, self.config)
         except OSError as error:
             reason = f"cannot run {self.sshd}: {error.strerror}"
         except subprocess.TimeoutExpired:
             reason = f"{self.sshd} -T did not finish within 30 s"
-        if reason is None:
-            self.cannot_start.solved("sshd starts again; serving SSH connections")
-        else:
+        problem = None
+        if reason is not None:
             fix = privsep_fix(reason)
-            self._sshd_fails(
-                f"sshd cannot start: {reason}; "
-                + (f"create it with: {fix}" if fix else "fix that, no restart needed")
+            problem = f"{reason}; " + (
+                f"create it with: {fix}" if fix else "fix that, no restart needed"
             )
-        self._write_status()
-
-    def _sshd_fails(self, text: str) -> None:
-        self.cannot_start.failed(text, "closing SSH connections at once until it can")
+        self.admission.checked(time.monotonic(), problem)
+        self._log()
         self._write_status()
 
     # Status and clean-up.
@@ -419,12 +328,10 @@ class Supervisor:
             return 0
 
     def _write_status(self) -> None:
-        problem = self.cannot_listen.text if self.listener is None else self.cannot_start.text
         status = {
             "supervisor_pid": os.getpid(),
             "port": self.port,
-            "serving": self.listener is not None and not problem and not self.stopped,
-            "last_error": None if self.stopped else problem,
+            **self.admission.status(),  # serving, last_error
             "restarts": self.restarts,
         }
         temporary = f"{self.status_path}.tmp"
@@ -467,10 +374,10 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        for connection in self.connections.values():
-            connection.sock.close()
-        for conn, _ in self.queue:
-            conn.close()
+        for conn in self.admission.stop():  # the queued ones
+            conn.sock.close()
+        for conn in self.running.values():
+            conn.sock.close()
         deadline = time.monotonic() + STOP_GRACE
         kill_signal = signal.SIGTERM
         while True:
@@ -488,7 +395,6 @@ class Supervisor:
             time.sleep(0.05)
         # The status file stays, saying that nothing is served: a supervisor
         # started again on this port counts the restart.
-        self.stopped = True
         self._write_status()
 
 
