@@ -5,6 +5,12 @@ command callable when the first WebSocket arrives on /sshd/. The callable runs
 the preflight checks in the Jupyter server process, so a problem is one line
 in the server's log and the WebSocket is closed at once (no hang), and the
 next connection tries again: fix the problem, reconnect, no restart needed.
+
+The callable starts nothing unless the route is known to be guarded: it must
+be called from the request of our route handler (route.SSHDRouteHandler,
+which the server extension put in the place of jupyter-server-proxy's) after
+that request passed the terminal check. With the extension disabled or
+broken, or a jupyter-server-proxy it cannot guard, no sshd ever starts.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from typing import Any
 from tornado import web
 
 from . import procfs, sshd
-from .errors import ConfigError, PreflightError, SSHDProxyError
+from .errors import ConfigError, SSHDProxyError
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
+NOT_GUARDED = (
+    "the /sshd/ route is not guarded, so sshd is not started: the server extension "
+    "jupyter_sshd_proxy is not loaded (disabled, or it failed: see the lines above); "
+    "enable it with: jupyter server extension enable jupyter_sshd_proxy, or turn SSH off "
+    f"with c.SSHDProxy.policy = 'off' ({env_name('policy')}=off)"
+)
 
 
 class SSHDService:
@@ -38,7 +50,9 @@ class SSHDService:
     every request that needs them is answered 503 with the same line.
     """
 
-    def __init__(self, settings: SSHDProxy | None, log: logging.Logger, error: str | None = None):
+    def __init__(
+        self, settings: SSHDProxy | None, log: logging.Logger, error: str | None = None
+    ):
         self._settings = settings
         self.log = log
         self.settings_error = error
@@ -46,7 +60,7 @@ class SSHDService:
         self.state_dir: str | None = None
         self.version: str | None = None
         self.last_error: str | None = error
-        # Why the /sshd/ route could not be authorized like a terminal, if it
+        # Why the server extension could not guard the /sshd/ route, if it
         # could not: then sshd is never started (fail closed).
         self.unguarded: str | None = None
 
@@ -69,6 +83,15 @@ class SSHDService:
         if self._settings is None:
             raise ConfigError(self.settings_error)
         return self._settings
+
+    def off_reason(self) -> str | None:
+        """Why SSH is off on this server (c.SSHDProxy.policy), or None."""
+        if self._settings is None or self._settings.policy != "off":
+            return None
+        return (
+            f"SSH is off on this server ({self._settings.source('policy')} is 'off'); "
+            "ask its operator to turn it on"
+        )
 
     def process_spec(self) -> dict:
         """The jupyter-server-proxy process spec of the /sshd/ route."""
@@ -93,21 +116,46 @@ class SSHDService:
             # (and the item in Notebook 7's New menu) opens the page at
             # <base_url>sshd-proxy/ instead (path_info is relative to the base URL).
             "launcher_entry": {
-                "enabled": True,
+                "enabled": self.off_reason() is None,
                 "title": "SSH",
                 "path_info": "sshd-proxy/",
-                "icon_path": os.path.join(os.path.dirname(__file__), "static", "ssh.svg"),
+                "icon_path": os.path.join(
+                    os.path.dirname(__file__), "static", "ssh.svg"
+                ),
                 "category": "Other",
             },
         }
 
+    def refusal(self, route: Any) -> str | None:
+        """Why sshd may not be started for this request, or None.
+
+        route is the handler whose request asks (upstream.starting_route()):
+        only our guarded route handler, after its request passed the terminal
+        check, may start sshd."""
+        from .route import SSHDRouteHandler
+
+        off = self.off_reason()
+        if off:
+            return off
+        if self.unguarded:
+            return self.unguarded
+        if not (isinstance(route, SSHDRouteHandler) and route.terminal_allowed):
+            return NOT_GUARDED
+        return None
+
     def start_command(self, port: int) -> list[str]:
         """Check everything, write sshd_config, and return the supervisor's argv."""
-        try:
-            argv = prepare_sshd(self, port)
-        except SSHDProxyError as error:
-            self.last_error = str(error)
-            self.log.error("jupyter-sshd-proxy: %s", error)
+        from . import upstream
+
+        problem = self.refusal(upstream.starting_route())
+        if problem is None:
+            try:
+                argv = prepare_sshd(self, port)
+            except SSHDProxyError as error:
+                problem = str(error)
+        if problem is not None:
+            self.last_error = problem
+            self.log.error("jupyter-sshd-proxy: %s", problem)
             # No log message: the line above is the whole story, no traceback.
             raise web.HTTPError(503) from None
         self.last_error = None
@@ -148,15 +196,22 @@ class SSHDService:
         pid = process.get("supervisor_pid")
         alive = bool(pid) and procfs.alive(pid)
         running = alive and bool(process.get("serving"))
+        off = self.off_reason()
         return {
             "running": running,
+            "policy": self._settings.policy if self._settings is not None else None,
+            "off": off,
             "user": sshd.current_user().pw_name,
             "pid": pid if alive else None,
             "port": self.port,
             "version": self.version,
             "restarts": process.get("restarts", 0),
-            "sessions": len(self._connections_of(pid)) if alive and procfs.available() else None,
-            "last_error": (process.get("last_error") if alive else None) or self.last_error,
+            "sessions": len(self._connections_of(pid))
+            if alive and procfs.available()
+            else None,
+            "last_error": (process.get("last_error") if alive else None)
+            or (None if off else self.unguarded)
+            or self.last_error,
         }
 
     def host_key_files(self) -> list[str]:
@@ -204,7 +259,9 @@ def host_key_dir(config: SSHDProxy, user: pwd.struct_passwd) -> str:
 
 
 def host_key_files(
-    config: SSHDProxy, ssh_keygen: str | None = None, user: pwd.struct_passwd | None = None
+    config: SSHDProxy,
+    ssh_keygen: str | None = None,
+    user: pwd.struct_passwd | None = None,
 ) -> list[str]:
     """The host private keys, made now if this is their first use."""
     user = user or sshd.current_user()
@@ -214,8 +271,6 @@ def host_key_files(
 
 def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     """Everything before sshd can start; the supervisor's argv."""
-    if service.unguarded:
-        raise PreflightError(service.unguarded)
     config = service.settings
     user = sshd.current_user()
     sshd_path, ssh_keygen = find_programs(config)
@@ -225,13 +280,16 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     for path in keys_files:
         if not os.path.exists(path):
             service.log.warning(
-                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in", path
+                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in",
+                path,
             )
     problem = sshd.terminal_problem(user)
     if problem:
         service.log.warning("jupyter-sshd-proxy: %s", problem)
     host_keys = host_key_files(config, ssh_keygen, user)
-    environment = sshd.session_environment(os.environ) if config.pass_environment else None
+    environment = (
+        sshd.session_environment(os.environ) if config.pass_environment else None
+    )
     if environment and not version.at_least(8, 7):
         service.log.warning(
             "jupyter-sshd-proxy: %s cannot pass the server's environment to ssh sessions "
@@ -258,7 +316,10 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
         raise
     service.port, service.state_dir, service.version = port, state_dir, version.text
     service.log.info(
-        "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s", sshd_path, version.text, port
+        "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s",
+        sshd_path,
+        version.text,
+        port,
     )
     return [
         sys.executable,

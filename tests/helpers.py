@@ -176,6 +176,37 @@ def first_answer_line(port: int, request: bytes) -> bytes:
     return answer
 
 
+def environment_of_its_own(directory: Path, *requirements: str) -> str:
+    """The Python of a venv of its own at directory, with requirements installed
+    in it (e.g. an older jupyter-server-proxy from PyPI), and this venv's
+    packages below them; its sys.prefix, and so its etc/jupyter, is its own.
+    Made once, reused. Its server extensions are enabled as in this venv."""
+    python = directory / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True)
+        purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        own = subprocess.run([python, "-c", purelib], capture_output=True, text=True, check=True)
+        base = subprocess.run(
+            [sys.executable, "-c", purelib], capture_output=True, text=True, check=True
+        )
+        # Processed after its own site-packages: what it installs comes first.
+        Path(own.stdout.strip(), "zz_base_environment.pth").write_text(
+            f"import site; site.addsitedir({base.stdout.strip()!r})\n"
+        )
+        if requirements:
+            subprocess.run(
+                [str(VENV_BIN / "pip"), "--python", str(python), "install", "--quiet",
+                 "--no-deps", *requirements],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        config = directory / "etc" / "jupyter" / "jupyter_server_config.d"
+        config.mkdir(parents=True, exist_ok=True)
+        for enabled in (VENV_BIN.parent / "etc" / "jupyter" / "jupyter_server_config.d").glob("*"):
+            if not (config / enabled.name).exists():
+                (config / enabled.name).write_bytes(enabled.read_bytes())
+    return str(python)
+
+
 def make_key(path: Path) -> Path:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)],
@@ -232,6 +263,7 @@ class JupyterServer:
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    python: str | None = None  # another environment's Python (tests of upstream releases)
 
     def start(self, timeout: float = 60) -> JupyterServer:
         self.port = free_port()
@@ -247,8 +279,13 @@ class JupyterServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             **self.env,
         }
+        program = (
+            [self.python, "-m", "jupyter_server"]
+            if self.python
+            else [str(VENV_BIN / "jupyter-server")]
+        )
         argv = [
-            str(VENV_BIN / "jupyter-server"),
+            *program,
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",

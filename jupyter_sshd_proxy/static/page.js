@@ -232,7 +232,9 @@
     try {
       const data = await call("GET", "status");
       let state;
-      if (data.running) {
+      if (data.off) {
+        state = `off: ${data.off}`;
+      } else if (data.running) {
         state = `running (pid ${data.pid}, 127.0.0.1:${data.port})`;
         if (data.restarts) state += `, restarted ${data.restarts} times`;
       } else if (data.port) {
