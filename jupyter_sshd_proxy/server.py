@@ -11,11 +11,16 @@ be called from the request of our route handler (route.SSHDRouteHandler,
 which the server extension put in the place of jupyter-server-proxy's) after
 that request passed the terminal check. With the extension disabled or
 broken, or a jupyter-server-proxy it cannot guard, no sshd ever starts.
+
+The route reaches the supervisor through a unix socket in a private
+directory that jupyter-server-proxy makes (`unix_socket: True`: mkdtemp,
+mode 0700): no other account on the host can connect to it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -56,7 +61,7 @@ class SSHDService:
         self._settings = settings
         self.log = log
         self.settings_error = error
-        self.port: int | None = None
+        self.socket_path: str | None = None
         self.state_dir: str | None = None
         self.version: str | None = None
         self.last_error: str | None = error
@@ -100,16 +105,19 @@ class SSHDService:
         else:  # invalid settings fail every start with their message
             timeout = SSHDProxy.start_timeout.default_value
 
-        def command(port: int) -> list[str]:
+        def command(unix_socket: str) -> list[str]:
             # jupyter-server-proxy passes arguments by the names it finds in the
-            # callable's signature (getfullargspec), which for a bound method
-            # includes self: give it a plain function of port.
-            return self.start_command(port)
+            # callable's signature, which for a bound method includes self:
+            # give it a plain function of the socket's path.
+            return self.start_command(unix_socket)
 
         return {
             "command": command,
             "timeout": timeout,
             "raw_socket_proxy": True,
+            # A socket in a new directory of mode 0700 (jupyter-server-proxy
+            # makes it with mkdtemp): only this user can connect to it.
+            "unix_socket": True,
             # Pings would count as activity: activity.py counts SSH use instead.
             "update_last_activity": False,
             # The route carries SSH, not a web page: the tile in JupyterLab's launcher
@@ -143,14 +151,14 @@ class SSHDService:
             return NOT_GUARDED
         return None
 
-    def start_command(self, port: int) -> list[str]:
+    def start_command(self, socket_path: str) -> list[str]:
         """Check everything, write sshd_config, and return the supervisor's argv."""
         from . import upstream
 
         problem = self.refusal(upstream.starting_route())
         if problem is None:
             try:
-                argv = prepare_sshd(self, port)
+                argv = prepare_sshd(self, socket_path)
             except SSHDProxyError as error:
                 problem = str(error)
         if problem is not None:
@@ -191,7 +199,7 @@ class SSHDService:
 
     def status(self) -> dict:
         """What the status endpoint answers. pid is the supervisor's, the process
-        that holds the port and starts an sshd for each connection."""
+        that holds the socket and starts an sshd for each connection."""
         process = self.process_status()
         pid = process.get("supervisor_pid")
         alive = bool(pid) and procfs.alive(pid)
@@ -203,7 +211,7 @@ class SSHDService:
             "off": off,
             "user": sshd.current_user().pw_name,
             "pid": pid if alive else None,
-            "port": self.port,
+            "socket": self.socket_path,
             "version": self.version,
             "restarts": process.get("restarts", 0),
             "sessions": len(self._connections_of(pid))
@@ -269,7 +277,7 @@ def host_key_files(
     return sshd.ensure_host_keys(ssh_keygen, host_key_dir(config, user), user)
 
 
-def prepare_sshd(service: SSHDService, port: int) -> list[str]:
+def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
     """Everything before sshd can start; the supervisor's argv."""
     config = service.settings
     user = sshd.current_user()
@@ -297,7 +305,6 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
             version.text,
         )
     text = sshd.render_sshd_config(
-        port=port,
         host_keys=host_keys,
         authorized_keys_files=keys_files,
         user=user,
@@ -306,7 +313,7 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
         extra_options=config.extra_options,
         environment=environment,
     )
-    state_dir = _new_state_dir(port)
+    state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
     sshd.write_private_file(config_path, text)
     try:
@@ -314,19 +321,25 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     except SSHDProxyError:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    service.port, service.state_dir, service.version = port, state_dir, version.text
+    service.socket_path, service.state_dir = socket_path, state_dir
+    service.version = version.text
+    if socket_path not in _SOCKETS:
+        # jupyter-server-proxy makes the socket's directory and leaves it: it
+        # goes when the server exits, as our state directory does.
+        _SOCKETS.add(socket_path)
+        atexit.register(_remove_socket, socket_path)
     service.log.info(
-        "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s",
+        "jupyter-sshd-proxy: starting %s (%s) on %s",
         sshd_path,
         version.text,
-        port,
+        socket_path,
     )
     return [
         sys.executable,
         "-m",
         "jupyter_sshd_proxy.supervisor",
         f"--state-dir={state_dir}",
-        f"--port={port}",
+        f"--socket={socket_path}",
         f"--sshd={sshd_path}",
         f"--config={config_path}",
         f"--max-unauthenticated={config.max_unauthenticated}",
@@ -334,12 +347,22 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     ]
 
 
-def _new_state_dir(port: int) -> str:
+_SOCKETS: set[str] = set()
+
+
+def _remove_socket(path: str) -> None:
+    """The socket, and its directory if nothing else is in it."""
+    for remove, target in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
+        with contextlib.suppress(OSError):
+            remove(target)
+
+
+def _new_state_dir() -> str:
     """A private directory for this sshd's config and status, gone when the server exits."""
     from jupyter_core.paths import jupyter_runtime_dir
 
     runtime_dir = jupyter_runtime_dir()
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-    state_dir = tempfile.mkdtemp(prefix=f"sshd-proxy-{port}-", dir=runtime_dir)
+    state_dir = tempfile.mkdtemp(prefix="sshd-proxy-", dir=runtime_dir)
     atexit.register(shutil.rmtree, state_dir, True)
     return state_dir

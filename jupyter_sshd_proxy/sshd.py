@@ -316,7 +316,6 @@ def _option_key(line: str) -> str:
 
 def render_sshd_config(
     *,
-    port: int,
     host_keys: Iterable[str],
     authorized_keys_files: Iterable[str],
     user: pwd.struct_passwd,
@@ -324,10 +323,16 @@ def render_sshd_config(
     version: SSHDVersion,
     extra_options: Iterable[str] = (),
     environment: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> str:
-    """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh."""
+    """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh.
+
+    sshd runs in inetd mode (sshd -i) on connections that the supervisor
+    accepts on its unix socket: it never listens itself. ListenAddress says
+    loopback all the same (and the port, for a listening sshd -D: the
+    benchmark's)."""
     fixed = [
-        f"ListenAddress 127.0.0.1:{port}",
+        f"ListenAddress 127.0.0.1:{port}" if port else "ListenAddress 127.0.0.1",
         "AddressFamily inet",
         *(f"HostKey {_quote(key)}" for key in host_keys),
         "PidFile none",

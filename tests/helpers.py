@@ -163,6 +163,38 @@ def connectable(port: int) -> bool:
         return False
 
 
+# An ssh ProxyCommand that carries the connection to a unix socket (sshd's,
+# straight, bypassing the route): PATH is its one argument.
+UNIX_PIPE = """
+import os, socket, sys, threading
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+def up():
+    while chunk := os.read(0, 65536):
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while chunk := sock.recv(65536):
+    os.write(1, chunk)
+"""
+
+
+def unix_proxy_command(path: str) -> str:
+    """ProxyCommand=... for ssh straight to the supervisor's unix socket."""
+    return f"ProxyCommand={shlex.quote(sys.executable)} -c {shlex.quote(UNIX_PIPE)} {path}"
+
+
+def connect_unix(path: str, timeout: float = 20) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def first_answer_line(port: int, request: bytes) -> bytes:
     """Send raw request bytes to 127.0.0.1:port; what came back up to the first line end."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:

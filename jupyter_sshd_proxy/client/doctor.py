@@ -180,7 +180,7 @@ class Doctor:
         field = status.get
         return (
             f"{field('version')} running as {field('user')} (pid {field('pid')}, "
-            f"port {field('port')}, {field('sessions')} open connections, "
+            f"{field('sessions')} open connections, "
             f"{field('restarts')} restarts)"
         )
 
