@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Any
 from tornado import web
 
 from . import procfs, sshd
-from .errors import ConfigError, SSHDProxyError
+from .errors import ConfigError, PreflightError, SSHDProxyError
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
@@ -55,9 +56,7 @@ class SSHDService:
     every request that needs them is answered 503 with the same line.
     """
 
-    def __init__(
-        self, settings: SSHDProxy | None, log: logging.Logger, error: str | None = None
-    ):
+    def __init__(self, settings: SSHDProxy | None, log: logging.Logger, error: str | None = None):
         self._settings = settings
         self.log = log
         self.settings_error = error
@@ -127,9 +126,7 @@ class SSHDService:
                 "enabled": self.off_reason() is None,
                 "title": "SSH",
                 "path_info": "sshd-proxy/",
-                "icon_path": os.path.join(
-                    os.path.dirname(__file__), "static", "ssh.svg"
-                ),
+                "icon_path": os.path.join(os.path.dirname(__file__), "static", "ssh.svg"),
                 "category": "Other",
             },
         }
@@ -152,7 +149,10 @@ class SSHDService:
         return None
 
     def start_command(self, socket_path: str) -> list[str]:
-        """Check everything, write sshd_config, and return the supervisor's argv."""
+        """Check everything, write sshd_config, and return the supervisor's argv.
+
+        Any failure, not only this package's own errors (a full disk, a bug),
+        is one line in the log and last_error, so the client can say it."""
         from . import upstream
 
         problem = self.refusal(upstream.starting_route())
@@ -161,6 +161,14 @@ class SSHDService:
                 argv = prepare_sshd(self, socket_path)
             except SSHDProxyError as error:
                 problem = str(error)
+            except OSError as error:
+                problem = f"sshd cannot be prepared: {_os_error(error)}"
+            except Exception as error:
+                problem = (
+                    f"sshd cannot be prepared: {type(error).__name__}: {error}; this is a bug "
+                    "in jupyter-sshd-proxy, please report it with the Jupyter server's log"
+                )
+                self.log.debug("jupyter-sshd-proxy: preparing sshd failed", exc_info=True)
         if problem is not None:
             self.last_error = problem
             self.log.error("jupyter-sshd-proxy: %s", problem)
@@ -214,9 +222,7 @@ class SSHDService:
             "socket": self.socket_path,
             "version": self.version,
             "restarts": process.get("restarts", 0),
-            "sessions": len(self._connections_of(pid))
-            if alive and procfs.available()
-            else None,
+            "sessions": len(self._connections_of(pid)) if alive and procfs.available() else None,
             "last_error": (process.get("last_error") if alive else None)
             or (None if off else self.unguarded)
             or self.last_error,
@@ -267,9 +273,7 @@ def host_key_dir(config: SSHDProxy, user: pwd.struct_passwd) -> str:
 
 
 def host_key_files(
-    config: SSHDProxy,
-    ssh_keygen: str | None = None,
-    user: pwd.struct_passwd | None = None,
+    config: SSHDProxy, ssh_keygen: str | None = None, user: pwd.struct_passwd | None = None
 ) -> list[str]:
     """The host private keys, made now if this is their first use."""
     user = user or sshd.current_user()
@@ -288,16 +292,13 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
     for path in keys_files:
         if not os.path.exists(path):
             service.log.warning(
-                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in",
-                path,
+                "jupyter-sshd-proxy: %s does not exist yet; add a public key to it to log in", path
             )
     problem = sshd.terminal_problem(user)
     if problem:
         service.log.warning("jupyter-sshd-proxy: %s", problem)
     host_keys = host_key_files(config, ssh_keygen, user)
-    environment = (
-        sshd.session_environment(os.environ) if config.pass_environment else None
-    )
+    environment = sshd.session_environment(os.environ) if config.pass_environment else None
     if environment and not version.at_least(8, 7):
         service.log.warning(
             "jupyter-sshd-proxy: %s cannot pass the server's environment to ssh sessions "
@@ -315,10 +316,13 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
     )
     state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
-    sshd.write_private_file(config_path, text)
     try:
+        try:
+            sshd.write_private_file(config_path, text)
+        except OSError as error:
+            raise PreflightError(_cannot_write(os.path.dirname(state_dir), error)) from None
         effective = sshd.check_sshd_config(sshd_path, config_path)
-    except SSHDProxyError:
+    except BaseException:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
     service.socket_path, service.state_dir = socket_path, state_dir
@@ -329,10 +333,7 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         _SOCKETS.add(socket_path)
         atexit.register(_remove_socket, socket_path)
     service.log.info(
-        "jupyter-sshd-proxy: starting %s (%s) on %s",
-        sshd_path,
-        version.text,
-        socket_path,
+        "jupyter-sshd-proxy: starting %s (%s) on %s", sshd_path, version.text, socket_path
     )
     return [
         sys.executable,
@@ -362,7 +363,30 @@ def _new_state_dir() -> str:
     from jupyter_core.paths import jupyter_runtime_dir
 
     runtime_dir = jupyter_runtime_dir()
-    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-    state_dir = tempfile.mkdtemp(prefix="sshd-proxy-", dir=runtime_dir)
+    try:
+        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+        state_dir = tempfile.mkdtemp(prefix="sshd-proxy-", dir=runtime_dir)
+    except OSError as error:
+        raise PreflightError(_cannot_write(runtime_dir, error)) from None
     atexit.register(shutil.rmtree, state_dir, True)
     return state_dir
+
+
+def _cannot_write(path: str, error: OSError) -> str:
+    """One line for sshd's files that cannot be written into the runtime directory."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space there"
+    elif error.errno == errno.EROFS:
+        fix = "make it writable"
+    else:
+        fix = "fix that"
+    return (
+        f"cannot write sshd's configuration into the Jupyter runtime directory {path}: "
+        f"{error.strerror}; {fix}, or set JUPYTER_RUNTIME_DIR to a writable directory, "
+        "then connect again"
+    )
+
+
+def _os_error(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}; fix that, then connect again"

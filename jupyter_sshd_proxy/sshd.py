@@ -287,7 +287,11 @@ def _run_keygen(argv: list[str], path: str) -> str:
 
 
 def session_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The part of the Jupyter server's environment that ssh sessions get."""
+    """The part of the Jupyter server's environment that ssh sessions get.
+
+    A value that is not UTF-8 (Python holds its bytes as surrogates) is kept:
+    sshd_config is written with those bytes (write_private_file), so the
+    session gets the value intact, as a terminal would."""
     return {
         name: value
         for name, value in environ.items()
@@ -398,7 +402,13 @@ def run_sshd_test(sshd: str, config_path: str) -> tuple[dict[str, str], str | No
     prints them ("logingracetime" -> "30"); or, when sshd refuses to start,
     no options and its reason in one line."""
     result = subprocess.run(
-        [sshd, "-T", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
+        [sshd, "-T", "-f", config_path],
+        capture_output=True,
+        text=True,
+        # sshd prints SetEnv's values as they are, which need not be UTF-8.
+        errors="replace",
+        timeout=30,
+        check=False,
     )
     if result.returncode == 0:
         options: dict[str, str] = {}
@@ -444,5 +454,7 @@ def sshd_argv(sshd: str, config_path: str) -> list[str]:
 
 
 def write_private_file(path: str, text: str) -> None:
-    """Write a file only this user can read, atomically."""
-    write_atomically(path, text.encode(), 0o600)
+    """Write a file only this user can read, atomically. Text that came from
+    bytes that are not UTF-8 (an environment variable, a path) is written as
+    those bytes again (surrogateescape, as Python read them)."""
+    write_atomically(path, text.encode("utf-8", "surrogateescape"), 0o600)
