@@ -7,7 +7,8 @@ plain `sshd -D` with the same configuration on a port of its own, then
 measures for each path:
 
   sshd -D   ssh straight to a plain listening sshd (the floor)
-  port      ssh straight to the proxy's port: our supervisor, sshd -i per connection
+  socket    ssh straight to the supervisor's unix socket (sshd -i per connection),
+            through a small Python ProxyCommand (ssh cannot dial a unix socket)
   websocat  ssh with websocat --binary -E as the ProxyCommand, through Jupyter
   ours      ssh with `jupyter-sshd-proxy proxy` as the ProxyCommand, through Jupyter
 
@@ -73,20 +74,23 @@ def main() -> int:
         )
         ours = f"{shlex.quote(str(VENV_BIN / 'jupyter-sshd-proxy'))} proxy http://127.0.0.1:{port}/"
         env = {**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": token}
-        # The first connection starts the supervisor; its port is then known.
+        # The first connection starts the supervisor; its socket is then known.
         subprocess.run(
             [*common, "-o", f"ProxyCommand={ours}", "bench", "true"], env=env, check=True
         )
-        proxy_port = status_port(port, token)
+        proxy_socket = status_socket(port, token)
+        unix_pipe = (
+            f"{shlex.quote(sys.executable)} -c {shlex.quote(UNIX_PIPE)} {shlex.quote(proxy_socket)}"
+        )
         paths = {
             "sshd -D": [*common, "-p", str(listener_port), "127.0.0.1"],
-            "port": [*common, "-p", str(proxy_port), "127.0.0.1"],
+            "socket": [*common, "-o", f"ProxyCommand={unix_pipe}", "bench"],
             "websocat": [*common, "-o", f"ProxyCommand={websocat}", "bench"],
             "ours": [*common, "-o", f"ProxyCommand={ours}", "bench"],
         }
         banners = {
             "sshd -D": lambda: tcp_banner(listener_port),
-            "port": lambda: tcp_banner(proxy_port),
+            "socket": lambda: unix_banner(proxy_socket),
             "websocat": lambda: websocket_banner(port, token),
             "ours": lambda: websocket_banner(port, token),
         }
@@ -139,10 +143,32 @@ def start_plain_sshd(work: Path, authorized: Path, user) -> tuple[subprocess.Pop
             time.sleep(0.05)
 
 
-def status_port(port: int, token: str) -> int:
+def status_socket(port: int, token: str) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("GET", "/sshd-proxy/api/status", headers={"Authorization": f"token {token}"})
-    return json.loads(connection.getresponse().read())["port"]
+    return json.loads(connection.getresponse().read())["socket"]
+
+
+UNIX_PIPE = """
+import os, socket, sys, threading
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+def up():
+    while chunk := os.read(0, 65536):
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while chunk := sock.recv(65536):
+    os.write(1, chunk)
+"""
+
+
+def unix_banner(path: str) -> None:
+    """Connect to the supervisor's socket and read sshd's first line."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(path)
+        assert conn.recv(256).startswith(b"SSH-")
 
 
 def tcp_banner(port: int) -> None:
@@ -242,7 +268,7 @@ def report(results: dict, args) -> None:
             f"{r['stalls']:6}"
         )
     ours = results["ours"]
-    for other in ("sshd -D", "port", "websocat"):
+    for other in ("sshd -D", "socket", "websocat"):
         parts = []
         for metric, label in (
             ("banner_ms", "banner"),

@@ -1,5 +1,6 @@
 """The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/,
-and the /sshd/ route authorized like a terminal (route.py).
+and the /sshd/ route authorized like a terminal (route.py). Without it, no
+sshd starts: the route would not be guarded.
 
 It loads after jupyter_server_proxy's extension (extensions load in name
 order), so the route it guards is already registered."""
@@ -34,9 +35,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ],
     )
     serverapp.log.debug("jupyter-sshd-proxy: REST endpoints at %s", api)
-    if not route.install(serverapp.web_app, base_url, serverapp.log):
-        service.unguarded = route.UNGUARDED
-    if service.settings_error is None:
+    # The route is guarded only if this succeeds; otherwise sshd never starts
+    # (server.py asks), and status says why.
+    service.unguarded = route.install(serverapp.web_app, base_url, serverapp.log)
+    off = service.off_reason()
+    if off:
+        serverapp.log.info("jupyter-sshd-proxy: %s", off)
+    elif service.settings_error is None:
         start_tracking(serverapp, service.settings, service.connections)
     else:
         serverapp.log.error("jupyter-sshd-proxy: SSH use is not reported as activity")

@@ -11,10 +11,12 @@ AuthorizedUpgrade is that check, as a mixin of its own, so other behaviour of
 the route (flow control, ...) can be combined with it in SSHDRouteHandler.
 install() puts SSHDRouteHandler in the place of the handler jupyter-server-proxy
 registered: our server extension loads after jupyter_server_proxy's, finds the
-rule for the `sshd` entry point in the Tornado router and replaces its target.
-jupyter-server-proxy makes one handler class per server, carrying that
-server's settings (command, timeout, ...) set in its __init__; the
-replacement derives from both, so those settings stay as they were.
+rule for the `sshd` entry point in the Tornado router and replaces its target
+(upstream.py, which holds everything that leans on jupyter-server-proxy's
+insides). The route is then known to be guarded by the thing that starts sshd:
+the spec's command refuses unless it is called from an SSHDRouteHandler whose
+request passed the check (server.py), so a disabled or broken extension, or a
+jupyter-server-proxy without a raw socket proxy, means no sshd.
 
 FlowControl, the route's limits, is mixed in the same way. jupyter-server-proxy
 (4.x, up to its main branch today) passes every chunk that sshd sends straight
@@ -42,7 +44,7 @@ the same, but its keepalives are SSH traffic, which the activity tracker would
 count: an idle session would keep its server from ever being culled.)
 
 It also bridges the moment in which the supervisor is being restarted (it was
-killed): a refused connection to the port is tried again for up to
+killed): a refused connection to its socket is tried again for up to
 RECONNECT_SECONDS instead of failing the WebSocket at once.
 """
 
@@ -50,18 +52,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import warn_disabled_authorization
 from jupyter_server.utils import url_path_join
-from jupyter_server_proxy.rawsocket import SuperviseAndRawSocketHandler
 from tornado import web
-from tornado.routing import PathMatches, Rule
 from tornado.websocket import WebSocketClosedError
+
+from . import upstream
 
 ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
 AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a terminal
@@ -69,19 +71,19 @@ AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
-UNGUARDED = (
-    "the /sshd/ route of jupyter-server-proxy could not be authorized like a terminal, so "
-    "sshd is not started; install versions of jupyter-sshd-proxy and jupyter-server-proxy "
-    "that work together"
-)
 PING_SECONDS = 30
 
 
 class AuthorizedUpgrade:
-    """Refuse (403) every request of a user who may not open a terminal.
+    """Refuse (403) every request of a user who may not open a terminal, and
+    every request while SSH is off (c.SSHDProxy.policy).
 
     Mixed in before a jupyter-server-proxy handler: its prepare() runs first
-    and authenticates (403 for a WebSocket upgrade without a user)."""
+    and authenticates (403 for a WebSocket upgrade without a user). Only a
+    request that passed sets terminal_allowed, which the spec's command asks
+    before it starts anything (server.py)."""
+
+    terminal_allowed = False
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
         await super().prepare(*args, **kwargs)
@@ -93,14 +95,33 @@ class AuthorizedUpgrade:
         authorizer = self.authorizer
         if authorizer is None:  # as jupyter_server_terminals does
             warn_disabled_authorization()
-            return
-        if not await ensure_async(authorizer.is_authorized(self, user, AUTH_ACTION, AUTH_RESOURCE)):
+        elif not await ensure_async(
+            authorizer.is_authorized(self, user, AUTH_ACTION, AUTH_RESOURCE)
+        ):
             raise web.HTTPError(
                 403,
                 "ssh needs the right to open a terminal (%s on %s), which this user does not have",
                 AUTH_ACTION,
                 AUTH_RESOURCE,
             )
+        from .server import SERVICE_KEY
+
+        service = self.settings.get(SERVICE_KEY)
+        off = service.off_reason() if service is not None else None
+        if off:
+            raise web.HTTPError(403, off)
+        self.terminal_allowed = True
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A refused upgrade says why, as JSON like the REST API: the client
+        # prints the message (a WebSocket client sees no page).
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, web.HTTPError) and error.log_message:
+            self.set_header("Content-Type", "application/json")
+            message = error.log_message % error.args
+            self.finish(json.dumps({"message": message, "reason": error.reason}))
+            return
+        super().write_error(status_code, **kwargs)
 
 
 class FlowControlledProtocol(asyncio.Protocol):
@@ -108,7 +129,7 @@ class FlowControlledProtocol(asyncio.Protocol):
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None  # type: ignore[assignment]
         self.unsent = 0  # bytes given to write_message and not flushed yet
         self.reading = True
         self.writable = asyncio.Event()
@@ -118,7 +139,8 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.handler._record_activity()
+        # (Activity is not recorded here: update_last_activity is off, and
+        # activity.py counts SSH use from sshd's processes.)
         try:
             flushed = self.handler.write_message(data, binary=True)
         except WebSocketClosedError:
@@ -151,7 +173,14 @@ class FlowControlledProtocol(asyncio.Protocol):
 
 
 class FlowControl:
-    """Mixed in before jupyter-server-proxy's raw socket handler of the route."""
+    """Mixed in before jupyter-server-proxy's raw socket handler of the route.
+
+    It owns the connection to the supervisor's socket (backend, protocol):
+    jupyter-server-proxy's own proxy_open, on_message and on_close are
+    replaced, not extended."""
+
+    backend: asyncio.Transport | None = None
+    protocol: FlowControlledProtocol | None = None
 
     @property
     def ping_interval(self) -> float:
@@ -165,82 +194,59 @@ class FlowControl:
         deadline = time.monotonic() + RECONNECT_SECONDS
         while True:
             try:
-                transport, protocol = await self._create_ws_connection(
+                transport, protocol = await self.connect_backend(
                     lambda: FlowControlledProtocol(self)
                 )
                 break
             except OSError:
-                # Refused (with "localhost" as ::1 and 127.0.0.1, a plain
-                # OSError): the supervisor is being restarted after it died,
-                # and listens again within a fraction of a second.
+                # Refused, or the socket not there yet: the supervisor is
+                # being restarted after it died, and listens again within a
+                # fraction of a second.
                 if time.monotonic() > deadline:
                     self.log.error(
-                        "jupyter-sshd-proxy: nothing listens on the sshd port %s after %gs; "
+                        "jupyter-sshd-proxy: nothing listens on sshd's socket %s after %gs; "
                         "see the lines above for why the supervisor does not start",
-                        self.port,
+                        self.backend_address,
                         RECONNECT_SECONDS,
                     )
                     self.close()
                     return
                 await asyncio.sleep(0.05)
-        self.ws_transp, self.ws_proto = transport, protocol
-        self._record_activity()
+        self.backend, self.protocol = transport, protocol
 
     async def on_message(self, message: str | bytes) -> None:
-        self._record_activity()
         if isinstance(message, str):
             message = message.encode("utf-8")
-        if self.ws_transp.is_closing():
+        if self.backend is None or self.backend.is_closing():
             return
-        self.ws_transp.write(message)
+        self.backend.write(message)
         # The next frame is read only when this returns: wait while sshd's side is full.
-        await self.ws_proto.writable.wait()
+        await self.protocol.writable.wait()
+
+    def on_close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
 
 
-class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, SuperviseAndRawSocketHandler):
+class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, upstream.RawSocketRoute):
     """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a
     terminal, with bounded buffers and pings."""
 
 
-def _rules(router: Any, seen: set[int]) -> Iterator[Rule]:
-    """Every rule of a Tornado router, and of the routers it routes to."""
-    for rule in getattr(router, "rules", ()):
-        if id(rule) in seen:
-            continue
-        seen.add(id(rule))
-        yield rule
-        yield from _rules(rule.target, seen)
-
-
-def install(web_app: web.Application, base_url: str, log: logging.Logger) -> bool:
+def install(web_app: web.Application, base_url: str, log: logging.Logger) -> str | None:
     """Put SSHDRouteHandler in the place of jupyter-server-proxy's /sshd/ handler.
 
-    The rule is the one whose handler is jupyter-server-proxy's raw socket
-    proxy and whose path is the one it makes from the server's name
-    (<base_url>sshd/(.*)). False, after one error line, if there is none."""
-    path = url_path_join(base_url, ROUTE_NAME, "(.*)")
-    found = False
-    for rule in _rules(web_app.default_router, set()):
-        target = rule.target
-        if not (
-            isinstance(target, type)
-            and issubclass(target, SuperviseAndRawSocketHandler)
-            and isinstance(rule.matcher, PathMatches)
-            and rule.matcher.regex.pattern in (path, path + "$")
-        ):
-            continue
-        if not issubclass(target, SSHDRouteHandler):
-            rule.target = type(
-                SSHDRouteHandler.__name__,
-                (SSHDRouteHandler, target),
-                {"__module__": __name__, "__doc__": SSHDRouteHandler.__doc__},
-            )
-        found = True
-    if not found:
-        log.error(
-            "jupyter-sshd-proxy: jupyter-server-proxy's %s route was not found, so sshd will "
-            "not be started (it would not be limited to users who may open a terminal); check "
-            "that jupyter_server_proxy is installed and enabled",
-            url_path_join(base_url, ROUTE_NAME) + "/",
+    None when done; otherwise why not, in one line, which is also logged."""
+    problem = upstream.problem()
+    if problem is None and not upstream.replace_route(
+        web_app, url_path_join(base_url, ROUTE_NAME, "(.*)"), SSHDRouteHandler
+    ):
+        problem = (
+            f"jupyter-server-proxy's {url_path_join(base_url, ROUTE_NAME)}/ route was not "
+            "found, so sshd will not be started (it would not be limited to users who may "
+            "open a terminal); check that jupyter_server_proxy is installed and enabled "
+            "(jupyter server extension list)"
         )
-    return found
+    if problem:
+        log.error("jupyter-sshd-proxy: %s", problem)
+    return problem

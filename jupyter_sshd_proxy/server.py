@@ -5,11 +5,23 @@ command callable when the first WebSocket arrives on /sshd/. The callable runs
 the preflight checks in the Jupyter server process, so a problem is one line
 in the server's log and the WebSocket is closed at once (no hang), and the
 next connection tries again: fix the problem, reconnect, no restart needed.
+
+The callable starts nothing unless the route is known to be guarded: it must
+be called from the request of our route handler (route.SSHDRouteHandler,
+which the server extension put in the place of jupyter-server-proxy's) after
+that request passed the terminal check. With the extension disabled or
+broken, or a jupyter-server-proxy it cannot guard, no sshd ever starts.
+
+The route reaches the supervisor through a unix socket in a private
+directory that jupyter-server-proxy makes (`unix_socket: True`: mkdtemp,
+mode 0700): no other account on the host can connect to it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,6 +39,12 @@ from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
+NOT_GUARDED = (
+    "the /sshd/ route is not guarded, so sshd is not started: the server extension "
+    "jupyter_sshd_proxy is not loaded (disabled, or it failed: see the lines above); "
+    "enable it with: jupyter server extension enable jupyter_sshd_proxy, or turn SSH off "
+    f"with c.SSHDProxy.policy = 'off' ({env_name('policy')}=off)"
+)
 
 
 class SSHDService:
@@ -43,11 +61,11 @@ class SSHDService:
         self._settings = settings
         self.log = log
         self.settings_error = error
-        self.port: int | None = None
+        self.socket_path: str | None = None
         self.state_dir: str | None = None
         self.version: str | None = None
         self.last_error: str | None = error
-        # Why the /sshd/ route could not be authorized like a terminal, if it
+        # Why the server extension could not guard the /sshd/ route, if it
         # could not: then sshd is never started (fail closed).
         self.unguarded: str | None = None
 
@@ -71,6 +89,15 @@ class SSHDService:
             raise ConfigError(self.settings_error)
         return self._settings
 
+    def off_reason(self) -> str | None:
+        """Why SSH is off on this server (c.SSHDProxy.policy), or None."""
+        if self._settings is None or self._settings.policy != "off":
+            return None
+        return (
+            f"SSH is off on this server ({self._settings.source('policy')} is 'off'); "
+            "ask its operator to turn it on"
+        )
+
     def process_spec(self) -> dict:
         """The jupyter-server-proxy process spec of the /sshd/ route."""
         if self._settings is not None:
@@ -78,23 +105,26 @@ class SSHDService:
         else:  # invalid settings fail every start with their message
             timeout = SSHDProxy.start_timeout.default_value
 
-        def command(port: int) -> list[str]:
+        def command(unix_socket: str) -> list[str]:
             # jupyter-server-proxy passes arguments by the names it finds in the
-            # callable's signature (getfullargspec), which for a bound method
-            # includes self: give it a plain function of port.
-            return self.start_command(port)
+            # callable's signature, which for a bound method includes self:
+            # give it a plain function of the socket's path.
+            return self.start_command(unix_socket)
 
         return {
             "command": command,
             "timeout": timeout,
             "raw_socket_proxy": True,
+            # A socket in a new directory of mode 0700 (jupyter-server-proxy
+            # makes it with mkdtemp): only this user can connect to it.
+            "unix_socket": True,
             # Pings would count as activity: activity.py counts SSH use instead.
             "update_last_activity": False,
             # The route carries SSH, not a web page: the tile in JupyterLab's launcher
             # (and the item in Notebook 7's New menu) opens the page at
             # <base_url>sshd-proxy/ instead (path_info is relative to the base URL).
             "launcher_entry": {
-                "enabled": True,
+                "enabled": self.off_reason() is None,
                 "title": "SSH",
                 "path_info": "sshd-proxy/",
                 "icon_path": os.path.join(os.path.dirname(__file__), "static", "ssh.svg"),
@@ -102,13 +132,47 @@ class SSHDService:
             },
         }
 
-    def start_command(self, port: int) -> list[str]:
-        """Check everything, write sshd_config, and return the supervisor's argv."""
-        try:
-            argv = prepare_sshd(self, port)
-        except SSHDProxyError as error:
-            self.last_error = str(error)
-            self.log.error("jupyter-sshd-proxy: %s", error)
+    def refusal(self, route: Any) -> str | None:
+        """Why sshd may not be started for this request, or None.
+
+        route is the handler whose request asks (upstream.starting_route()):
+        only our guarded route handler, after its request passed the terminal
+        check, may start sshd."""
+        from .route import SSHDRouteHandler
+
+        off = self.off_reason()
+        if off:
+            return off
+        if self.unguarded:
+            return self.unguarded
+        if not (isinstance(route, SSHDRouteHandler) and route.terminal_allowed):
+            return NOT_GUARDED
+        return None
+
+    def start_command(self, socket_path: str) -> list[str]:
+        """Check everything, write sshd_config, and return the supervisor's argv.
+
+        Any failure, not only this package's own errors (a full disk, a bug),
+        is one line in the log and last_error, so the client can say it."""
+        from . import upstream
+
+        problem = self.refusal(upstream.starting_route())
+        if problem is None:
+            try:
+                argv = prepare_sshd(self, socket_path)
+            except SSHDProxyError as error:
+                problem = str(error)
+            except OSError as error:
+                problem = f"sshd cannot be prepared: {_os_error(error)}"
+            except Exception as error:
+                problem = (
+                    f"sshd cannot be prepared: {type(error).__name__}: {error}; this is a bug "
+                    "in jupyter-sshd-proxy, please report it with the Jupyter server's log"
+                )
+                self.log.debug("jupyter-sshd-proxy: preparing sshd failed", exc_info=True)
+        if problem is not None:
+            self.last_error = problem
+            self.log.error("jupyter-sshd-proxy: %s", problem)
             # No log message: the line above is the whole story, no traceback.
             raise web.HTTPError(503) from None
         self.last_error = None
@@ -144,20 +208,25 @@ class SSHDService:
 
     def status(self) -> dict:
         """What the status endpoint answers. pid is the supervisor's, the process
-        that holds the port and starts an sshd for each connection."""
+        that holds the socket and starts an sshd for each connection."""
         process = self.process_status()
         pid = process.get("supervisor_pid")
         alive = bool(pid) and procfs.alive(pid)
         running = alive and bool(process.get("serving"))
+        off = self.off_reason()
         return {
             "running": running,
+            "policy": self._settings.policy if self._settings is not None else None,
+            "off": off,
             "user": sshd.current_user().pw_name,
             "pid": pid if alive else None,
-            "port": self.port,
+            "socket": self.socket_path,
             "version": self.version,
             "restarts": process.get("restarts", 0),
             "sessions": len(self._connections_of(pid)) if alive and procfs.available() else None,
-            "last_error": (process.get("last_error") if alive else None) or self.last_error,
+            "last_error": (process.get("last_error") if alive else None)
+            or (None if off else self.unguarded)
+            or self.last_error,
         }
 
     def host_keys(self) -> list[HostKey]:
@@ -219,10 +288,8 @@ def host_keys(
     return presented(our_host_keys(ssh_keygen, ours, log), legacy)
 
 
-def prepare_sshd(service: SSHDService, port: int) -> list[str]:
+def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
     """Everything before sshd can start; the supervisor's argv."""
-    if service.unguarded:
-        raise PreflightError(service.unguarded)
     config = service.settings
     user = sshd.current_user()
     sshd_path, ssh_keygen = find_programs(config)
@@ -249,7 +316,6 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
             version.text,
         )
     text = sshd.render_sshd_config(
-        port=port,
         host_keys=[key.path for key in presented],
         authorized_keys_files=keys_files,
         user=user,
@@ -258,24 +324,33 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
         extra_options=config.extra_options,
         environment=environment,
     )
-    state_dir = _new_state_dir(port)
+    state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
-    sshd.write_private_file(config_path, text)
     try:
+        try:
+            sshd.write_private_file(config_path, text)
+        except OSError as error:
+            raise PreflightError(_cannot_write(os.path.dirname(state_dir), error)) from None
         effective = sshd.check_sshd_config(sshd_path, config_path)
-    except SSHDProxyError:
+    except BaseException:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    service.port, service.state_dir, service.version = port, state_dir, version.text
+    service.socket_path, service.state_dir = socket_path, state_dir
+    service.version = version.text
+    if socket_path not in _SOCKETS:
+        # jupyter-server-proxy makes the socket's directory and leaves it: it
+        # goes when the server exits, as our state directory does.
+        _SOCKETS.add(socket_path)
+        atexit.register(_remove_socket, socket_path)
     service.log.info(
-        "jupyter-sshd-proxy: starting %s (%s) on 127.0.0.1:%s", sshd_path, version.text, port
+        "jupyter-sshd-proxy: starting %s (%s) on %s", sshd_path, version.text, socket_path
     )
     return [
         sys.executable,
         "-m",
         "jupyter_sshd_proxy.supervisor",
         f"--state-dir={state_dir}",
-        f"--port={port}",
+        f"--socket={socket_path}",
         f"--sshd={sshd_path}",
         f"--config={config_path}",
         f"--max-unauthenticated={config.max_unauthenticated}",
@@ -283,12 +358,45 @@ def prepare_sshd(service: SSHDService, port: int) -> list[str]:
     ]
 
 
-def _new_state_dir(port: int) -> str:
+_SOCKETS: set[str] = set()
+
+
+def _remove_socket(path: str) -> None:
+    """The socket, and its directory if nothing else is in it."""
+    for remove, target in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
+        with contextlib.suppress(OSError):
+            remove(target)
+
+
+def _new_state_dir() -> str:
     """A private directory for this sshd's config and status, gone when the server exits."""
     from jupyter_core.paths import jupyter_runtime_dir
 
     runtime_dir = jupyter_runtime_dir()
-    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-    state_dir = tempfile.mkdtemp(prefix=f"sshd-proxy-{port}-", dir=runtime_dir)
+    try:
+        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+        state_dir = tempfile.mkdtemp(prefix="sshd-proxy-", dir=runtime_dir)
+    except OSError as error:
+        raise PreflightError(_cannot_write(runtime_dir, error)) from None
     atexit.register(shutil.rmtree, state_dir, True)
     return state_dir
+
+
+def _cannot_write(path: str, error: OSError) -> str:
+    """One line for sshd's files that cannot be written into the runtime directory."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space there"
+    elif error.errno == errno.EROFS:
+        fix = "make it writable"
+    else:
+        fix = "fix that"
+    return (
+        f"cannot write sshd's configuration into the Jupyter runtime directory {path}: "
+        f"{error.strerror}; {fix}, or set JUPYTER_RUNTIME_DIR to a writable directory, "
+        "then connect again"
+    )
+
+
+def _os_error(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}; fix that, then connect again"

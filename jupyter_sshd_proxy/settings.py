@@ -23,6 +23,8 @@ from .activity import POLICIES
 from .errors import ConfigError
 
 ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
+# What ssh may do on a server (c.SSHDProxy.policy). "off" turns SSH off.
+SSH_POLICIES = ("all", "off")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 SSHD_LOG_LEVELS = (
@@ -164,6 +166,20 @@ def split_keys_file_words(text: str) -> list[str]:
 
 class SSHDProxy(LoggingConfigurable):
     """Settings of the per-user sshd behind the /sshd/ WebSocket route."""
+
+    policy = Unicode(
+        "all",
+        help="""What ssh may do on this server: "all" (a shell, commands, file
+        transfer and forwarding, as with any sshd), or "off": SSH is off. Then
+        the /sshd/ route refuses every connection with that reason (403), no
+        sshd is ever started, the launcher has no SSH tile, and the page and the
+        status endpoint say that SSH is off; managing keys still works. Set the
+        variable per profile (KubeSpawner's environment) to turn SSH on or off
+        for some users. (Disabling the server extension, `jupyter server
+        extension disable jupyter_sshd_proxy`, also means that no sshd starts:
+        the route is then not guarded.) Environment variable:
+        JUPYTER_SSHD_PROXY_POLICY.""",
+    ).tag(config=True)
 
     sshd_path = Unicode(
         "",
@@ -337,6 +353,10 @@ class SSHDProxy(LoggingConfigurable):
             raise ConfigError(msg)
         return proposal.value
 
+    @validate("policy")
+    def _validate_policy(self, proposal):
+        return check_policy(proposal.value, self.source("policy"))
+
     @validate("activity")
     def _validate_activity(self, proposal):
         return check_activity(proposal.value, self.source("activity"))
@@ -388,6 +408,17 @@ def from_text(trait: TraitType, text: str, source: str) -> Any:
     if isinstance(trait, List):
         return trait.metadata["from_text"](text)
     return text
+
+
+def check_policy(value: str, source: str) -> str:
+    policy = value.strip().lower()
+    if policy not in SSH_POLICIES:
+        msg = (
+            f"{source}={value!r} is not an SSH policy; use {' or '.join(SSH_POLICIES)} "
+            '("off" turns SSH off on this server)'
+        )
+        raise ConfigError(msg)
+    return policy
 
 
 def check_activity(value: str, source: str) -> str:

@@ -287,7 +287,11 @@ def _run_keygen(argv: list[str], path: str) -> str:
 
 
 def session_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The part of the Jupyter server's environment that ssh sessions get."""
+    """The part of the Jupyter server's environment that ssh sessions get.
+
+    A value that is not UTF-8 (Python holds its bytes as surrogates) is kept:
+    sshd_config is written with those bytes (write_private_file), so the
+    session gets the value intact, as a terminal would."""
     return {
         name: value
         for name, value in environ.items()
@@ -316,7 +320,6 @@ def _option_key(line: str) -> str:
 
 def render_sshd_config(
     *,
-    port: int,
     host_keys: Iterable[str],
     authorized_keys_files: Iterable[str],
     user: pwd.struct_passwd,
@@ -324,10 +327,16 @@ def render_sshd_config(
     version: SSHDVersion,
     extra_options: Iterable[str] = (),
     environment: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> str:
-    """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh."""
+    """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh.
+
+    sshd runs in inetd mode (sshd -i) on connections that the supervisor
+    accepts on its unix socket: it never listens itself. ListenAddress says
+    loopback all the same (and the port, for a listening sshd -D: the
+    benchmark's)."""
     fixed = [
-        f"ListenAddress 127.0.0.1:{port}",
+        f"ListenAddress 127.0.0.1:{port}" if port else "ListenAddress 127.0.0.1",
         "AddressFamily inet",
         *(f"HostKey {_quote(key)}" for key in host_keys),
         "PidFile none",
@@ -393,7 +402,13 @@ def run_sshd_test(sshd: str, config_path: str) -> tuple[dict[str, str], str | No
     prints them ("logingracetime" -> "30"); or, when sshd refuses to start,
     no options and its reason in one line."""
     result = subprocess.run(
-        [sshd, "-T", "-f", config_path], capture_output=True, text=True, timeout=30, check=False
+        [sshd, "-T", "-f", config_path],
+        capture_output=True,
+        text=True,
+        # sshd prints SetEnv's values as they are, which need not be UTF-8.
+        errors="replace",
+        timeout=30,
+        check=False,
     )
     if result.returncode == 0:
         options: dict[str, str] = {}
@@ -439,5 +454,7 @@ def sshd_argv(sshd: str, config_path: str) -> list[str]:
 
 
 def write_private_file(path: str, text: str) -> None:
-    """Write a file only this user can read, atomically."""
-    write_atomically(path, text.encode(), 0o600)
+    """Write a file only this user can read, atomically. Text that came from
+    bytes that are not UTF-8 (an environment variable, a path) is written as
+    those bytes again (surrogateescape, as Python read them)."""
+    write_atomically(path, text.encode("utf-8", "surrogateescape"), 0o600)

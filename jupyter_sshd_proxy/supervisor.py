@@ -1,13 +1,21 @@
-"""Hold sshd's port for as long as the Jupyter server runs; one `sshd -i` per connection.
+"""Hold sshd's socket for as long as the Jupyter server runs; one `sshd -i` per connection.
 
-jupyter-server-proxy connects each /sshd/ WebSocket to 127.0.0.1:{port} and
-starts this process (not sshd) on that port. It listens there itself and
-runs OpenSSH's inetd mode, `sshd -i`, for every connection it accepts, with
-the connection as sshd's stdin and stdout. There is no long-lived sshd whose
-death would leave the port dark: a connection that arrives the moment after
-an sshd was killed gets a fresh sshd like any other. (sshd -D works the same
-way inside: it re-executes itself for every connection. Here the listening
-socket is only kept where no crash of sshd can take it away.)
+jupyter-server-proxy connects each /sshd/ WebSocket to a unix socket in a
+directory of its own (mode 0700, made with mkdtemp) and starts this process
+(not sshd) on that socket. It listens there itself and runs OpenSSH's inetd
+mode, `sshd -i`, for every connection it accepts, with the connection as
+sshd's stdin and stdout. There is no long-lived sshd whose death would leave
+the socket dark: a connection that arrives the moment after an sshd was
+killed gets a fresh sshd like any other. (sshd -D works the same way inside:
+it re-executes itself for every connection. Here the listening socket is
+only kept where no crash of sshd can take it away.)
+
+Only the server's own user can reach the socket: it listens only in a
+directory that is the user's and closed to everyone else (checked before
+every bind), and on Linux it closes at once any connection whose peer is
+another account (SO_PEERCRED; root aside). Other accounts on the host can
+neither log in, nor hold a place among the connections waiting to log in,
+nor count as sessions or activity, nor take the socket's name first.
 
 What a listener's sshd_config would bound, this process bounds:
 
@@ -22,8 +30,8 @@ What a listener's sshd_config would bound, this process bounds:
   the host keys are unreadable), connections are closed at once instead of
   each starting an sshd that fails, `sshd -T` is tried again with a back-off
   of up to a minute, and one line a minute at most says why; so does
-  status.json, which the status endpoint reads. A port that another program
-  holds is retried the same way.
+  status.json, which the status endpoint reads. A socket that cannot be
+  made is retried the same way.
 
 On Linux this process is a child subreaper, so session processes whose sshd
 ended stay below it; it ends them all when it stops, and it stops when the
@@ -31,7 +39,7 @@ Jupyter server stops or dies. If it is killed itself, each sshd gets SIGTERM
 (PR_SET_PDEATHSIG), jupyter-server-proxy starts a new supervisor (it exits
 non-zero), and the new one ends the session processes the old one left.
 
-    python -m jupyter_sshd_proxy.supervisor --state-dir DIR --port PORT \\
+    python -m jupyter_sshd_proxy.supervisor --state-dir DIR --socket PRIVATE_DIR/socket \\
         --sshd /usr/sbin/sshd --config DIR/sshd_config
 
 DIR (which holds sshd_config and status.json) is removed when the Jupyter
@@ -55,16 +63,17 @@ import select
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from . import procfs
-from .admission import DEFAULT_MAX_UNAUTHENTICATED, Action, Admission
+from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
-HOST = "127.0.0.1"
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -97,14 +106,14 @@ class Supervisor:
     def __init__(
         self,
         *,
-        port: int,
+        socket_path: str,
         sshd: str,
         config: str,
         state_dir: str,
         max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
         login_grace: float = LOGIN_GRACE_SECONDS,
     ):
-        self.port = port
+        self.socket_path = socket_path
         self.sshd = sshd
         self.config = config
         self.sshd_argv = sshd_argv(sshd, config)
@@ -118,6 +127,8 @@ class Supervisor:
         self.parent = os.getppid()
         self.listener: socket.socket | None = None
         self.running: dict[int, Connection] = {}  # by the pid of their sshd
+        self.strangers = 0  # connections from other accounts, closed at once
+        self.strangers_logged_at = -LOG_EVERY
         self.restarts = 0
         self.stop_signal: int | None = None
 
@@ -172,27 +183,30 @@ class Supervisor:
     def stopping(self) -> bool:
         return self.stop_signal is not None or os.getppid() != self.parent
 
-    # The port.
+    # The socket.
 
     def _listen(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind((HOST, self.port))
-            listener.listen(socket.SOMAXCONN)
+            problem = private_directory_problem(os.path.dirname(self.socket_path))
+            if problem is None:
+                _remove_stale_socket(self.socket_path)
+                listener.bind(self.socket_path)
+                os.chmod(self.socket_path, 0o600)
+                listener.listen(socket.SOMAXCONN)
         except OSError as error:
+            problem = f"{error.strerror}; restart the Jupyter server if it persists"
+        if problem is not None:
             listener.close()
             self.admission.listen_failed(
-                time.monotonic(),
-                f"cannot listen on {HOST}:{self.port}: {error.strerror}; another program "
-                "holds the port (stop it, or restart the Jupyter server for a new port)",
+                time.monotonic(), f"cannot listen on {self.socket_path}: {problem}"
             )
             self._log()
             self._write_status()
             return
         listener.setblocking(False)
         self.listener = listener
-        self.admission.listened(f"listening on {HOST}:{self.port} again")
+        self.admission.listened(f"listening on {self.socket_path} again")
         self._log()
         self._write_status()
 
@@ -210,7 +224,26 @@ class Supervisor:
                     self._log()
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
+            if not self._from_our_user(sock):
+                sock.close()
+                continue
             self._admit(Connection(sock))
+
+    def _from_our_user(self, conn: socket.socket) -> bool:
+        """The peer is this user (or root). Only they can reach the socket's
+        directory; this says so again where the kernel can tell (Linux)."""
+        uid = peer_uid(conn)
+        if uid is None or uid in (os.getuid(), 0):
+            return True
+        self.strangers += 1
+        now = time.monotonic()
+        if now - self.strangers_logged_at >= LOG_EVERY:
+            log(
+                f"closed a connection to {self.socket_path} from uid {uid}, another account "
+                f"({self.strangers} so far); check the permissions of its directory"
+            )
+            self.strangers_logged_at = now
+        return False
 
     def _admit(self, conn: Connection) -> None:
         """Start sshd for the connection, queue it, or close it at once."""
@@ -320,7 +353,7 @@ class Supervisor:
     # Status and clean-up.
 
     def _previous_restarts(self) -> int:
-        """A status file left by an earlier supervisor on this port: we replace it."""
+        """A status file left by an earlier supervisor of this socket: we replace it."""
         try:
             with open(self.status_path) as stream:
                 return int(json.load(stream).get("restarts", 0)) + 1
@@ -330,7 +363,7 @@ class Supervisor:
     def _write_status(self) -> None:
         status = {
             "supervisor_pid": os.getpid(),
-            "port": self.port,
+            "socket": self.socket_path,
             **self.admission.status(),  # serving, last_error
             "restarts": self.restarts,
         }
@@ -345,12 +378,12 @@ class Supervisor:
             log(f"cannot write {self.status_path}: {error.strerror}")
 
     def _end_leftovers(self) -> None:
-        """End the session processes that a killed supervisor on this port left.
+        """End the session processes that a killed supervisor of this socket left.
 
         Its sshd processes went with it (SIGTERM from PR_SET_PDEATHSIG), but
         a session's commands may outlive sshd (a `sleep`, a `nohup` job): they
         were the old supervisor's below it, and now belong to nobody. sshd put
-        SSH_CONNECTION="... 127.0.0.1 PORT" into their environment.
+        SSH_CONNECTION="UNKNOWN 65535 SOCKET_PATH 65535" into their environment.
         """
         if not procfs.available():
             return
@@ -359,7 +392,7 @@ class Supervisor:
             for pid in procfs.pids()
             if pid != os.getpid()
             and procfs.owner(pid) == os.getuid()
-            and procfs.environ(pid).get("SSH_CONNECTION", "").endswith(f" {HOST} {self.port}")
+            and _connected_through(procfs.environ(pid).get("SSH_CONNECTION", ""), self.socket_path)
             and not any(_is_supervisor(p) for p in procfs.ancestors(pid))
         ]
         for pid in leftovers:
@@ -374,6 +407,8 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
         for conn in self.admission.stop():  # the queued ones
             conn.sock.close()
         for conn in self.running.values():
@@ -394,8 +429,61 @@ class Supervisor:
                 kill_signal = signal.SIGKILL
             time.sleep(0.05)
         # The status file stays, saying that nothing is served: a supervisor
-        # started again on this port counts the restart.
+        # started again on this socket counts the restart.
         self._write_status()
+
+
+def private_directory_problem(directory: str) -> str | None:
+    """Why another account could connect to a socket in directory (or put one
+    there first), if it could: it must be this user's, mode 0700 or tighter,
+    and not a symbolic link."""
+    try:
+        st = os.lstat(directory)
+    except OSError as error:
+        return f"its directory {directory}: {error.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{directory} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"its directory {directory} belongs to uid {st.st_uid}, not to this user"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return (
+            f"its directory {directory} is mode {stat.S_IMODE(st.st_mode):04o}, so other "
+            "accounts could connect; it must be 0700"
+        )
+    return None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket left by a supervisor that was killed: ours (the directory is
+    private), and nobody listens on it any more."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    os.unlink(path)
+
+
+def peer_uid(conn: socket.socket) -> int | None:
+    """The uid of the process at the other end of a unix socket; None where
+    the kernel does not say (not Linux)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, 12))
+    except OSError:
+        return None
+    return uid
+
+
+def _connected_through(ssh_connection: str, socket_path: str) -> bool:
+    """Whether SSH_CONNECTION is that of a connection on socket_path. On a unix
+    socket sshd says "UNKNOWN 65535 SOCKET_PATH 65535": the local address is
+    the socket's path."""
+    local, _, _port = ssh_connection.rpartition(" ")
+    return local.endswith(f" {socket_path}")
 
 
 def _hung_up(conn: socket.socket) -> bool:
@@ -444,7 +532,7 @@ def _is_supervisor(pid: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_sshd_proxy.supervisor")
     parser.add_argument("--state-dir", required=True, help="where status.json is written")
-    parser.add_argument("--port", type=int, required=True, help="the port to listen on")
+    parser.add_argument("--socket", required=True, help="the unix socket to listen on")
     parser.add_argument("--sshd", required=True, help="the sshd program")
     parser.add_argument("--config", required=True, help="its sshd_config")
     parser.add_argument(
@@ -461,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return Supervisor(
-        port=args.port,
+        socket_path=args.socket,
         sshd=args.sshd,
         config=args.config,
         state_dir=args.state_dir,

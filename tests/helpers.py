@@ -163,6 +163,38 @@ def connectable(port: int) -> bool:
         return False
 
 
+# An ssh ProxyCommand that carries the connection to a unix socket (sshd's,
+# straight, bypassing the route): PATH is its one argument.
+UNIX_PIPE = """
+import os, socket, sys, threading
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+def up():
+    while chunk := os.read(0, 65536):
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while chunk := sock.recv(65536):
+    os.write(1, chunk)
+"""
+
+
+def unix_proxy_command(path: str) -> str:
+    """ProxyCommand=... for ssh straight to the supervisor's unix socket."""
+    return f"ProxyCommand={shlex.quote(sys.executable)} -c {shlex.quote(UNIX_PIPE)} {path}"
+
+
+def connect_unix(path: str, timeout: float = 20) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def first_answer_line(port: int, request: bytes) -> bytes:
     """Send raw request bytes to 127.0.0.1:port; what came back up to the first line end."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -174,6 +206,37 @@ def first_answer_line(port: int, request: bytes) -> bytes:
                 break
             answer += chunk
     return answer
+
+
+def environment_of_its_own(directory: Path, *requirements: str) -> str:
+    """The Python of a venv of its own at directory, with requirements installed
+    in it (e.g. an older jupyter-server-proxy from PyPI), and this venv's
+    packages below them; its sys.prefix, and so its etc/jupyter, is its own.
+    Made once, reused. Its server extensions are enabled as in this venv."""
+    python = directory / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True)
+        purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        own = subprocess.run([python, "-c", purelib], capture_output=True, text=True, check=True)
+        base = subprocess.run(
+            [sys.executable, "-c", purelib], capture_output=True, text=True, check=True
+        )
+        # Processed after its own site-packages: what it installs comes first.
+        Path(own.stdout.strip(), "zz_base_environment.pth").write_text(
+            f"import site; site.addsitedir({base.stdout.strip()!r})\n"
+        )
+        if requirements:
+            subprocess.run(
+                [str(VENV_BIN / "pip"), "--python", str(python), "install", "--quiet",
+                 "--no-deps", *requirements],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        config = directory / "etc" / "jupyter" / "jupyter_server_config.d"
+        config.mkdir(parents=True, exist_ok=True)
+        for enabled in (VENV_BIN.parent / "etc" / "jupyter" / "jupyter_server_config.d").glob("*"):
+            if not (config / enabled.name).exists():
+                (config / enabled.name).write_bytes(enabled.read_bytes())
+    return str(python)
 
 
 def make_key(path: Path) -> Path:
@@ -232,6 +295,7 @@ class JupyterServer:
     port: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    python: str | None = None  # another environment's Python (tests of upstream releases)
 
     def start(self, timeout: float = 60) -> JupyterServer:
         self.port = free_port()
@@ -247,8 +311,13 @@ class JupyterServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             **self.env,
         }
+        program = (
+            [self.python, "-m", "jupyter_server"]
+            if self.python
+            else [str(VENV_BIN / "jupyter-server")]
+        )
         argv = [
-            str(VENV_BIN / "jupyter-server"),
+            *program,
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",

@@ -93,13 +93,14 @@ def test_install_names_a_missing_route_in_one_error_line(caplog):
     app = web.Application([])
     log = logging.getLogger("test-route")
     with caplog.at_level(logging.ERROR, logger="test-route"):
-        assert route.install(app, "/base/", log) is False
-    messages = [record.getMessage() for record in caplog.records]
-    assert messages == [
-        "jupyter-sshd-proxy: jupyter-server-proxy's /base/sshd/ route was not found, so "
+        problem = route.install(app, "/base/", log)
+    assert problem == (
+        "jupyter-server-proxy's /base/sshd/ route was not found, so "
         "sshd will not be started (it would not be limited to users who may open a terminal); "
-        "check that jupyter_server_proxy is installed and enabled"
-    ]
+        "check that jupyter_server_proxy is installed and enabled (jupyter server extension list)"
+    )
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [f"jupyter-sshd-proxy: {problem}"]
 
 
 def test_an_unguarded_route_never_starts_sshd():
@@ -109,11 +110,12 @@ def test_an_unguarded_route_never_starts_sshd():
     from jupyter_sshd_proxy.settings import SSHDProxy
 
     service = SSHDService(SSHDProxy(), logging.getLogger("test-route"))
-    service.unguarded = route.UNGUARDED
+    service.unguarded = route.install(web.Application([]), "/", service.log)
     with pytest.raises(web.HTTPError) as refused:
-        service.start_command(2222)
+        service.start_command("/nonexistent/socket")
     assert refused.value.status_code == 503
-    assert service.last_error == route.UNGUARDED
+    assert service.last_error == service.unguarded
+    assert service.status()["last_error"] == service.unguarded
     assert service.state_dir is None  # nothing was prepared
 
 

@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -856,8 +857,10 @@ def test_a_broken_sshd_fails_fast_backs_off_and_says_why_once(setup, client_key)
         marker.unlink(missing_ok=True)
 
 
-def test_a_taken_port_is_retried_with_one_line(setup, tmp_path):
-    """The supervisor alone, on a port that another program holds."""
+def test_a_socket_directory_others_could_enter_is_retried_with_one_line(setup, tmp_path):
+    """The supervisor alone, asked for a socket in a directory that other
+    accounts could enter: it does not listen there (one line, status says why)
+    until the directory is private, then serves."""
     from jupyter_sshd_proxy import sshd
 
     if not setup.account.is_current:
@@ -867,11 +870,12 @@ def test_a_taken_port_is_retried_with_one_line(setup, tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     config = state / "sshd_config"
-    squatter = socket.create_server(("127.0.0.1", 0))
-    port = squatter.getsockname()[1]
+    socket_dir = tmp_path / "socket"
+    socket_dir.mkdir()
+    socket_dir.chmod(0o755)
+    socket_path = socket_dir / "socket"
     config.write_text(
         sshd.render_sshd_config(
-            port=port,
             host_keys=sshd.ensure_host_keys("ssh-keygen", str(setup.host_key_dir), user),
             authorized_keys_files=[str(setup.authorized_keys)],
             user=user,
@@ -881,27 +885,34 @@ def test_a_taken_port_is_retried_with_one_line(setup, tmp_path):
     )
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "jupyter_sshd_proxy.supervisor", f"--state-dir={state}",
-         f"--port={port}", f"--sshd={sshd_path}", f"--config={config}"],
+         f"--socket={socket_path}", f"--sshd={sshd_path}", f"--config={config}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    expected = (
+        f"cannot listen on {socket_path}: its directory {socket_dir} is mode 0755, so other "
+        "accounts could connect; it must be 0700"
+    )
     try:
         status = state / "status.json"
         wait_for(status.exists, 10, "status.json")
         time.sleep(4)  # tries at 0, 0.5, 1.5 and 3.5 s
         written = json.loads(status.read_text())
         assert written["serving"] is False
-        assert written["last_error"].startswith(
-            f"cannot listen on 127.0.0.1:{port}: Address already in use; another program"
-        )
-        squatter.close()
-        wait_for(lambda: json.loads(status.read_text())["serving"], 15, "the port to be taken")
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert written["last_error"] == expected
+        assert not socket_path.exists()
+        socket_dir.chmod(0o700)
+        wait_for(lambda: json.loads(status.read_text())["serving"], 15, "the socket to be made")
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(10)
+            conn.connect(str(socket_path))
             assert conn.recv(64).startswith(b"SSH-2.0-")
     finally:
-        squatter.close()
         supervisor.terminate()
         _, stderr = supervisor.communicate(timeout=30)
     lines = stderr.decode().splitlines()
-    assert lines[0].startswith(f"jupyter-sshd-proxy: cannot listen on 127.0.0.1:{port}")
+    assert lines[0] == f"jupyter-sshd-proxy: {expected}; trying again"
     assert sum("cannot listen" in line for line in lines) == 1, lines
+    assert f"jupyter-sshd-proxy: listening on {socket_path} again" in lines
     assert supervisor.returncode == 128 + signal.SIGTERM
+    assert not socket_path.exists()  # removed when it stopped

@@ -25,6 +25,7 @@ from .helpers import (
     SSHClient,
     pin_host_keys,
     process_alive,
+    unix_proxy_command,
     wait_for,
 )
 from .hub import Hub, HubUserServer, home_is_ready
@@ -165,13 +166,13 @@ def test_alice_cannot_reach_bobs_sshd_with_her_key(hub, hub_accounts, client_key
     result = through_bobs_route.ssh("true")
     assert result.returncode == 255
     assert b"Permission denied (publickey)." in result.stderr
-    # Nor straight at the port of bob's sshd, from this machine.
-    port = bobs_server.status()["port"]
+    # Nor straight at the socket of bob's sshd, from this machine (as root).
+    path = bobs_server.status()["socket"]
     direct = subprocess.run(
         ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
          "-i", str(client_key), "-o", f"UserKnownHostsFile={known}",
          "-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=jupyter-test",
-         "-p", str(port), f"{bob.name}@127.0.0.1", "true"],
+         "-o", unix_proxy_command(path), f"{bob.name}@127.0.0.1", "true"],
         stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
     )  # fmt: skip
     assert direct.returncode == 255

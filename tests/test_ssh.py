@@ -20,8 +20,10 @@ from .helpers import (
     UPGRADE_HEADERS,
     VENV_BIN,
     WEBSOCAT_STALLS,
+    connect_unix,
     connectable,
     free_port,
+    unix_proxy_command,
     wait_for,
 )
 
@@ -230,10 +232,10 @@ def test_websocket_upgrade_without_a_valid_token_gets_403(server, token):
 
 
 def test_sshd_offers_public_keys_only(server, setup, stranger_key):
-    """Straight to sshd's port, bypassing the proxy: nobody is offered a password."""
-    port = server.status()["port"]
+    """Straight to sshd's socket, bypassing the proxy: nobody is offered a password."""
+    path = server.status()["socket"]
     result = subprocess.run(
-        ["ssh", "-F", "none", "-v", "-p", str(port), "-o", "BatchMode=no",
+        ["ssh", "-F", "none", "-v", "-o", unix_proxy_command(path), "-o", "BatchMode=no",
          "-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=jupyter-test",
          "-o", f"UserKnownHostsFile={setup.known_hosts}", "-o", "IdentitiesOnly=yes",
          "-i", str(stranger_key),
@@ -253,9 +255,9 @@ def test_as_many_simultaneous_connections_as_may_log_in_all_get_a_banner(server)
     sshd; test_faults.py shows that more wait for a free place."""
     from jupyter_sshd_proxy.settings import SSHDProxy
 
-    port = server.status()["port"]
+    path = server.status()["socket"]
     count = SSHDProxy.max_unauthenticated.default_value
-    connections = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(count)]
+    connections = [connect_unix(path) for _ in range(count)]
     try:
         banners = [conn.recv(64) for conn in connections]
     finally:

@@ -173,13 +173,15 @@ class Doctor:
 
     def sshd(self) -> str:
         status = self.api.get("sshd-proxy/api/status", "sshd-proxy status endpoint")
+        if status.get("off"):
+            raise CheckFailed(printable(status["off"], 300))
         if not status.get("running"):
             msg = f"not running: {status.get('last_error') or 'see the server log'}"
             raise CheckFailed(msg)
         field = status.get
         return (
             f"{field('version')} running as {field('user')} (pid {field('pid')}, "
-            f"port {field('port')}, {field('sessions')} open connections, "
+            f"{field('sessions')} open connections, "
             f"{field('restarts')} restarts)"
         )
 

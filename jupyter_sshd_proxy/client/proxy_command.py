@@ -9,6 +9,7 @@ ssh sends our stderr to /dev/null; tell_user() then writes to the terminal
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -282,7 +283,9 @@ def open_websocket(
 
         code = status.response.status_code
         location = status.response.headers.get("Location")
-        message = explain(code, url, "sshd route", location=location, path="sshd/")
+        message = explain(
+            code, url, "sshd route", refusal_body(status.response.body), location, "sshd/"
+        )
         error_class = ServerNotRunning if server_not_running(code, location) else ProxyError
         raise error_class(message) from None
     except TimeoutError:
@@ -291,6 +294,17 @@ def open_websocket(
     except OSError as error:
         msg = f"cannot connect to {url}: {error.strerror or error}"
         raise ProxyError(msg) from None
+
+
+def refusal_body(body: bytes | None) -> object:
+    """The JSON of a refused upgrade (the server says why: SSH is off, no right
+    to open a terminal), or None. Untrusted: explain() makes it printable."""
+    if not body or len(body) > 64 * 1024:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def pump(ws: ClientConnection, url: str, token: str, ca_file: str | None = None) -> int:

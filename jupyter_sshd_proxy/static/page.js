@@ -232,10 +232,12 @@
     try {
       const data = await call("GET", "status");
       let state;
-      if (data.running) {
-        state = `running (pid ${data.pid}, 127.0.0.1:${data.port})`;
+      if (data.off) {
+        state = `off: ${data.off}`;
+      } else if (data.running) {
+        state = `running (pid ${data.pid})`;
         if (data.restarts) state += `, restarted ${data.restarts} times`;
-      } else if (data.port) {
+      } else if (data.socket) {
         state = "not running: it starts again with the next ssh connection";
       } else {
         state = "not started yet: it starts with the first ssh connection";
