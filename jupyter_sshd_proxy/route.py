@@ -232,6 +232,15 @@ class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, upstream.RawSocketRoute):
     """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a
     terminal, with bounded buffers and pings."""
 
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        # Nagle's algorithm off on the client's socket, as OpenSSH has it on its
+        # own: with it on, sshd's small replies during an upload (window
+        # adjustments, sftp status) each wait for the client's ACK, a round
+        # trip, and uploads run at half the link's speed. Tornado turns it back
+        # on when the 101 response is done, so here, after the upgrade.
+        self.set_nodelay(True)
+        await super().open(*args, **kwargs)
+
 
 def install(web_app: web.Application, base_url: str, log: logging.Logger) -> str | None:
     """Put SSHDRouteHandler in the place of jupyter-server-proxy's /sshd/ handler.
