@@ -68,6 +68,7 @@ from .hub import (
     ssh_name,
     ssh_scopes,
 )
+from .known_hosts_command import known_hosts_name
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
 from .urls import is_loopback
@@ -376,7 +377,7 @@ def _commands(
 
 def _pin(known_hosts: str, name: str, found: dict[str, Found]) -> str:
     for server, what in sorted(found.items()):
-        alias = ssh_files.known_hosts_name(ssh_name(name, server))
+        alias = known_hosts_name(ssh_name(name, server))
         known_hosts = ssh_files.put_known_hosts(known_hosts, alias, what.host_keys)
     return known_hosts
 

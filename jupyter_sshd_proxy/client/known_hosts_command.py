@@ -20,17 +20,28 @@ The first use also authorizes the public key of the IdentityFile on that
 server, as config-ssh does for the servers it finds running.
 
 A failure is one line on stderr and a non-zero exit: ssh then ends the
-connection. Nothing but known_hosts lines is written to stdout.
+connection. Nothing but known_hosts lines is written to stdout. ssh runs this on every
+connection to a server that was pinned here: until the first use, it imports
+no more than it needs to print a pin.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import HubError
-from .ssh_files import KNOWN_HOSTS_LINE, known_hosts_name
+from .untrusted import KNOWN_HOSTS_LINE
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def known_hosts_name(ssh_name: str) -> str:
+    """The name ssh looks a host's keys up under (no HostKeyAlias, port 22): the
+    host name as typed, in lower case."""
+    return ssh_name.lower()
 
 
 def pinned(known_hosts: str, name: str) -> list[str]:

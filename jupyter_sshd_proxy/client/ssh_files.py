@@ -12,7 +12,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from .untrusted import USER_NAME
+from .untrusted import KNOWN_HOSTS_LINE, USER_NAME
 
 BEGIN = "# >>> jupyter-sshd-proxy {name} >>>"
 END = "# <<< jupyter-sshd-proxy {name} <<<"
@@ -227,11 +227,6 @@ def block_settings(block: str) -> dict[str, str]:
     return settings
 
 
-KNOWN_HOSTS_LINE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9._-]* [a-z][a-z0-9@.-]* [A-Za-z0-9+/]+={0,2}\n"
-)
-
-
 def put_known_hosts(known_hosts: str, alias: str, keys: list[tuple[str, str]]) -> str:
     """known_hosts with the lines for alias replaced by keys [(type, base64)].
 
@@ -260,11 +255,6 @@ KNOWN_HOSTS_COMMAND_VERSION = (8, 5)  # OpenSSH's first with KnownHostsCommand
 # backslash): names with either never match. (OpenSSH 9.6 and newer also
 # refuse such names themselves.)
 UNSAFE_TYPED_NAMES = ('"!*\'*"', '"!*\\*"')
-
-
-def known_hosts_name(ssh_name: str) -> str:
-    """The name ssh looks a host's keys up under: the host name as typed, in lower case."""
-    return ssh_name.lower()
 
 
 def _argv_split_line(argv: list[str], what: str) -> str:
