@@ -2,6 +2,8 @@
 
 jupyter-sshd-proxy proxy URL       the ssh ProxyCommand
 jupyter-sshd-proxy config-ssh URL  make `ssh NAME` work, with the host key pinned
+                                   (with a Hub's URL: `ssh NAME.SERVER` for each server)
+jupyter-sshd-proxy servers URL     a Hub's servers: state, last activity, SSH ready
 jupyter-sshd-proxy doctor URL      check each link from here to sshd
 jupyter-sshd-proxy settings        the server-side settings, their variables and defaults
 jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
@@ -13,7 +15,7 @@ import argparse
 import sys
 
 from . import __version__
-from .errors import SSHDProxyError
+from .errors import ProxyError, SSHDProxyError
 
 CA_FILE_HELP = (
     "PEM file with the CA certificate that signed the server's certificate (a Hub with "
@@ -37,8 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file, never from the command line.",
     )
     proxy.add_argument(
-        "url", help="the Jupyter server's URL, e.g. https://hub.example.org/user/NAME/"
+        "url",
+        help="the Jupyter server's URL, e.g. https://hub.example.org/user/NAME/ (with "
+        "--user: the Hub's URL)",
     )
+    proxy.add_argument(
+        "host",
+        nargs="?",
+        help="with --user: the host name ssh was given (%%n): NAME or NAME.SERVER",
+    )
+    proxy.add_argument(
+        "--user", help="the Hub user whose servers these are (config-ssh's Hub block)"
+    )
+    proxy.add_argument("--name", help="with --user: the NAME of config-ssh --name")
     proxy.add_argument("--token-file", help="file holding the token (mode 600)")
     proxy.add_argument("--ca-file", help=CA_FILE_HELP)
     proxy.add_argument(
@@ -60,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         "file of its own, stores the token in a mode-600 file and writes a marked Host "
         "block into ~/.ssh/config (updated in place when run again).",
     )
-    configure.add_argument("url", help="the Jupyter server's URL")
+    configure.add_argument(
+        "url",
+        help="the Jupyter server's URL, or the Hub's (https://hub.example.org/) for every "
+        "server of the token's user: `ssh NAME` and `ssh NAME.SERVER`",
+    )
     configure.add_argument("--name", help="the Host name (default: from the URL)")
     configure.add_argument(
         "--identity", help="private key to use (default: ~/.ssh/id_ed25519, made if missing)"
@@ -84,6 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument(
         "--dry-run", action="store_true", help="print the changes; write nothing"
     )
+    configure.add_argument(
+        "--start",
+        action="store_true",
+        help="with a Hub's URL: `ssh NAME.SERVER` starts a stopped server (the stored "
+        "token may then start the user's servers too)",
+    )
+    configure.add_argument(
+        "--token-expires-in",
+        metavar="TIME",
+        help="with a Hub's URL: how long the token stored for ssh lives, like 30d, 12h, "
+        "90m (default: 30d)",
+    )
+    configure.add_argument(
+        "--store-pasted-token",
+        action="store_true",
+        help="with a Hub's URL: store the token given instead of one the Hub makes for "
+        "ssh alone (for a Hub that cannot make one)",
+    )
+
+    servers = commands.add_parser(
+        "servers",
+        help="list a Hub user's servers: the name to ssh to, state, last activity, SSH ready",
+        description="The token is the one config-ssh stored for this Hub, or "
+        "$JUPYTER_SSHD_PROXY_TOKEN, or --token-file.",
+    )
+    servers.add_argument("url", help="the Hub's URL, e.g. https://hub.example.org/")
+    servers.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    servers.add_argument(
+        "--name", help="config-ssh's --name for this Hub (default: the one stored)"
+    )
+    servers.add_argument("--token-file", help="file holding the token (mode 600)")
+    servers.add_argument("--ca-file", help=CA_FILE_HELP)
+    servers.add_argument(
+        "--ssh-config", help="ssh config config-ssh wrote (default: ~/.ssh/config)"
+    )
+
+    known = commands.add_parser(
+        "known-hosts",
+        help="ssh's KnownHostsCommand in config-ssh's Hub block (pins a server on first use)",
+    )
+    known.add_argument("url", help="the Hub's URL")
+    known.add_argument("host", help="the host name ssh was given (%%n)")
+    known.add_argument("reason", help="why ssh asks (%%I): ORDER, HOSTNAME or ADDRESS")
+    known.add_argument("known_name", help="the name ssh looks up (%%H)")
+    known.add_argument("--token-file", required=True)
+    known.add_argument("--ca-file")
+    known.add_argument("--user", required=True)
+    known.add_argument("--name", required=True)
+    known.add_argument("--known-hosts", required=True)
+    known.add_argument("--identity", required=True)
 
     doctor = commands.add_parser(
         "doctor",
@@ -151,9 +218,27 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
         from .client.proxy_command import main_proxy
 
+        hub = None
+        if args.user is not None or args.host is not None:
+            if not (args.user and args.name and args.host):
+                msg = "a Hub's ProxyCommand needs --user, --name and the host name (%n)"
+                raise ProxyError(msg)
+            from .client.hub_connect import HubTarget
+
+            hub = HubTarget(
+                args.url, args.user, args.name, args.host, args.token_file, args.ca_file, args.start
+            )
         return main_proxy(
-            args.url, args.token_file, args.ping_interval or None, args.start, args.ca_file
+            args.url, args.token_file, args.ping_interval or None, args.start, args.ca_file, hub
         )
+    if args.command == "known-hosts":
+        from .client.known_hosts_command import known_hosts
+
+        return known_hosts(args)
+    if args.command == "servers":
+        from .client.servers import main_servers
+
+        return main_servers(args)
     if args.command == "config-ssh":
         from .client.config_ssh import main_config_ssh
 

@@ -18,7 +18,7 @@ SSHDProxyError
     ├── ProxyError       the ProxyCommand cannot connect (exit status 255)
     │   └── ServerNotRunning   the Hub says the user's server is not running
     ├── ConfigSSHError   config-ssh cannot go on; nothing was written
-    ├── HubError         the Hub could not start the server (proxy --start)
+    ├── HubError         the Hub refused, or could not do, what we asked of it
     └── CheckFailed      one link checked by `doctor` is broken
 """
 
@@ -70,7 +70,12 @@ class TLSError(ClientError):
 
 
 class ProxyError(ClientError):
-    """The ProxyCommand cannot carry the connection (exit status 255, as ssh's)."""
+    """The ProxyCommand cannot carry the connection (exit status 255, as ssh's);
+    status is the HTTP status of a refused WebSocket handshake, if that is why."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class ServerNotRunning(ProxyError):
@@ -82,7 +87,11 @@ class ConfigSSHError(ClientError):
 
 
 class HubError(ClientError):
-    """The Hub could not start the server."""
+    """The Hub refused, or could not do, what we asked (a token, a start, a server)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class CheckFailed(ClientError):

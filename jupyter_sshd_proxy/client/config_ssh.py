@@ -59,6 +59,7 @@ CHECKED_BY_SSH = {
     "identitiesonly": "IdentitiesOnly",
     "forwardagent": "ForwardAgent",
     "proxycommand": "ProxyCommand",
+    "knownhostscommand": "KnownHostsCommand",
 }
 SSH_G_TIMEOUT = 30  # seconds; ssh -G does not connect (a Match exec might be slow)
 
@@ -484,6 +485,38 @@ def _ensure_identity(identity: str) -> str:
 
 
 def main_config_ssh(args: argparse.Namespace) -> int:
+    from .config_hub import DEFAULT_EXPIRES_IN, config_ssh_hub, is_hub
+
+    if is_hub(args.url, args.ca_file):
+        return config_ssh_hub(
+            args.url,
+            name=args.name,
+            identity=args.identity,
+            token_file=args.token_file,
+            ssh_config=args.ssh_config,
+            dry_run=args.dry_run,
+            ca_file=args.ca_file,
+            connection_sharing=args.connection_sharing,
+            start=args.start,
+            token_expires_in=args.token_expires_in or DEFAULT_EXPIRES_IN,
+            store_pasted_token=args.store_pasted_token,
+        )
+    hub_only = [
+        flag
+        for flag, given in (
+            ("--start", args.start),
+            ("--token-expires-in", args.token_expires_in is not None),
+            ("--store-pasted-token", args.store_pasted_token),
+        )
+        if given
+    ]
+    if hub_only:
+        msg = (
+            f"{' and '.join(hub_only)} go with the Hub's own URL (https://hub.example.org/), "
+            f"not a server's: leave {'them' if len(hub_only) > 1 else 'it'} out, or give the "
+            "Hub's URL"
+        )
+        raise ConfigSSHError(msg)
     return config_ssh(
         args.url,
         name=args.name,

@@ -1,5 +1,8 @@
 """Start the user's server through the JupyterHub API (`proxy --start`).
 
+A server that does not exist is never made by connecting: the Hub's POST
+would make a named server of any name, so its existence is asked first.
+
 The Hub's progress messages are printed on the user's terminal as they come:
 like everything a server sends, they are made printable first (no escape
 sequences), and an event that is not a JSON object is skipped. It waits
@@ -11,9 +14,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import HubError
+from .hub import Hub, server_api_path
 from .rest import ServerAPI, explain
 from .untrusted import printable
 from .urls import server_url
@@ -38,21 +42,40 @@ def hub_api(url: str) -> tuple[str, str, str]:
 def start_server(
     url: str, token: str, progress: Callable[[str], None], ca_file: str | None = None
 ) -> None:
-    """Ask the Hub to start the server, report its progress, return once it is ready."""
-    api_base, user, path = hub_api(url)
-    api = ServerAPI(api_base, token, timeout=30, ca_file=ca_file)
+    """Ask the Hub to start the server of a /user/NAME/[SERVER/] URL, report its
+    progress, return once it is ready. A named server that does not exist is
+    not made: that is one line."""
+    api_base, encoded_user, path = hub_api(url)
+    user = unquote(encoded_user)
+    server = unquote(path.split("/servers/", 1)[1]) if "/servers/" in path else ""
+    hub = Hub(api_base[: -len("hub/api/")], token, ca_file=ca_file)
+    if server and hub.server_state(user, server) is None:
+        msg = (
+            f"{user} has no server named {printable(server, 80)!r} on the Hub (connecting "
+            "never makes one); make it from the Hub's home page first"
+        )
+        raise HubError(msg)
+    start_named(hub.api, user, server, progress)
+
+
+def start_named(api: ServerAPI, user: str, server: str, progress: Callable[[str], None]) -> None:
+    """POST the start of user's server (the default one for ""), then follow its progress."""
+    path = server_api_path(user, server)
+    api_base = api.base
+    whose = f"{user}'s server" + (f" {server}" if server else "")
     code, body = api.call("POST", path)
     if code == 403:
         msg = (
-            f"the token may not start {user}'s server (403): it needs the scope "
-            f"servers!user={user} (a token from the Hub's token page has it)"
+            f"the token may not start {whose} (403): it needs the scope "
+            f"servers!user={user} (a token from the Hub's token page has it; config-ssh "
+            "with the Hub's URL asks for it with --start)"
         )
-        raise HubError(msg)
+        raise HubError(msg, code)
     if code not in (201, 202, 400):  # 400: already running or starting
-        raise HubError(explain(code, api_base + path, "server start", body))
-    progress(f"jupyter-sshd-proxy: starting {user}'s server on the Hub ...")
+        raise HubError(explain(code, api_base + path, "server start", body), code)
+    progress(f"jupyter-sshd-proxy: starting {whose} on the Hub ...")
     expired = (
-        f"{user}'s server was not ready within {START_TIMEOUT:g}s; see its progress on the "
+        f"{whose} was not ready within {START_TIMEOUT:g}s; see its progress on the "
         "Hub's home page, then connect again"
     )
     for line in api.lines(path + "/progress", timeout=START_TIMEOUT, expired=expired):
@@ -66,10 +89,10 @@ def start_server(
             continue
         message = printable(event.get("message") or "")
         if event.get("failed"):
-            msg = f"the Hub could not start {user}'s server: {message}"
+            msg = f"the Hub could not start {whose}: {message}"
             raise HubError(msg)
         progress(f"jupyter-sshd-proxy: [{printable(event.get('progress', '?'), 10)}%] {message}")
         if event.get("ready"):
             return
-    msg = f"the Hub stopped reporting before {user}'s server was ready; try again"
+    msg = f"the Hub stopped reporting before {whose} was ready; try again"
     raise HubError(msg)

@@ -25,6 +25,8 @@ from .urls import websocket_url
 if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket is opening
     from websockets.sync.client import ClientConnection
 
+    from .hub_connect import HubTarget
+
 TOKEN_VARIABLES = ("JUPYTER_SSHD_PROXY_TOKEN", "JUPYTERHUB_API_TOKEN", "JUPYTER_TOKEN")
 CHUNK = 64 * 1024  # bytes per WebSocket message; far below Tornado's 10 MiB limit
 MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
@@ -287,7 +289,7 @@ def open_websocket(
             code, url, "sshd route", refusal_body(status.response.body), location, "sshd/"
         )
         error_class = ServerNotRunning if server_not_running(code, location) else ProxyError
-        raise error_class(message) from None
+        raise error_class(message, code) from None
     except TimeoutError:
         msg = f"no answer from {url} within {open_timeout:g}s"
         raise ProxyError(msg) from None
@@ -369,17 +371,36 @@ def main_proxy(
     ping_interval: float | None,
     start: bool = False,
     ca_file: str | None = None,
+    hub: HubTarget | None = None,
 ) -> int:
-    """Connect, then carry the bytes; a failure is a ProxyError (exit status 255)."""
+    """Connect, then carry the bytes; a failure is a ProxyError (exit status 255).
+
+    With hub (config-ssh's block for a whole Hub), url is the Hub's and the
+    server comes from the host name ssh was given; hub_connect says why a
+    server cannot be reached, and starts it where config-ssh was told to."""
+    if hub is not None:
+        url = hub.url
     ws_url = websocket_url(url)
     token = read_token(token_file)
     try:
         ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
     except ServerNotRunning:
-        if not start:
-            raise
-        from .hub_start import start_server
+        if hub is not None:
+            from .hub_connect import why_not_running
 
-        start_server(url, token, tell_user, ca_file)
+            why_not_running(hub, token, tell_user)
+        elif not start:
+            raise
+        else:
+            from .hub_start import start_server
+
+            start_server(url, token, tell_user, ca_file)
+        ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
+    except ProxyError as error:
+        if hub is None:
+            raise
+        from .hub_connect import why_failed
+
+        why_failed(hub, token, error, tell_user)  # raises, unless the server now runs
         ws = open_websocket(ws_url, token, ping_interval, open_timeout=10, ca_file=ca_file)
     return pump(ws, ws_url, token, ca_file)

@@ -134,7 +134,8 @@ class ServerAPI:
 
     def _request(self, method: str, path: str, data: bytes | None = None) -> urllib.request.Request:
         request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", f"token {self._token}")
+        if self._token:  # (none: a question anyone may ask, such as the Hub's version)
+            request.add_header("Authorization", f"token {self._token}")
         return request
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
+from dataclasses import dataclass
 
-from .untrusted import USER_NAME
+from .untrusted import KNOWN_HOSTS_LINE, USER_NAME
 
 BEGIN = "# >>> jupyter-sshd-proxy {name} >>>"
 END = "# <<< jupyter-sshd-proxy {name} <<<"
@@ -334,11 +336,6 @@ def block_settings(block: str) -> dict[str, str]:
     return settings
 
 
-KNOWN_HOSTS_LINE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9._-]* [a-z][a-z0-9@.-]* [A-Za-z0-9+/]+={0,2}\n"
-)
-
-
 def put_known_hosts(known_hosts: str, alias: str, keys: list[tuple[str, str]]) -> str:
     """known_hosts with the lines for alias replaced by keys [(type, base64)].
 
@@ -355,3 +352,120 @@ def put_known_hosts(known_hosts: str, alias: str, keys: list[tuple[str, str]]) -
     if kept and not kept[-1].endswith("\n"):
         kept[-1] += "\n"
     return "".join(kept) + "".join(new)
+
+
+# A whole Hub: `ssh NAME` for the default server, `ssh NAME.SERVER` for a named one.
+
+KNOWN_HOSTS_COMMAND_VERSION = (8, 5)  # OpenSSH's first with KnownHostsCommand
+# The Host pattern for servers made after config-ssh ran also matches what a
+# user (or a program handing ssh a host name, as git does for a submodule)
+# types. The ProxyCommand gets that name as '%n' in single quotes, which
+# every POSIX shell reads literally except for a quote (and, in fish, a
+# backslash): names with either never match. (OpenSSH 9.6 and newer also
+# refuse such names themselves.)
+UNSAFE_TYPED_NAMES = ('"!*\'*"', '"!*\\*"')
+
+
+def _argv_split_line(argv: list[str], what: str) -> str:
+    """argv as a KnownHostsCommand, which ssh splits into words itself (no shell)
+    and then %-expands word by word: % doubled, a word with white space or #
+    in double quotes. Quotes, backslashes and ${ are refused: ssh versions
+    read them differently."""
+    words = []
+    for word in argv:
+        if not word.isprintable() or any(char in word for char in "\"'\\") or "${" in word:
+            msg = (
+                f"{what}: {word!r} has a quote, a backslash, '${{' or a control character "
+                "in it, which ssh's KnownHostsCommand cannot hold; use another path"
+            )
+            raise ValueError(msg)
+        word = word.replace("%", "%%")
+        words.append(f'"{word}"' if any(c.isspace() or c == "#" for c in word) else word)
+    return " ".join(words)
+
+
+@dataclass
+class HubStanza:
+    """One Host stanza of a Hub's block: explicit names, or the pattern (hosts
+    ending in '*') for every other server of the user."""
+
+    hosts: list[str]
+    user: str
+    pinned: bool  # its host keys are in known_hosts already: no KnownHostsCommand
+    ssh_name: str | None = None  # the one name of an explicit stanza; None: the pattern
+
+
+def render_hub_block(
+    *,
+    name: str,
+    description: str,
+    stanzas: list[HubStanza],
+    proxy_argv: list[str],
+    known_hosts_argv: list[str] | None,
+    identity_file: str,
+    known_hosts: str,
+    control_dir: str | None = None,
+    control_persist: str = CONTROL_PERSIST,
+) -> str:
+    """The marked block for a Hub: one stanza per server that exists now (VS Code
+    and shell completion list them), then the pattern for later ones.
+
+    proxy_argv and known_hosts_argv get the ssh name as their last word: the
+    stanza's own, or for the pattern, the name as typed ('%n'). The pattern's
+    hosts may carry negations; every explicit name is checked by check_name.
+    """
+    lines = [
+        BEGIN.format(name=check_name(name)),
+        "# Written by `jupyter-sshd-proxy config-ssh`; run it again to update this block.",
+        f"# {description}",
+    ]
+    for stanza in stanzas:
+        if not USER_NAME.fullmatch(stanza.user):
+            msg = f"refusing to write the user name {stanza.user!r}: it is not a portable one"
+            raise ValueError(msg)
+        if stanza.ssh_name is not None:
+            host = check_name(stanza.ssh_name)
+            typed = shlex.quote(host)
+        else:
+            host = "%n"
+            typed = "'%n'"
+        lines += [
+            f"Host {' '.join(stanza.hosts)}",
+            f"    User {stanza.user}",
+            f"    UserKnownHostsFile {_config_value(known_hosts, 'the known_hosts file')}",
+            "    StrictHostKeyChecking yes",
+            f"    IdentityFile {_config_value(identity_file, 'the identity')}",
+            "    IdentitiesOnly yes",
+            "    ForwardAgent no",
+        ]
+        if not stanza.pinned and known_hosts_argv is not None:
+            command = _argv_split_line(known_hosts_argv, "the KnownHostsCommand")
+            lines.append(f"    KnownHostsCommand {command} {host} %I %H")
+        if control_dir is not None:
+            directory = os.path.join(control_dir, "")
+            socket = _config_value(directory, "the control socket directory", CONTROL_SOCKET)
+            lines += [
+                "    ControlMaster auto",
+                f"    ControlPath {socket}",
+                f"    ControlPersist {control_persist}",
+            ]
+        lines.append(f"    ProxyCommand {_command_line(proxy_argv)} {typed}")
+    lines += ["Host *", END.format(name=name)]
+    for line in lines:
+        if not line.isprintable():  # the last guard: one value, one line
+            msg = f"the Host block would have a control character in it: {line!r}"
+            raise ValueError(msg)
+    return "\n".join(lines) + "\n"
+
+
+def ssh_version(ssh: str = "ssh") -> tuple[int, int] | None:
+    """(major, minor) of OpenSSH's ssh, from `ssh -V`; None if it cannot be told."""
+    try:
+        result = subprocess.run(
+            [ssh, "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            errors="replace", timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"OpenSSH_(?:for_Windows_)?(\d+)\.(\d+)", result.stderr + result.stdout)
+    return (int(match[1]), int(match[2])) if match else None

@@ -32,6 +32,10 @@ SUSPICIOUS = "is that URL really your Jupyter server?"
 USER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}")
 USER_NAME_RULE = "letters, digits, '.', '_' and '-', at most 32 characters"
 MAX_HOST_KEYS = 16  # a server has two or three
+# The only line we write into known_hosts, and read back from it: ALIAS TYPE BASE64.
+KNOWN_HOSTS_LINE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]* [a-z][a-z0-9@.-]* [A-Za-z0-9+/]+={0,2}\n"
+)
 # C0 and C1 controls, DEL, and the Unicode marks that reorder text on screen.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
 _LINE_BREAKS = re.compile("[\t\n\x0b\x0c\r\x85\u2028\u2029]+")

@@ -1,0 +1,154 @@
+"""The pure parts of a Hub's block, in seconds: names, durations, the block as ssh reads it.
+
+The block is read back by the real ssh (`ssh -G`): which stanza a host name
+falls in, and what its ProxyCommand and KnownHostsCommand are, is what
+OpenSSH says.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from jupyter_sshd_proxy.client import hub, ssh_files
+from jupyter_sshd_proxy.errors import BadURLError, HubError
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://hub.example.org", "https://hub.example.org/"),
+        ("https://hub.example.org/hub/", "https://hub.example.org/"),
+        ("https://hub.example.org/hub/home", "https://hub.example.org/"),
+        ("https://example.org/jupyter/hub/token", "https://example.org/jupyter/"),
+        ("HTTPS://Hub.Example.org:8443/", "https://hub.example.org:8443/"),
+    ],
+)
+def test_hub_url(url, base):
+    assert hub.hub_url(url) == base
+
+
+def test_a_servers_url_is_not_a_hubs():
+    with pytest.raises(BadURLError, match="is a server's URL, not the Hub's"):
+        hub.hub_url("https://hub.example.org/user/alice/")
+
+
+@pytest.mark.parametrize(
+    ("host", "server"), [("myhub", ""), ("myhub.gpu", "gpu"), ("myhub.a_b-9", "a_b-9")]
+)
+def test_server_of_host(host, server):
+    assert hub.server_of_host("myhub", host) == server
+
+
+@pytest.mark.parametrize(
+    "host", ["other", "myhub.", "myhub.a.b", "myhub.a b", "myhub.$(id)", "myhubx", "myhub.-x"]
+)
+def test_a_host_name_that_is_not_a_server_is_refused(host):
+    with pytest.raises(HubError, match=r"is not myhub or myhub\.SERVER"):
+        hub.server_of_host("myhub", host)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("90m", 5400), ("45", 45), ("8s", 8)]
+)
+def test_parse_duration(text, seconds):
+    assert hub.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0d", "1y", "-5", "5 days", "1e9"])
+def test_a_bad_duration_is_refused(text):
+    with pytest.raises(ValueError, match=r"duration|must live"):
+        hub.parse_duration(text)
+
+
+def test_expiry():
+    assert hub.expiry_text("2026-01-03T18:34:24.641372Z") == "2026-01-03 18:34 UTC"
+    assert hub.expiry_text("soon") is None
+    assert hub.expired("2000-01-01T00:00:00Z")
+    assert not hub.expired("2999-01-01T00:00:00.000000Z")
+    assert not hub.expired(None)
+
+
+def test_ssh_scopes():
+    assert hub.ssh_scopes("alice", start=False) == [
+        "access:servers!user=alice",
+        "read:servers!user=alice",
+    ]
+    assert hub.ssh_scopes("alice", start=True)[-1] == "start:servers!user=alice"
+
+
+def test_info_path():
+    assert hub.info_path("/h/.ssh/jupyter-sshd-proxy/myhub.token") == (
+        "/h/.ssh/jupyter-sshd-proxy/myhub.hub.json"
+    )
+
+
+def block(tmp_path, pinned_gpu: bool = True) -> str:
+    stanzas = [
+        ssh_files.HubStanza(["myhub"], "alice", True, "myhub"),
+        ssh_files.HubStanza(["myhub.gpu"], "alice", pinned_gpu, "myhub.gpu"),
+        ssh_files.HubStanza(
+            ["myhub.*", "!myhub.gpu", *ssh_files.UNSAFE_TYPED_NAMES], "jovyan", False
+        ),
+    ]
+    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy"]
+    return ssh_files.render_hub_block(
+        name="myhub",
+        description="alice's servers",
+        stanzas=stanzas,
+        proxy_argv=[*program, "proxy", "--user", "alice", "https://hub.example.org/"],
+        known_hosts_argv=[*program, "known-hosts", "--known-hosts", str(tmp_path / "k h%")],
+        identity_file=str(tmp_path / "id"),
+        known_hosts=str(tmp_path / "known_hosts"),
+    )
+
+
+def ssh_g(config, host: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["ssh", "-G", "-F", str(config), host],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    values: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key, value)
+    return values
+
+
+def test_each_name_falls_in_its_own_stanza(tmp_path):
+    config = tmp_path / "config"
+    config.write_text(block(tmp_path) + "Host *\n    User nobody\n")
+    default, gpu, later = (ssh_g(config, h) for h in ("myhub", "myhub.gpu", "myhub.later"))
+    assert default["proxycommand"].endswith(" https://hub.example.org/ myhub")
+    assert gpu["proxycommand"].endswith(" https://hub.example.org/ myhub.gpu")
+    assert later["proxycommand"].endswith(" https://hub.example.org/ '%n'")
+    assert (default["user"], gpu["user"], later["user"]) == ("alice", "alice", "jovyan")
+    assert "knownhostscommand" not in default  # pinned already: no command to run
+    assert "knownhostscommand" not in gpu
+    assert later["knownhostscommand"] == (
+        f'/usr/bin/python3 -m jupyter_sshd_proxy known-hosts --known-hosts "{tmp_path}/k h%%" '
+        "%n %I %H"
+    )
+    for values in (default, gpu, later):
+        assert values["stricthostkeychecking"] == "true"
+    assert ssh_g(config, "other")["user"] == "nobody"
+
+
+def test_a_server_that_is_not_pinned_yet_gets_the_known_hosts_command(tmp_path):
+    config = tmp_path / "config"
+    config.write_text(block(tmp_path, pinned_gpu=False))
+    assert ssh_g(config, "myhub.gpu")["knownhostscommand"].endswith(" myhub.gpu %I %H")
+
+
+@pytest.mark.parametrize("path", ['/a"b', "/a'b", "/a\\b", "/a${HOME}", "/a\nb"])
+def test_what_a_known_hosts_command_cannot_hold_is_refused(path):
+    with pytest.raises(ValueError, match="KnownHostsCommand"):
+        ssh_files._argv_split_line(["python3", path], "the KnownHostsCommand")
+
+
+def test_ssh_version():
+    version = ssh_files.ssh_version()
+    assert version is not None
+    assert version >= (8, 5)
+    assert ssh_files.ssh_version("/nonexistent/ssh") is None
