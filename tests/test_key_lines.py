@@ -71,7 +71,7 @@ LINES = [
     ("ssh-ed25519 {S:vertical_tabs} c\n", "S"),
     ("ssh-ed25519 {T:short_type_name}\n", "T"),
     ("rsa-sha2-512 {U:padded_numbers} rsa\n", "U"),
-    ('from="127.0.0.1",expiry-time="20990101" ssh-ed25519 {V} caf\xe9\n', "V"),
+    ('from="*",expiry-time="20990101" ssh-ed25519 {V} caf\xe9\n', "V"),
     ("from=127.0.0.1 ssh-ed25519 {W}\n", ""),
     ('command="echo ssh-ed25519 {X}\n', ""),
     ("ssh-ed25519 {Y}", "Y"),
