@@ -1,6 +1,7 @@
 """The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/,
-and the /sshd/ route authorized like a terminal (route.py). Without it, no
-sshd starts: the route would not be guarded.
+the /sshd/ route authorized like a terminal (route.py), and the metrics on
+<base_url>metrics (metrics.py). Without it, no sshd starts: the route would
+not be guarded.
 
 It loads after jupyter_server_proxy's extension (extensions load in name
 order), so the route it guards is already registered."""
@@ -11,7 +12,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from . import route
+from . import metrics, route
 from .activity import start_tracking
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 from .page import page_handlers
@@ -38,6 +39,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     # The route is guarded only if this succeeds; otherwise sshd never starts
     # (server.py asks), and status says why.
     service.unguarded = route.install(serverapp.web_app, base_url, serverapp.log)
+    try:
+        metrics.register(service.ledger)
+    except Exception as error:  # SSH works without them; the log says so
+        serverapp.log.error("jupyter-sshd-proxy: no metrics: %s", error)
     off = service.off_reason()
     if off:
         serverapp.log.info("jupyter-sshd-proxy: %s", off)
