@@ -50,8 +50,8 @@ METRICS = (
     Metric(
         PREFIX + "waiting_connections",
         "gauge",
-        "Connections waiting to log in now: with an sshd that has not accepted a login "
-        "yet, or queued for their turn (at most twice c.SSHDProxy.max_unauthenticated)",
+        "Connections waiting to log in now, as the c.SSHDProxy.max_unauthenticated limit "
+        "counts them: with an sshd not yet told who logs in, or queued for their turn",
     ),
     Metric(
         PREFIX + "refused_connections",
@@ -135,3 +135,12 @@ def register(ledger: Ledger) -> None:
     if not _registered:
         REGISTRY.register(COLLECTOR)
         _registered = True
+
+
+def metrics_table_markdown() -> str:
+    """The metrics table of docs/monitoring.md, made from METRICS."""
+    rows = ["| metric | type | labels | what it counts |", "| --- | --- | --- | --- |"]
+    for metric, name in zip(METRICS, exposed_names()):
+        labels = ", ".join(f"`{label}`" for label in metric.labels) or "none"
+        rows.append(f"| `{name}` | {metric.kind} | {labels} | {metric.help} |")
+    return "\n".join(rows) + "\n"

@@ -240,7 +240,8 @@ class SSHDProxy(LoggingConfigurable):
         "INFO",
         help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG (which is
         DEBUG1) or DEBUG1-3, in any case. sshd logs into the Jupyter server's
-        log. Environment variable:
+        log. The login counts on /metrics and the keys in the audit events come
+        from its INFO lines: below INFO they are not known. Environment variable:
         JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
     ).tag(config=True)
 
