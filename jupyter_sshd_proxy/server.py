@@ -350,6 +350,7 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         version=version,
         extra_options=config.extra_options,
         environment=environment,
+        policy=config.policy,
     )
     state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
