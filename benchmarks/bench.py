@@ -164,11 +164,16 @@ while chunk := sock.recv(65536):
 
 
 def unix_banner(path: str) -> None:
-    """Connect to the supervisor's socket and read sshd's first line."""
+    """Connect to the supervisor's socket and read sshd's first line (past the
+    supervisor's own line before it)."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(10)
         conn.connect(path)
-        assert conn.recv(256).startswith(b"SSH-")
+        stream = conn.makefile("rb")
+        line = stream.readline(256)
+        if line.startswith(b"jupyter-sshd-proxy "):
+            line = stream.readline(256)
+        assert line.startswith(b"SSH-")
 
 
 def tcp_banner(port: int) -> None:

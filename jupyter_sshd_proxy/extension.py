@@ -1,6 +1,7 @@
 """The Jupyter server extension: REST endpoints under <base_url>sshd-proxy/api/,
-and the /sshd/ route authorized like a terminal (route.py). Without it, no
-sshd starts: the route would not be guarded.
+the /sshd/ route authorized like a terminal (route.py), the metrics on
+<base_url>metrics (metrics.py) and the audit events (audit.py). Without it,
+no sshd starts: the route would not be guarded.
 
 It loads after jupyter_server_proxy's extension (extensions load in name
 order), so the route it guards is already registered."""
@@ -11,8 +12,9 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from . import route
+from . import metrics, route
 from .activity import start_tracking
+from .audit import Audit
 from .handlers import AuthorizedKeysHandler, HostKeysHandler, StatusHandler
 from .page import page_handlers
 from .server import SSHDService
@@ -38,6 +40,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     # The route is guarded only if this succeeds; otherwise sshd never starts
     # (server.py asks), and status says why.
     service.unguarded = route.install(serverapp.web_app, base_url, serverapp.log)
+    try:
+        service.ledger.audit = Audit.register(serverapp, service.authorized_keys_files)
+        metrics.register(service.ledger)
+    except Exception as error:  # SSH works without them; the log says so
+        serverapp.log.error("jupyter-sshd-proxy: no metrics or audit events: %s", error)
     off = service.off_reason()
     if off:
         serverapp.log.info("jupyter-sshd-proxy: %s", off)

@@ -39,6 +39,7 @@ from tornado import web
 
 from .errors import BadKeyError, SSHDProxyError
 from .keys import edits, grammar
+from .ledger import hub_user
 from .server import SSHDService
 
 AUTH_RESOURCE = "terminals"
@@ -204,6 +205,8 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             key.fingerprint,
             grammar.escaped(key.comment),
         )
+        if self.service.ledger.audit is not None:
+            self.service.ledger.audit.key_added(hub_user(self), key, paths[0])
         self.set_status(201)
         self.finish(key.as_json())
 
@@ -213,11 +216,19 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         fingerprint = self.get_argument("fingerprint", "")
         if not grammar.is_fingerprint(fingerprint):
             raise web.HTTPError(400, "give ?fingerprint=SHA256:... (as ssh-keygen -l prints it)")
-        removed = 0
+        removed, changed, found = 0, [], None
         for path in self.keys_files():  # each edit holds its own file's lock
-            removed += await self.in_thread(edits.remove_key, path, fingerprint, KEY_EDIT_WAIT)
+            if found is None:  # what the key was, for the audit event
+                lines = await self.in_thread(edits.read_keys, path)
+                found = next((k for k in lines if k.fingerprint == fingerprint), None)
+            count = await self.in_thread(edits.remove_key, path, fingerprint, KEY_EDIT_WAIT)
+            if count:
+                removed += count
+                changed.append(path)
         if not removed:
             raise web.HTTPError(404, f"no authorized key has the fingerprint {fingerprint}")
+        if self.service.ledger.audit is not None:
+            self.service.ledger.audit.key_removed(hub_user(self), fingerprint, found, changed)
         self.log.info(
             "jupyter-sshd-proxy: removed authorized key %s (%d lines)", fingerprint, removed
         )

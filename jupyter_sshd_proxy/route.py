@@ -46,6 +46,11 @@ count: an idle session would keep its server from ever being culled.)
 It also bridges the moment in which the supervisor is being restarted (it was
 killed): a refused connection to its socket is tried again for up to
 RECONNECT_SECONDS instead of failing the WebSocket at once.
+
+Accounted tells the server's ledger (ledger.py) about the connection: the id
+in the supervisor's first line (read here, never passed on: see reports.py),
+the Hub user, the client's version line, the bytes each way (an integer
+each, added to per chunk by the flow control), a refusal and why.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.websocket import WebSocketClosedError
 
-from . import upstream
+from . import reports, upstream
+from .ledger import hub_user
 
 ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
 AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a terminal
@@ -72,6 +78,16 @@ HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
 PING_SECONDS = 30
+MAX_CLIENT_VERSION = 255  # bytes of the client's version line that are kept (RFC 4253: 255)
+# How a refusal by the supervisor closes the WebSocket: 1013 is "try again later".
+REFUSALS = {
+    "limit": (
+        1013,
+        "too many SSH connections are waiting to log in (c.SSHDProxy.max_unauthenticated); "
+        "try again",
+    ),
+    "sshd_failing": (1011, "sshd cannot start on this server now; its log says why"),
+}
 
 
 class AuthorizedUpgrade:
@@ -98,6 +114,7 @@ class AuthorizedUpgrade:
         elif not await ensure_async(
             authorizer.is_authorized(self, user, AUTH_ACTION, AUTH_RESOURCE)
         ):
+            self._refused("no_terminal_right")
             raise web.HTTPError(
                 403,
                 "ssh needs the right to open a terminal (%s on %s), which this user does not have",
@@ -109,6 +126,7 @@ class AuthorizedUpgrade:
         service = self.settings.get(SERVICE_KEY)
         off = service.off_reason() if service is not None else None
         if off:
+            self._refused("ssh_off")
             raise web.HTTPError(403, off)
         self.terminal_allowed = True
 
@@ -134,6 +152,7 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
+        self.greeting: bytes | None = b""  # the supervisor's first line, until it is read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -141,16 +160,36 @@ class FlowControlledProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # (Activity is not recorded here: update_last_activity is off, and
         # activity.py counts SSH use from sshd's processes.)
+        if self.greeting is not None:
+            data = self._read_greeting(data)
+            if not data:
+                return
+        size = len(data)
+        self.handler.bytes_to_client += size
         try:
             flushed = self.handler.write_message(data, binary=True)
         except WebSocketClosedError:
             self.transport.close()
             return
-        self.unsent += len(data)
-        flushed.add_done_callback(functools.partial(self._flushed, len(data)))
+        self.unsent += size
+        flushed.add_done_callback(functools.partial(self._flushed, size))
         if self.reading and self.unsent > HIGH_WATER:
             self.reading = False
             self.transport.pause_reading()
+
+    def _read_greeting(self, data: bytes) -> bytes:
+        """The bytes after the supervisor's line, once it has come (reports.py)."""
+        read = reports.read_greeting(self.greeting + data)
+        if read is None:
+            self.greeting += data
+            return b""
+        self.greeting = None
+        kind, value, rest = read
+        if kind == "connection":
+            self.handler._identified(value)
+        elif kind == "refused":
+            self.handler._refused_by_supervisor(value)
+        return rest
 
     def _flushed(self, size: int, future: asyncio.Future) -> None:
         if not future.cancelled():
@@ -219,6 +258,9 @@ class FlowControl:
             message = message.encode("utf-8")
         if self.backend is None or self.backend.is_closing():
             return
+        self.bytes_from_client += len(message)
+        if self.client_version is None:
+            self._read_client_version(message)
         self.backend.write(message)
         # The next frame is read only when this returns: wait while sshd's side is full.
         await self.protocol.writable.wait()
@@ -228,9 +270,77 @@ class FlowControl:
             self.backend.close()
 
 
-class SSHDRouteHandler(AuthorizedUpgrade, FlowControl, upstream.RawSocketRoute):
+class Accounted:
+    """Mixed in before FlowControl: the connection as the ledger sees it."""
+
+    bytes_to_client = 0
+    bytes_from_client = 0
+    client_version: str | None = None
+    connection_id: str | None = None
+    _version_start = b""
+    _accounted = False
+
+    @property
+    def ledger(self) -> Any:
+        from .server import SERVICE_KEY
+
+        service = self.settings.get(SERVICE_KEY)
+        return service.ledger if service is not None else None
+
+    def _refused(self, reason: str) -> None:
+        if self.ledger is not None:
+            self.ledger.route_refused(reason, hub_user(self))
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().open(*args, **kwargs)
+        except web.HTTPError:
+            # sshd could not be prepared (the log has the line): the WebSocket closes.
+            self._refused("sshd_cannot_start")
+            raise
+
+    async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None:
+        await super().proxy_open(host, port, proxied_path)
+        if self.backend is not None and self.ledger is not None:
+            self._accounted = True
+            self.ledger.route_opened(self)
+            if self.connection_id is not None:  # the greeting came first
+                self.ledger.route_identified(self, self.connection_id, hub_user(self))
+
+    def _identified(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        if self._accounted:
+            self.ledger.route_identified(self, connection_id, hub_user(self))
+
+    def _refused_by_supervisor(self, reason: str) -> None:
+        self._refused(reason)
+        code, why = REFUSALS.get(reason, (1011, "refused"))
+        self.close(code, why)
+
+    def _read_client_version(self, message: bytes) -> None:
+        """The client's first line (RFC 4253: "SSH-2.0-softwareversion comments"),
+        which comes before anything encrypted; kept as text, at most 255 bytes."""
+        start = self._version_start + message[: MAX_CLIENT_VERSION + 2]
+        end = start.find(b"\n")
+        if end < 0 and len(start) <= MAX_CLIENT_VERSION:
+            self._version_start = start
+            return
+        line = start[:end] if end >= 0 else start
+        self.client_version = line[:MAX_CLIENT_VERSION].rstrip(b"\r").decode("utf-8", "replace")
+        self._version_start = b""
+
+    def on_close(self) -> None:
+        if self._accounted:
+            self._accounted = False
+            if self.client_version is None and self._version_start:
+                self.client_version = self._version_start.decode("utf-8", "replace")
+            self.ledger.route_closed(self, self.connection_id)
+        super().on_close()
+
+
+class SSHDRouteHandler(AuthorizedUpgrade, Accounted, FlowControl, upstream.RawSocketRoute):
     """The /sshd/ route: jupyter-server-proxy's raw socket proxy, authorized like a
-    terminal, with bounded buffers and pings."""
+    terminal, with bounded buffers and pings, accounted for."""
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         # Nagle's algorithm off on the client's socket, as OpenSSH has it on its

@@ -36,6 +36,7 @@ from tornado import web
 from . import procfs, sshd
 from .errors import ConfigError, PreflightError, SSHDProxyError
 from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
+from .ledger import Ledger, serve_reports
 from .settings import SSHDProxy, env_name
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
@@ -68,6 +69,12 @@ class SSHDService:
         # Why the server extension could not guard the /sshd/ route, if it
         # could not: then sshd is never started (fail closed).
         self.unguarded: str | None = None
+        # What this server knows of its connections (metrics, audit events).
+        self.ledger = Ledger(log)
+        if settings is not None and settings.log_level in ("QUIET", "FATAL", "ERROR"):
+            self.ledger.logins_logged = False
+        self.reports_path: str | None = None
+        self._reports_server: Any = None
 
     @classmethod
     def of(cls, serverapp: Any) -> SSHDService:
@@ -170,6 +177,8 @@ class SSHDService:
                     "in jupyter-sshd-proxy, please report it with the Jupyter server's log"
                 )
                 self.log.debug("jupyter-sshd-proxy: preparing sshd failed", exc_info=True)
+            if problem is not None:
+                self.ledger.preflight_failed()
         if problem is not None:
             self.last_error = problem
             self.log.error("jupyter-sshd-proxy: %s", problem)
@@ -178,6 +187,19 @@ class SSHDService:
         self.last_error = None
         # jupyter-server-proxy fills in {port}-style templates: keep braces literal.
         return [part.replace("{", "{{").replace("}", "}}") for part in argv]
+
+    def listen_for_reports(self, socket_path: str) -> str:
+        """The unix socket the supervisor reports to (reports.py), listened on
+        now: next to sshd's own, in jupyter-server-proxy's private directory."""
+        path = os.path.join(os.path.dirname(socket_path), "reports")
+        if self._reports_server is not None:
+            self._reports_server.add_done_callback(_close_server)
+        self._reports_server = serve_reports(path, self.ledger.report)
+        self.reports_path = path
+        if path not in _SOCKETS:
+            _SOCKETS.add(path)
+            atexit.register(_remove_socket, path)
+        return path
 
     def process_status(self) -> dict:
         """The supervisor's status file: its pid, whether it serves, why not."""
@@ -237,6 +259,11 @@ class SSHDService:
         """The configured authorized keys files, expanded, each once, in order."""
         paths = authorized_keys_files(self.settings, sshd.current_user())
         return list(dict.fromkeys(paths))
+
+
+def _close_server(task: Any) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 def setup_sshd() -> dict:
@@ -323,6 +350,7 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         version=version,
         extra_options=config.extra_options,
         environment=environment,
+        policy=config.policy,
     )
     state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
@@ -335,6 +363,12 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
     except BaseException:
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
+    try:
+        reports_path = service.listen_for_reports(socket_path)
+    except OSError as error:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        msg = f"cannot listen next to {socket_path}: {_os_error(error)}"
+        raise PreflightError(msg) from None
     service.socket_path, service.state_dir = socket_path, state_dir
     service.version = version.text
     if socket_path not in _SOCKETS:
@@ -355,6 +389,7 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         f"--config={config_path}",
         f"--max-unauthenticated={config.max_unauthenticated}",
         f"--login-grace={effective.get('logingracetime', sshd.LOGIN_GRACE_SECONDS)}",
+        f"--reports={reports_path}",
     ]
 
 

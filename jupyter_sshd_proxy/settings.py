@@ -24,7 +24,26 @@ from .errors import ConfigError
 
 ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
 # What ssh may do on a server (c.SSHDProxy.policy). "off" turns SSH off.
-SSH_POLICIES = ("all", "off")
+SSH_POLICIES = ("all", "no-forwarding", "sftp-only", "off")
+# The extra options each policy that limits ssh leaves to sshd's defaults no more.
+POLICY_KEYWORDS = {
+    "no-forwarding": frozenset(
+        (
+            "allowtcpforwarding",
+            "allowstreamlocalforwarding",
+            "allowagentforwarding",
+            "disableforwarding",
+            "permitopen",
+            "permitlisten",
+            "x11forwarding",
+        )
+    ),
+}
+POLICY_KEYWORDS["sftp-only"] = POLICY_KEYWORDS["no-forwarding"] | {
+    "forcecommand",
+    "permittty",
+    "permituserrc",
+}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 SSHD_LOG_LEVELS = (
@@ -170,12 +189,18 @@ class SSHDProxy(LoggingConfigurable):
     policy = Unicode(
         "all",
         help="""What ssh may do on this server: "all" (a shell, commands, file
-        transfer and forwarding, as with any sshd), or "off": SSH is off. Then
-        the /sshd/ route refuses every connection with that reason (403), no
-        sshd is ever started, the launcher has no SSH tile, and the page and the
-        status endpoint say that SSH is off; managing keys still works. Set the
-        variable per profile (KubeSpawner's environment) to turn SSH on or off
-        for some users. (Disabling the server extension, `jupyter server
+        transfer and forwarding, as with any sshd); "no-forwarding" (the same
+        without forwarding of any kind: TCP ports and unix sockets either way
+        with -L, -R and -D, the agent, X11); "sftp-only" (sftp, scp -s and
+        OpenSSH 9's scp, nothing else: a shell, a command, rsync or a terminal
+        gets sshd's "This service allows sftp connections only."); or "off":
+        SSH is off. Then the /sshd/ route refuses every connection with that
+        reason (403), no sshd is ever started, the launcher has no SSH tile, and
+        the page and the status endpoint say that SSH is off; managing keys
+        still works. A policy limits what ssh offers, not what the user can
+        do: whoever may run code on the server can do as much without ssh. Set
+        the variable per profile (KubeSpawner's environment) to give some users
+        less, or none. (Disabling the server extension, `jupyter server
         extension disable jupyter_sshd_proxy`, also means that no sshd starts:
         the route is then not guarded.) Environment variable:
         JUPYTER_SSHD_PROXY_POLICY.""",
@@ -240,7 +265,8 @@ class SSHDProxy(LoggingConfigurable):
         "INFO",
         help="""sshd's LogLevel: QUIET, FATAL, ERROR, INFO, VERBOSE, DEBUG (which is
         DEBUG1) or DEBUG1-3, in any case. sshd logs into the Jupyter server's
-        log. Environment variable:
+        log. The login counts on /metrics and the keys in the audit events come
+        from its INFO lines: below INFO they are not known. Environment variable:
         JUPYTER_SSHD_PROXY_LOG_LEVEL.""",
     ).tag(config=True)
 
@@ -355,7 +381,9 @@ class SSHDProxy(LoggingConfigurable):
 
     @validate("policy")
     def _validate_policy(self, proposal):
-        return check_policy(proposal.value, self.source("policy"))
+        policy = check_policy(proposal.value, self.source("policy"))
+        check_policy_options(policy, self.extra_options, self.source("extra_options"))
+        return policy
 
     @validate("activity")
     def _validate_activity(self, proposal):
@@ -375,7 +403,9 @@ class SSHDProxy(LoggingConfigurable):
 
     @validate("extra_options")
     def _validate_extra_options(self, proposal):
-        return check_extra_options(proposal.value, self.source("extra_options"))
+        options = check_extra_options(proposal.value, self.source("extra_options"))
+        check_policy_options(self.policy, options, self.source("extra_options"))
+        return options
 
 
 def variables_of(name: str, trait: TraitType) -> list[tuple[str, Callable[[str, str], Any]]]:
@@ -414,11 +444,24 @@ def check_policy(value: str, source: str) -> str:
     policy = value.strip().lower()
     if policy not in SSH_POLICIES:
         msg = (
-            f"{source}={value!r} is not an SSH policy; use {' or '.join(SSH_POLICIES)} "
+            f"{source}={value!r} is not an SSH policy; use {', '.join(SSH_POLICIES)} "
             '("off" turns SSH off on this server)'
         )
         raise ConfigError(msg)
     return policy
+
+
+def check_policy_options(policy: str, options: list[str], source: str) -> None:
+    """Extra options may not set what the policy sets."""
+    for line in options:
+        keyword = line.split()[0]
+        if keyword.lower() in POLICY_KEYWORDS.get(policy, ()):
+            msg = (
+                f"{source}: {keyword} is set by the policy {policy!r} "
+                f"(c.SSHDProxy.policy / {env_name('policy')}); remove it, or use the "
+                "policy 'all'"
+            )
+            raise ConfigError(msg)
 
 
 def check_activity(value: str, source: str) -> str:

@@ -60,6 +60,38 @@ class SSHDVersion(NamedTuple):
         return (self.major, self.minor) >= (major, minor)
 
 
+# What ssh may do (c.SSHDProxy.policy): the sshd options of each policy that
+# limits it. They come before extra_options in sshd_config, and sshd takes the
+# first value of a keyword, so nothing else can reopen what they close; the
+# settings refuse extra options that try (settings.check_policy_options).
+NO_FORWARDING = (
+    "AllowTcpForwarding no",
+    "AllowStreamLocalForwarding no",
+    "AllowAgentForwarding no",
+    "X11Forwarding no",
+    "PermitTunnel no",
+    "PermitOpen none",
+)
+POLICY_OPTIONS = {
+    "all": (),
+    "no-forwarding": NO_FORWARDING,
+    # sftp (and scp -s, and OpenSSH 9's scp) only: every session runs
+    # internal-sftp whatever it asked for, with no terminal; sshd says
+    # "This service allows sftp connections only." to a shell or a command.
+    "sftp-only": (*NO_FORWARDING, "ForceCommand internal-sftp", "PermitTTY no", "PermitUserRC no"),
+}
+
+
+def policy_options(policy: str, version: SSHDVersion) -> list[str]:
+    """The sshd options of a policy, for this sshd's version."""
+    options = list(POLICY_OPTIONS.get(policy, ()))
+    if options and version.at_least(7, 8):
+        options.append("PermitListen none")  # ssh -R: new in 7.8 (AllowTcpForwarding covers it)
+    if options and version.at_least(7, 4):
+        options.append("DisableForwarding yes")  # every kind at once, new in 7.4
+    return options
+
+
 def find_program(name: str, configured: str, setting: str, near: str | None = None) -> str:
     """The absolute path of an OpenSSH program, or a PreflightError naming the fix."""
     if configured:
@@ -328,6 +360,7 @@ def render_sshd_config(
     extra_options: Iterable[str] = (),
     environment: Mapping[str, str] | None = None,
     port: int | None = None,
+    policy: str = "all",
 ) -> str:
     """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh.
 
@@ -380,11 +413,13 @@ def render_sshd_config(
         # Every client arrives from 127.0.0.1 through the proxy: do not
         # penalise "the" source for another client's mistakes.
         defaults.append("PerSourcePenalties no")
+    limits = policy_options(policy, version)
     extra = list(extra_options)
-    replaced = {_option_key(line) for line in extra}
+    replaced = {_option_key(line) for line in [*limits, *extra]}
     lines = [
         "# Written by jupyter-sshd-proxy for this server; it is rewritten on every start.",
         *fixed,
+        *limits,
         *extra,
         *(line for line in defaults if _option_key(line) not in replaced),
     ]

@@ -33,6 +33,12 @@ What a listener's sshd_config would bound, this process bounds:
   status.json, which the status endpoint reads. A socket that cannot be
   made is retried the same way.
 
+Each sshd's log lines go through a pipe of this process, which passes them
+on to the Jupyter server's log as they are, and reads the logins in them.
+Each connection starts with one line of ours, before sshd's first: its id
+(or why it is refused). With --reports, the Jupyter server hears of logins,
+ends of connections, refusals and start failures (see reports.py).
+
 On Linux this process is a child subreaper, so session processes whose sshd
 ended stay below it; it ends them all when it stops, and it stops when the
 Jupyter server stops or dies. If it is killed itself, each sshd gets SIGTERM
@@ -59,6 +65,7 @@ import errno
 import json
 import os
 import pwd
+import secrets
 import select
 import shutil
 import signal
@@ -70,7 +77,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import procfs
+from . import procfs, reports
 from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
@@ -100,6 +107,11 @@ class Connection:
 
     sock: socket.socket  # kept until sshd exits, to see whether the client was still there
     process: subprocess.Popen | None = None  # its sshd, once started
+    id: str = ""  # what its first line said, and its reports say
+    log: int | None = None  # the read end of its sshd's stderr
+    partial: bytes = b""  # the start of a log line not ended yet
+    login_reported: bool = False
+    key: dict | None = None  # "Accepted key ... found at FILE:LINE" (LogLevel VERBOSE)
 
 
 class Supervisor:
@@ -112,6 +124,7 @@ class Supervisor:
         state_dir: str,
         max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
         login_grace: float = LOGIN_GRACE_SECONDS,
+        reports_path: str | None = None,
     ):
         self.socket_path = socket_path
         self.sshd = sshd
@@ -131,6 +144,10 @@ class Supervisor:
         self.strangers_logged_at = -LOG_EVERY
         self.restarts = 0
         self.stop_signal: int | None = None
+        self.reports = reports.Sender(reports_path)
+        self.run_id = secrets.token_hex(3)  # with a counter, ids that no other run repeats
+        self.accepted = 0
+        self.waiting_reported = 0
 
     # The main loop.
 
@@ -146,6 +163,7 @@ class Supervisor:
         _prctl(PR_SET_PDEATHSIG, PARENT_DIED)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.restarts = self._previous_restarts()
+        self.reports.send(type="hello", pid=os.getpid(), run=self.run_id, restarts=self.restarts)
         try:
             self._listen()
             self._end_leftovers()
@@ -158,16 +176,9 @@ class Supervisor:
                     self._check_sshd()
                 if self.admission.queued():
                     self._serve_queue()
-                waiting = [wake_read]
-                if self.listener is not None and self.admission.accepting(now):
-                    waiting.append(self.listener)
-                timeout = self.admission.timeout(time.monotonic())
-                with contextlib.suppress(InterruptedError):
-                    readable, _, _ = select.select(waiting, [], [], timeout)
-                    if self.listener in readable:
-                        self._accept_all()
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_read, 4096)
+                self._report_waiting()
+                self.reports.flush()
+                self._wait(wake_read)
         finally:
             self._stop_everything()
         if self.stop_signal in STOP_SIGNALS:
@@ -175,6 +186,31 @@ class Supervisor:
             # the one that stopped us.
             return 128 + self.stop_signal
         return 0
+
+    def _wait(self, wake_read: int) -> None:
+        """Sleep until a connection or a log line arrives, a child exits (the
+        wake-up pipe), the reports can be sent, or Admission's next moment."""
+        poller = select.poll()
+        poller.register(wake_read, select.POLLIN)
+        listening = self.listener is not None and self.admission.accepting(time.monotonic())
+        if listening:
+            poller.register(self.listener, select.POLLIN)
+        logs = {conn.log: conn for conn in self.running.values() if conn.log is not None}
+        for fd in logs:
+            poller.register(fd, select.POLLIN)
+        if self.reports.waiting:
+            poller.register(self.reports.fileno(), select.POLLOUT)
+        try:
+            ready = dict(poller.poll(self.admission.timeout(time.monotonic()) * 1000))
+        except InterruptedError:
+            return
+        for fd, conn in logs.items():
+            if fd in ready:
+                self._read_log(conn)
+        if listening and self.listener.fileno() in ready:
+            self._accept_all()
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_read, 4096)
 
     def _on_stop_signal(self, signum, _frame):
         self.stop_signal = signum
@@ -254,11 +290,30 @@ class Supervisor:
         if not hung_up:
             self._read_titles(now)
         action = self.admission.arrived(conn, now, hung_up=hung_up)
+        if action in (Action.START, Action.QUEUE):
+            self._greet(conn)
         if action is Action.START:
             self._start_sshd(conn)
+        elif action is Action.REFUSE:
+            self._refuse(conn, "sshd_failing" if self.admission.cannot_start.text else "limit")
         elif action is not Action.QUEUE:
             conn.sock.close()
             self._log()
+
+    def _greet(self, conn: Connection) -> None:
+        """Give the connection its id, and tell the other end (the route) first."""
+        self.accepted += 1
+        conn.id = f"{self.run_id}-{self.accepted}"
+        with contextlib.suppress(OSError):  # a client gone: sshd finds out
+            conn.sock.send(reports.greeting(conn.id), socket.MSG_DONTWAIT)
+
+    def _refuse(self, conn: Connection, reason: str) -> None:
+        """Close it, saying why first (the route tells its client)."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(reports.refusal(reason), socket.MSG_DONTWAIT)
+        conn.sock.close()
+        self._log()
+        self.reports.send(type="refused", reason=reason)
 
     def _serve_queue(self) -> None:
         """Start sshd for the queued connections that can have their turn now;
@@ -267,6 +322,7 @@ class Supervisor:
         gone = [conn for conn in self.admission.queued() if _hung_up(conn.sock)]
         for conn in self.admission.expire(now, hung_up=gone):
             conn.sock.close()
+            self.reports.send(type="end", id=conn.id, logged_in=False)
         while self.admission.queued():
             self._read_titles(now)
             turn = self.admission.next_turn(now)
@@ -276,25 +332,97 @@ class Supervisor:
 
     def _start_sshd(self, conn: Connection) -> None:
         conn.sock.setblocking(True)
+        log_read, log_write = os.pipe()
         try:
             process = subprocess.Popen(
                 [*self.pdeathsig_wrapper, *self.sshd_argv],
                 stdin=conn.sock.fileno(),
                 stdout=conn.sock.fileno(),
+                stderr=log_write,
                 preexec_fn=None if self.pdeathsig_wrapper else _die_with(os.getpid()),
             )
         except OSError as error:
+            os.close(log_read)
             conn.sock.close()
             self.admission.start_failed(
                 conn,
                 time.monotonic(),
                 f"cannot run {self.sshd}: {error.strerror}; fix that, no restart needed",
             )
+            self.reports.send(type="end", id=conn.id, logged_in=False)
+            self.reports.send(type="start_failure")
             self._log()
             self._write_status()
             return
-        conn.process = process
+        finally:
+            os.close(log_write)
+        os.set_blocking(log_read, False)
+        conn.process, conn.log = process, log_read
         self.running[process.pid] = conn
+
+    # What sshd says.
+
+    def _read_log(self, conn: Connection, drain: bool = False) -> None:
+        """Pass sshd's log lines on to the Jupyter server's log and note its
+        logins: what the pipe holds now, or (drain) everything up to its end."""
+        while conn.log is not None:
+            try:
+                data = os.read(conn.log, 65536)
+            except (BlockingIOError, InterruptedError):
+                if not drain:
+                    return
+                data = b""  # sshd has exited; whoever else holds the pipe is not sshd
+            except OSError:
+                data = b""
+            if not data:
+                if not conn.partial:
+                    os.close(conn.log)
+                    conn.log = None
+                    return
+                data = b"\n"  # the last line, without its line end
+            lines = (conn.partial + data).split(b"\n")
+            conn.partial = lines.pop()
+            if len(conn.partial) > 65536:  # no line end in sight: pass it on as it is
+                lines.append(conn.partial)
+                conn.partial = b""
+            for line in lines:
+                _write_log(line + b"\n")
+                self._note_log_line(conn, line.rstrip(b"\r").decode("utf-8", "replace"))
+            if not drain:
+                return
+
+    def _note_log_line(self, conn: Connection, line: str) -> None:
+        said = reports.read_sshd_line(line)
+        if said is None:
+            return
+        if said["kind"] == "key":
+            conn.key = said
+            return
+        if conn.login_reported:
+            return
+        conn.login_reported = True
+        key = conn.key if conn.key is not None else {}
+        if key.get("fingerprint") != said["fingerprint"]:
+            key = {}
+        self.reports.send(
+            type="login",
+            id=conn.id,
+            user=said["user"],
+            key_type=said["key_type"],
+            fingerprint=said["fingerprint"],
+            key_file=key.get("key_file"),
+            key_line=key.get("key_line"),
+        )
+
+    def _report_waiting(self) -> None:
+        """Tell the Jupyter server how many connections wait to log in, when that changed."""
+        now = time.monotonic()
+        if self.running:
+            self._read_titles(now)
+        waiting = self.admission.waiting_to_log_in(now) + len(self.admission.queued())
+        if waiting != self.waiting_reported:
+            self.waiting_reported = waiting
+            self.reports.send(type="waiting", count=waiting)
 
     def _read_titles(self, now: float) -> None:
         """Tell Admission the process titles of the sshd processes that count
@@ -323,6 +451,10 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             conn.process.returncode = code  # so that Popen never waits for it
+            self._read_log(conn, drain=True)  # its last lines, before its end
+            # Logged in as sshd's log says ("Accepted ..."): its title shows the
+            # user as soon as the client names one, before any key is accepted.
+            self.reports.send(type="end", id=conn.id, logged_in=conn.login_reported)
             # An early end while the client is still there asks for a check.
             # The client sees the end at once, not after the check: the next
             # connection is accepted only after it, so it learns the outcome.
@@ -347,6 +479,8 @@ class Supervisor:
                 f"create it with: {fix}" if fix else "fix that, no restart needed"
             )
         self.admission.checked(time.monotonic(), problem)
+        if problem is not None:
+            self.reports.send(type="start_failure")
         self._log()
         self._write_status()
 
@@ -411,6 +545,7 @@ class Supervisor:
                 os.unlink(self.socket_path)
         for conn in self.admission.stop():  # the queued ones
             conn.sock.close()
+            self.reports.send(type="end", id=conn.id, logged_in=False)
         for conn in self.running.values():
             conn.sock.close()
         deadline = time.monotonic() + STOP_GRACE
@@ -431,6 +566,23 @@ class Supervisor:
         # The status file stays, saying that nothing is served: a supervisor
         # started again on this socket counts the restart.
         self._write_status()
+        self._send_last_reports()
+
+    def _send_last_reports(self) -> None:
+        """What is left to report, for at most a moment (the Jupyter server may be gone)."""
+        deadline = time.monotonic() + 1.0
+        while self.reports.unsent and time.monotonic() < deadline:
+            self.reports.flush()
+            if self.reports.unsent:
+                time.sleep(0.01)
+        self.reports.close()
+
+
+def _write_log(line: bytes) -> None:
+    """One of sshd's lines, to our stderr (the Jupyter server's log), as sshd wrote it."""
+    with contextlib.suppress(OSError):
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
 
 
 def private_directory_problem(directory: str) -> str | None:
@@ -547,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         default=LOGIN_GRACE_SECONDS,
         help="sshd's LoginGraceTime, in seconds",
     )
+    parser.add_argument(
+        "--reports", help="the Jupyter server's unix socket for reports (see reports.py)"
+    )
     args = parser.parse_args(argv)
     return Supervisor(
         socket_path=args.socket,
@@ -555,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir,
         max_unauthenticated=args.max_unauthenticated,
         login_grace=args.login_grace,
+        reports_path=args.reports,
     ).run()
 
 

@@ -239,6 +239,17 @@ def environment_of_its_own(directory: Path, *requirements: str) -> str:
     return str(python)
 
 
+def sshd_banner(conn: socket.socket) -> bytes:
+    """sshd's first line on a connection straight to the supervisor's socket, past
+    the supervisor's own line before it (RFC 4253 allows lines before the version)."""
+    stream = conn.makefile("rb")
+    for _ in range(3):
+        line = stream.readline(256)
+        if not line.startswith(b"jupyter-sshd-proxy "):
+            return line
+    return b""
+
+
 def make_key(path: Path) -> Path:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)],

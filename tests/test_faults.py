@@ -34,6 +34,7 @@ from .helpers import (
     connectable,
     free_port,
     server_processes,
+    sshd_banner,
     wait_for,
 )
 
@@ -906,7 +907,7 @@ def test_a_socket_directory_others_could_enter_is_retried_with_one_line(setup, t
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(10)
             conn.connect(str(socket_path))
-            assert conn.recv(64).startswith(b"SSH-2.0-")
+            assert sshd_banner(conn).startswith(b"SSH-2.0-")
     finally:
         supervisor.terminate()
         _, stderr = supervisor.communicate(timeout=30)
