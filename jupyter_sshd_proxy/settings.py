@@ -19,8 +19,9 @@ from typing import Any, Callable
 from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from jupyter_sshd_proxy_client.errors import ConfigError
+
 from .activity import POLICIES
-from .errors import ConfigError
 
 ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
 # What ssh may do on a server (c.SSHDProxy.policy). "off" turns SSH off.

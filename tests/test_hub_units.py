@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from jupyter_sshd_proxy.client import hub, ssh_files
-from jupyter_sshd_proxy.errors import BadURLError, HubError
+from jupyter_sshd_proxy_client import hub, ssh_files
+from jupyter_sshd_proxy_client.errors import BadURLError, HubError
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def block(tmp_path, pinned_gpu: bool = True) -> str:
             ["myhub.*", "!myhub.gpu", *ssh_files.UNSAFE_TYPED_NAMES], "jovyan", False
         ),
     ]
-    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy"]
+    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy_client"]
     return ssh_files.render_hub_block(
         name="myhub",
         description="alice's servers",
@@ -127,8 +127,8 @@ def test_each_name_falls_in_its_own_stanza(tmp_path):
     assert "knownhostscommand" not in default  # pinned already: no command to run
     assert "knownhostscommand" not in gpu
     assert later["knownhostscommand"] == (
-        f'/usr/bin/python3 -m jupyter_sshd_proxy known-hosts --known-hosts "{tmp_path}/k h%%" '
-        "%n %I %H"
+        "/usr/bin/python3 -m jupyter_sshd_proxy_client known-hosts "
+        f'--known-hosts "{tmp_path}/k h%%" %n %I %H'
     )
     for values in (default, gpu, later):
         assert values["stricthostkeychecking"] == "true"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from jupyter_sshd_proxy.client.ssh_files import host_name
 from jupyter_sshd_proxy.page import hub_info
+from jupyter_sshd_proxy_client.ssh_files import host_name
 
 from .browser import chromium
 from .helpers import (

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from ..errors import BadURLError, HubError, UntrustedAnswer
+from .errors import BadURLError, HubError, UntrustedAnswer
 from .rest import ServerAPI, explain
 from .untrusted import SUSPICIOUS, secret, shown
 from .urls import server_url

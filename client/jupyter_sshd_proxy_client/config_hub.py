@@ -40,7 +40,6 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from ..errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from . import ssh_files, untrusted
 from .config_ssh import (
     _check_same_server,
@@ -56,6 +55,7 @@ from .config_ssh import (
     _write,
     default_ssh_config,
 )
+from .errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from .hub import (
     Hub,
     Identity,
@@ -369,7 +369,7 @@ def _commands(
     """The ProxyCommand's and the KnownHostsCommand's words, but for the host name."""
     common = ["--token-file", token_path] + (["--ca-file", ca_file] if ca_file else [])
     common += ["--user", user, "--name", name]
-    program = [sys.executable, "-m", "jupyter_sshd_proxy"]
+    program = [sys.executable, "-m", "jupyter_sshd_proxy_client"]
     proxy = [*program, "proxy", *common, *(["--start"] if start else []), base]
     known = [*program, "known-hosts", *common, "--known-hosts", known_hosts]
     return proxy, [*known, "--identity", identity, base]

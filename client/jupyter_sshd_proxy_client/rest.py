@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from ..errors import APIError, TLSError, UntrustedAnswer
 from . import tls
+from .errors import APIError, TLSError, UntrustedAnswer
 from .untrusted import SUSPICIOUS, printable
 from .urls import server_url
 

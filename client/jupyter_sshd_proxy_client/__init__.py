@@ -5,3 +5,5 @@ side: the standard library and websockets, never jupyter_server or tornado
 (ssh starts the ProxyCommand on every connection, and importing those would
 be the user's wait). Everything a server answers is untrusted here.
 """
+
+__version__ = "0.1.0"

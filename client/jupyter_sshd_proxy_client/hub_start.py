@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import HubError
+from .errors import HubError
 from .hub import Hub, server_api_path
 from .rest import ServerAPI, explain
 from .untrusted import printable

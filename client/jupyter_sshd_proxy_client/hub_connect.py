@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import HubError, ProxyError
+from .errors import HubError, ProxyError
 from .hub import (
     Hub,
     expired,

@@ -19,8 +19,8 @@ import os
 import sys
 from typing import TextIO
 
-from ..errors import APIError, ClientError, ProxyError
 from . import untrusted
+from .errors import APIError, ClientError, ProxyError
 from .hub import Hub, hub_url, read_info, server_path, ssh_name
 from .proxy_command import read_token
 from .rest import ServerAPI

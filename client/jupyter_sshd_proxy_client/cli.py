@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the last guard: still one line, still no token
-        from .client.untrusted import printable
+        from .untrusted import printable
 
         what = printable(f"{type(error).__name__}: {error}", 300)
         _say(args, f"{what}; this is a bug in jupyter-sshd-proxy; please report it")
@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(args: argparse.Namespace, message: str) -> None:
     """One line for the user, made printable (no escape sequence, no token)."""
-    from .client.untrusted import printable
+    from .untrusted import printable
 
     line = f"jupyter-sshd-proxy: {printable(message, 2000)}"
     if args.command == "proxy":
-        from .client.proxy_command import tell_user  # the terminal, when ssh hides stderr
+        from .proxy_command import tell_user  # the terminal, when ssh hides stderr
 
         tell_user(line)
     else:
@@ -216,14 +216,14 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
-        from .client.proxy_command import main_proxy
+        from .proxy_command import main_proxy
 
         hub = None
         if args.user is not None or args.host is not None:
             if not (args.user and args.name and args.host):
                 msg = "a Hub's ProxyCommand needs --user, --name and the host name (%n)"
                 raise ProxyError(msg)
-            from .client.hub_connect import HubTarget
+            from .hub_connect import HubTarget
 
             hub = HubTarget(
                 args.url, args.user, args.name, args.host, args.token_file, args.ca_file, args.start
@@ -232,28 +232,28 @@ def _run(args: argparse.Namespace) -> int:
             args.url, args.token_file, args.ping_interval or None, args.start, args.ca_file, hub
         )
     if args.command == "known-hosts":
-        from .client.known_hosts_command import known_hosts
+        from .known_hosts_command import known_hosts
 
         return known_hosts(args)
     if args.command == "servers":
-        from .client.servers import main_servers
+        from .servers import main_servers
 
         return main_servers(args)
     if args.command == "config-ssh":
-        from .client.config_ssh import main_config_ssh
+        from .config_ssh import main_config_ssh
 
         return main_config_ssh(args)
     if args.command == "doctor":
-        from .client.doctor import main_doctor
+        from .doctor import main_doctor
 
         return main_doctor(args)
     if args.command == "settings":
-        from .settings import settings_help
+        from jupyter_sshd_proxy.settings import settings_help
 
         print(settings_help())
         return 0
     if args.command == "demo":
-        from .demo import run_demo
+        from jupyter_sshd_proxy.demo import run_demo
 
         return run_demo(args.ssh_command)
     return 2
