@@ -7,15 +7,21 @@ jupyter-sshd-proxy servers URL     a Hub's servers: state, last activity, SSH re
 jupyter-sshd-proxy doctor URL      check each link from here to sshd
 jupyter-sshd-proxy settings        the server-side settings, their variables and defaults
 jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
+
+This module is the client's (jupyter-sshd-proxy-client). settings and demo
+need the server's distribution (jupyter-sshd-proxy), which brings this one
+with it; where only the client is installed they say so in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from . import __version__
-from .errors import ProxyError, SSHDProxyError
+from .errors import ClientError, ProxyError, SSHDProxyError
 
 CA_FILE_HELP = (
     "PEM file with the CA certificate that signed the server's certificate (a Hub with "
@@ -248,15 +254,26 @@ def _run(args: argparse.Namespace) -> int:
 
         return main_doctor(args)
     if args.command == "settings":
-        from jupyter_sshd_proxy.settings import settings_help
-
-        print(settings_help())
+        print(server_side("settings", args.command).settings_help())
         return 0
     if args.command == "demo":
-        from jupyter_sshd_proxy.demo import run_demo
-
-        return run_demo(args.ssh_command)
+        return server_side("demo", args.command).run_demo(args.ssh_command)
     return 2
+
+
+def server_side(module: str, command: str) -> ModuleType:
+    """jupyter_sshd_proxy.module, from the server's distribution; a ClientError
+    naming what to install where only the client is installed."""
+    try:
+        return importlib.import_module(f"jupyter_sshd_proxy.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != "jupyter_sshd_proxy":
+            raise
+    msg = (
+        f"`jupyter-sshd-proxy {command}` needs the server side, and only the client is "
+        "installed here: install jupyter-sshd-proxy (from a checkout: pip install ./client .)"
+    )
+    raise ClientError(msg)
 
 
 if __name__ == "__main__":
