@@ -64,10 +64,9 @@ from .hub import (
     info_path,
     parse_duration,
     read_info,
-    server_path,
-    ssh_name,
     ssh_scopes,
 )
+from .hub_urls import server_path, ssh_name
 from .known_hosts_command import known_hosts_name
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
@@ -435,7 +434,7 @@ def _info(
 def is_hub(url: str, ca_file: str | None) -> bool:
     """Whether url is a JupyterHub's own URL (not a server's): its hub/api/ answers
     with a version, which needs no token."""
-    from .hub import is_user_url
+    from .hub_urls import is_user_url
 
     if is_user_url(url):
         return False

@@ -21,7 +21,8 @@ from typing import TextIO
 
 from . import untrusted
 from .errors import APIError, ClientError, ProxyError
-from .hub import Hub, hub_url, read_info, server_path, ssh_name
+from .hub import Hub, read_info
+from .hub_urls import hub_url, server_path, ssh_name
 from .proxy_command import read_token
 from .rest import ServerAPI
 from .ssh_files import host_name
