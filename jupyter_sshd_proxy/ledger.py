@@ -290,7 +290,9 @@ class ReportsProtocol(asyncio.Protocol):
                 self.on_report(message)
 
 
-def serve_reports(path: str, on_report: Callable[[dict[str, Any]], None]) -> asyncio.Task:
+def serve_reports(
+    path: str, on_report: Callable[[dict[str, Any]], None]
+) -> asyncio.Task[asyncio.Server]:
     """Listen on path (now, so a supervisor started right after can connect)
     and read every connection's reports on the running event loop."""
     sock = reports.listen(path)
