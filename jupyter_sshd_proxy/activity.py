@@ -78,9 +78,7 @@ class ActivityTracker:
             self.record(datetime.now(timezone.utc))
 
 
-def start_tracking(
-    serverapp: Any, config: SSHDProxy, connections: Callable[[], list[int]]
-) -> None:
+def start_tracking(serverapp: Any, config: SSHDProxy, connections: Callable[[], list[int]]) -> None:
     """Poll sshd's connections from the Jupyter server's event loop."""
     from tornado.ioloop import PeriodicCallback
 

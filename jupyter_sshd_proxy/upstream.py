@@ -35,7 +35,7 @@ try:
 except ImportError as error:  # 4.2 and older; or not installed at all
     _IMPORT_PROBLEM = f"{type(error).__name__}: {error}"
 
-    class SuperviseAndRawSocketHandler(web.RequestHandler):  # type: ignore[no-redef]
+    class SuperviseAndRawSocketHandler(web.RequestHandler):  # type: ignore[no-redef]  # stand-in
         """A stand-in, so this package imports; the route is never guarded with it."""
 
 
@@ -165,7 +165,7 @@ def problem() -> str | None:
     return None
 
 
-class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]
+class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]  # an untyped base
     """jupyter-server-proxy's raw socket route, under the names route.py uses."""
 
     def get_cmd(self) -> Any:
@@ -178,7 +178,8 @@ class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]
 
     async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]:
         """Connect to what the process listens on (its unix socket)."""
-        return await self._create_ws_connection(protocol_factory)
+        connected: tuple[Any, Any] = await self._create_ws_connection(protocol_factory)
+        return connected  # (transport, protocol), as loop.create_unix_connection
 
     @property
     def backend_address(self) -> str:
