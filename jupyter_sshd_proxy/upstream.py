@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tornado import web
 from tornado.routing import PathMatches, Rule
@@ -37,6 +37,27 @@ except ImportError as error:  # 4.2 and older; or not installed at all
 
     class SuperviseAndRawSocketHandler(web.RequestHandler):  # type: ignore[no-redef]  # stand-in
         """A stand-in, so this package imports; the route is never guarded with it."""
+
+
+if TYPE_CHECKING:
+    from jupyter_server.base.handlers import JupyterHandler
+    from tornado.websocket import WebSocketHandler
+
+    class RouteHandler(WebSocketHandler, JupyterHandler):
+        """What route.py's mixins may use of the handler they are mixed into
+        (RawSocketRoute), written down for mypy: jupyter-server-proxy has no types.
+        Its handlers are tornado WebSocket handlers and Jupyter handlers."""
+
+        backend_address: str
+
+        def check_origin(self, origin: str | None = None) -> bool: ...
+        async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]: ...
+        async def open(self, *args: Any, **kwargs: Any) -> None: ...
+        async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None: ...
+
+    RouteMixin = RouteHandler
+else:
+    RouteMixin = object  # at run time, the mixins are plain classes
 
 
 # The route handler that is starting the process right now, if it is ours:
