@@ -8,5 +8,5 @@ depends on and shares its errors, file writes and key grammar with.
 __version__ = "0.1.0"
 
 
-def _jupyter_server_extension_points():
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_sshd_proxy.extension"}]

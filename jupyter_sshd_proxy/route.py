@@ -60,7 +60,7 @@ import functools
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import warn_disabled_authorization
@@ -90,7 +90,7 @@ REFUSALS = {
 }
 
 
-class AuthorizedUpgrade:
+class AuthorizedUpgrade(upstream.RouteMixin):
     """Refuse (403) every request of a user who may not open a terminal, and
     every request while SSH is off (c.SSHDProxy.policy).
 
@@ -100,6 +100,10 @@ class AuthorizedUpgrade:
     before it starts anything (server.py)."""
 
     terminal_allowed = False
+
+    if TYPE_CHECKING:  # Accounted's, mixed in with this
+
+        def _refused(self, reason: str) -> None: ...
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
         await super().prepare(*args, **kwargs)
@@ -145,9 +149,10 @@ class AuthorizedUpgrade:
 class FlowControlledProtocol(asyncio.Protocol):
     """The connection to the supervisor's port (to sshd), for one WebSocket."""
 
+    transport: asyncio.Transport  # from connection_made, which asyncio calls first
+
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        self.transport: asyncio.Transport | None = None  # type: ignore[assignment]
         self.unsent = 0  # bytes given to write_message and not flushed yet
         self.reading = True
         self.writable = asyncio.Event()
@@ -155,7 +160,8 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.greeting: bytes | None = b""  # the supervisor's first line, until it is read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a stream's, which reads and writes
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         # (Activity is not recorded here: update_last_activity is off, and
@@ -179,9 +185,10 @@ class FlowControlledProtocol(asyncio.Protocol):
 
     def _read_greeting(self, data: bytes) -> bytes:
         """The bytes after the supervisor's line, once it has come (reports.py)."""
-        read = reports.read_greeting(self.greeting + data)
+        greeting = (self.greeting or b"") + data  # (never None here: see data_received)
+        read = reports.read_greeting(greeting)
         if read is None:
-            self.greeting += data
+            self.greeting = greeting
             return b""
         self.greeting = None
         kind, value, rest = read
@@ -191,7 +198,7 @@ class FlowControlledProtocol(asyncio.Protocol):
             self.handler._refused_by_supervisor(value)
         return rest
 
-    def _flushed(self, size: int, future: asyncio.Future) -> None:
+    def _flushed(self, size: int, future: asyncio.Future[None]) -> None:
         if not future.cancelled():
             future.exception()  # a closed WebSocket is on_close's business, not an error here
         self.unsent -= size
@@ -211,7 +218,7 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.handler.close()
 
 
-class FlowControl:
+class FlowControl(upstream.RouteMixin):
     """Mixed in before jupyter-server-proxy's raw socket handler of the route.
 
     It owns the connection to the supervisor's socket (backend, protocol):
@@ -220,6 +227,12 @@ class FlowControl:
 
     backend: asyncio.Transport | None = None
     protocol: FlowControlledProtocol | None = None
+
+    if TYPE_CHECKING:  # Accounted's, mixed in before this
+        bytes_from_client: int
+        client_version: str | None
+
+        def _read_client_version(self, message: bytes) -> None: ...
 
     @property
     def ping_interval(self) -> float:
@@ -256,8 +269,8 @@ class FlowControl:
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str):
             message = message.encode("utf-8")
-        if self.backend is None or self.backend.is_closing():
-            return
+        if self.backend is None or self.protocol is None or self.backend.is_closing():
+            return  # (backend and protocol are set together)
         self.bytes_from_client += len(message)
         if self.client_version is None:
             self._read_client_version(message)
@@ -270,7 +283,7 @@ class FlowControl:
             self.backend.close()
 
 
-class Accounted:
+class Accounted(upstream.RouteMixin):
     """Mixed in before FlowControl: the connection as the ledger sees it."""
 
     bytes_to_client = 0
@@ -279,6 +292,9 @@ class Accounted:
     connection_id: str | None = None
     _version_start = b""
     _accounted = False
+
+    if TYPE_CHECKING:  # FlowControl's, mixed in after this
+        backend: asyncio.Transport | None
 
     @property
     def ledger(self) -> Any:

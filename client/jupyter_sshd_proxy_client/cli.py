@@ -257,7 +257,8 @@ def _run(args: argparse.Namespace) -> int:
         print(server_side("settings", args.command).settings_help())
         return 0
     if args.command == "demo":
-        return server_side("demo", args.command).run_demo(args.ssh_command)
+        status: int = server_side("demo", args.command).run_demo(args.ssh_command)
+        return status
     return 2
 
 
