@@ -21,8 +21,10 @@ RUN apt-get update --yes && \
 # hadolint ignore=DL3066
 USER ${NB_UID}
 
+# Both distributions of the checkout: the server (.) and the client it depends
+# on (client/), named on one line so that pip takes the client from there.
 COPY --chown=${NB_UID}:${NB_GID} . /tmp/jupyter-sshd-proxy
-RUN pip install --no-cache-dir /tmp/jupyter-sshd-proxy && \
+RUN pip install --no-cache-dir /tmp/jupyter-sshd-proxy/client /tmp/jupyter-sshd-proxy && \
     rm -rf /tmp/jupyter-sshd-proxy && \
     fix-permissions "${CONDA_DIR}"
 

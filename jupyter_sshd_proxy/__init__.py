@@ -1,7 +1,8 @@
-"""SSH into your Jupyter server through its authenticated WebSocket.
+"""SSH into your Jupyter server through its authenticated WebSocket: the server side.
 
-Kept tiny on purpose: the client (`jupyter-sshd-proxy proxy`) runs on every ssh
-connection, so importing this package must not pull in jupyter_server.
+The laptop side (the `jupyter-sshd-proxy` command) is the distribution
+jupyter-sshd-proxy-client, package jupyter_sshd_proxy_client, which this one
+depends on and shares its errors, file writes and key grammar with.
 """
 
 __version__ = "0.1.0"

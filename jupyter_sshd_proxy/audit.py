@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .keys import edits
-from .keys.grammar import PublicKey
+from jupyter_sshd_proxy_client.keys import edits
+from jupyter_sshd_proxy_client.keys.grammar import PublicKey
+
 from .ledger import Record
 
 SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "event_schemas")

@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from jupyter_sshd_proxy_client.errors import PreflightError
+
 from . import sshd
-from .errors import PreflightError
 
 HOST_ALIAS = "jupyter-demo"
 
@@ -99,7 +100,8 @@ def run_demo(ssh_command: list[str]) -> int:
         log_path = workdir / "jupyter.log"
         server = start_server(port, token, workdir, authorized_keys, log_path)
         proxy = (
-            f"{shlex.quote(sys.executable)} -m jupyter_sshd_proxy proxy http://127.0.0.1:{port}/"
+            f"{shlex.quote(sys.executable)} -m jupyter_sshd_proxy_client proxy "
+            f"http://127.0.0.1:{port}/"
         )
         argv = [
             ssh, "-F", "none",

@@ -38,8 +38,9 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 
-from .errors import BadKeyError, SSHDProxyError
-from .keys import edits, grammar
+from jupyter_sshd_proxy_client.errors import BadKeyError, SSHDProxyError
+from jupyter_sshd_proxy_client.keys import edits, grammar
+
 from .ledger import hub_user
 from .server import SSHDService
 

@@ -32,9 +32,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from .errors import BadKeyError, PreflightError
-from .files import write_atomically
-from .keys import grammar
+from jupyter_sshd_proxy_client.errors import BadKeyError, PreflightError
+from jupyter_sshd_proxy_client.files import write_atomically
+from jupyter_sshd_proxy_client.keys import grammar
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import reports
 
 if TYPE_CHECKING:
-    from .keys.grammar import PublicKey
+    from jupyter_sshd_proxy_client.keys.grammar import PublicKey
 
 CLOSE_WAIT = 5.0  # seconds one side's end waits for the other's
 REMEMBER_CLOSED = 1000  # ids of closed records kept, for reports that come late

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
+from jupyter_sshd_proxy_client.errors import ConfigError, PreflightError, SSHDProxyError
+
 from . import procfs, sshd
-from .errors import ConfigError, PreflightError, SSHDProxyError
 from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .ledger import Ledger, serve_reports
 from .settings import SSHDProxy, env_name

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from jupyter_sshd_proxy_client.errors import ConfigError
+
 from .activity import POLICIES
-from .errors import ConfigError
 
 if TYPE_CHECKING:
     from traitlets.utils.bunch import Bunch

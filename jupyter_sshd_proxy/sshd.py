@@ -19,8 +19,8 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from .errors import PreflightError
-from .files import write_atomically
+from jupyter_sshd_proxy_client.errors import PreflightError
+from jupyter_sshd_proxy_client.files import write_atomically
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 LOGIN_GRACE_SECONDS = 30  # sshd's default is 120

@@ -539,7 +539,7 @@ def pin_host_keys(known_hosts: Path, host_alias: str, host_key_dir: Path) -> Non
 
 HOLD_LOCK = """
 import sys
-from jupyter_sshd_proxy.files import locked
+from jupyter_sshd_proxy_client.files import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()

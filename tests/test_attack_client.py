@@ -128,7 +128,7 @@ def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
     likes (config-ssh, doctor and the ProxyCommand's status call all wait).
     Fixed: a deadline for the whole answer (read1() in a loop, and a watchdog
     that shuts the socket)."""
-    from jupyter_sshd_proxy.client.rest import ServerAPI
+    from jupyter_sshd_proxy_client.rest import ServerAPI
 
     def answer(sock, request, stop):
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
@@ -158,8 +158,8 @@ def test_an_answer_dripping_one_byte_at_a_time_has_a_deadline():
 
 def test_headers_dripping_one_at_a_time_have_a_deadline():
     """The same with the headers: the watchdog shuts the socket at the deadline."""
-    from jupyter_sshd_proxy.client.rest import ServerAPI
-    from jupyter_sshd_proxy.errors import APIError
+    from jupyter_sshd_proxy_client.errors import APIError
+    from jupyter_sshd_proxy_client.rest import ServerAPI
 
     def answer(sock, request, stop):
         sock.sendall(b"HTTP/1.1 200 OK\r\n")
@@ -187,7 +187,7 @@ def test_start_follows_a_progress_stream_for_start_timeout_in_all(monkeypatch):
     """`proxy --start`: START_TIMEOUT is the socket timeout of each read, not a
     deadline; a Hub that keeps sending progress events keeps the ProxyCommand
     (and the ssh or VS Code waiting on it) for ever. Fixed: START_TIMEOUT in all."""
-    from jupyter_sshd_proxy.client import hub_start
+    from jupyter_sshd_proxy_client import hub_start
 
     monkeypatch.setattr(hub_start, "START_TIMEOUT", 2)
 
@@ -367,11 +367,11 @@ def test_a_named_server_gets_a_block_of_its_own(laptop):
 
 def _block_for(laptop: Path, name: str, url: str) -> str:
     """A block for name and url, as config-ssh writes it, at the top of the config."""
-    from jupyter_sshd_proxy.client import ssh_files
+    from jupyter_sshd_proxy_client import ssh_files
 
     own = laptop / ".ssh" / "jupyter-sshd-proxy"
     block = ssh_files.render_block(
-        name=name, user="jovyan", proxy_argv=["python3", "-m", "jupyter_sshd_proxy", "proxy",
+        name=name, user="jovyan", proxy_argv=["python3", "-m", "jupyter_sshd_proxy_client", "proxy",
         "--token-file", str(own / f"{name}.token"), url], identity_file=str(own / "id"),
         known_hosts=str(own / "known_hosts"),
     )  # fmt: skip

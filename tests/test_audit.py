@@ -11,8 +11,8 @@ import pytest
 from jupyter_events import EventLogger
 
 from jupyter_sshd_proxy import audit
-from jupyter_sshd_proxy.keys import grammar
 from jupyter_sshd_proxy.ledger import Record
+from jupyter_sshd_proxy_client.keys import grammar
 
 KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIGTV3rn4Dw4tCjTPVRkAXJsmn8mzwHNA6UvzGL4pZ0RX"
 

@@ -166,7 +166,7 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    ControlMaster auto\n"
         f"    ControlPath {own}/cm-%C\n"
         "    ControlPersist 10m\n"
-        f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy proxy --token-file "
+        f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy_client proxy --token-file "
         f"{token_file} {server.url}/\n"
         "Host *\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
@@ -344,8 +344,8 @@ def test_doctor_without_config_ssh_says_what_to_run(server, laptop):
 def test_the_proxy_imports_neither_jupyter_server_nor_importlib_metadata():
     code = (
         "import sys\n"
-        "from jupyter_sshd_proxy import cli\n"
-        "from jupyter_sshd_proxy.client import proxy_command\n"
+        "from jupyter_sshd_proxy_client import cli\n"
+        "from jupyter_sshd_proxy_client import proxy_command\n"
         "proxy_command.import_websockets()\n"
         "assert not [m for m in sys.modules if m.startswith(('jupyter_server', 'tornado'))]\n"
         "assert 'importlib.metadata' not in sys.modules\n"
@@ -364,7 +364,7 @@ def test_urllib_request_is_imported_only_when_websockets_needs_the_proxy_setting
     with it only when it opens the socket itself (a proxy is configured)."""
     code = (
         "import os, sys\n"
-        "from jupyter_sshd_proxy.client import proxy_command\n"
+        "from jupyter_sshd_proxy_client import proxy_command\n"
         "proxy_command.import_websockets()\n"
         "assert 'http.client' not in sys.modules\n"
         "from websockets.proxy import get_proxy\n"
@@ -374,7 +374,7 @@ def test_urllib_request_is_imported_only_when_websockets_needs_the_proxy_setting
         "import urllib.request\n"
         "assert 'getproxies' in vars(urllib.request), 'the real module'\n"
         "assert sys.modules['urllib.request'] is urllib.request\n"
-        "from jupyter_sshd_proxy.client import rest\n"
+        "from jupyter_sshd_proxy_client import rest\n"
         "try:\n"
         "    rest.ServerAPI('http://127.0.0.1:1/', 'token').call('GET', 'x')\n"
         "except rest.APIError as error:\n"

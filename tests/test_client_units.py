@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sshd_proxy.client import ssh_files, tls, untrusted
-from jupyter_sshd_proxy.client.config_ssh import _encode, _read
-from jupyter_sshd_proxy.client.hub_start import hub_api
-from jupyter_sshd_proxy.client.urls import server_url, websocket_url
-from jupyter_sshd_proxy.errors import BadURLError, HubError, TLSError, UntrustedAnswer
+from jupyter_sshd_proxy_client import ssh_files, tls, untrusted
+from jupyter_sshd_proxy_client.config_ssh import _encode, _read
+from jupyter_sshd_proxy_client.errors import BadURLError, HubError, TLSError, UntrustedAnswer
+from jupyter_sshd_proxy_client.hub_start import hub_api
+from jupyter_sshd_proxy_client.urls import server_url, websocket_url
 
 ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAID/djou8gwoY/VQFm0ljQSQHmyxaUBmIdgVqapDMgm+f"
 BASE = "https://hub.example.org/user/alice/"
@@ -46,7 +46,7 @@ def test_printable(text, shown):
 @pytest.mark.parametrize(("command", "status"), [("doctor", 1), ("proxy", 255)])
 def test_an_unexpected_error_is_one_line_without_the_token(command, status, monkeypatch, capsys):
     """cli.main's last guard: a bug is still one line, never a traceback or the token."""
-    from jupyter_sshd_proxy import cli
+    from jupyter_sshd_proxy_client import cli
 
     monkeypatch.setattr(untrusted, "_SECRETS", {"tok-secret-1"})
 
@@ -236,7 +236,7 @@ def block(home: str = "/home/me", sharing: bool = True, url: str = BASE) -> str:
         proxy_argv=[
             "/usr/bin/python3",
             "-m",
-            "jupyter_sshd_proxy",
+            "jupyter_sshd_proxy_client",
             "proxy",
             "--token-file",
             f"{own}/myhub.token",
@@ -263,7 +263,7 @@ def test_the_block():
         "    ControlMaster auto\n"
         "    ControlPath /home/me/.ssh/jupyter-sshd-proxy/cm-%C\n"
         "    ControlPersist 10m\n"
-        "    ProxyCommand /usr/bin/python3 -m jupyter_sshd_proxy proxy --token-file "
+        "    ProxyCommand /usr/bin/python3 -m jupyter_sshd_proxy_client proxy --token-file "
         "/home/me/.ssh/jupyter-sshd-proxy/myhub.token https://hub.example.org/user/alice/\n"
         "Host *\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
@@ -295,7 +295,7 @@ def test_ssh_reads_paths_with_spaces_quotes_and_percents_as_they_are(tmp_path):
     # ssh expands % in these two when it uses them: -G shows them still escaped.
     assert seen["identityfile"] == f"{home}/.ssh/id_ed25519".replace("%", "%%")
     assert seen["proxycommand"] == (
-        "/usr/bin/python3 -m jupyter_sshd_proxy proxy --token-file "
+        "/usr/bin/python3 -m jupyter_sshd_proxy_client proxy --token-file "
         "'/home/o'\"'\"'brien #1/100%% me/.ssh/jupyter-sshd-proxy/myhub.token' "
         "https://h.org/user/a%%2Bb/"
     )

@@ -12,8 +12,8 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_sshd_proxy import server, sshd
-from jupyter_sshd_proxy.errors import ConfigError
 from jupyter_sshd_proxy.settings import SSHDProxy
+from jupyter_sshd_proxy_client.errors import ConfigError
 
 PATH_VARIABLE = "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_PATH"
 FILES_VARIABLE = "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES"
@@ -151,7 +151,7 @@ def test_a_relative_original_host_key_path_is_one_line(clean_environment):
 def test_the_original_host_key_comes_first_and_ours_all_follow():
     """sshd presents the first HostKey of each type, and proves every one."""
     from jupyter_sshd_proxy.host_keys import HostKey, presented
-    from jupyter_sshd_proxy.keys.grammar import PublicKey
+    from jupyter_sshd_proxy_client.keys.grammar import PublicKey
 
     def key(path, kind, legacy=False):
         return HostKey(path, PublicKey("", kind, "AAAA", ""), legacy)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_sshd_proxy import procfs
-from jupyter_sshd_proxy.client import ssh_files
+from jupyter_sshd_proxy_client import ssh_files
 
 from .conftest import ServerSetup
 from .helpers import (
@@ -392,7 +392,7 @@ def test_ssh_reads_back_each_path_exactly(tmp_path, identity, known_hosts):
     """Was broken: written as they are, \\\\server lost a backslash and
     C:\\Users\\'t lost one and its quote."""
     block = ssh_files.render_block(
-        name="myhub", user="me", proxy_argv=["/usr/bin/python3", "-m", "jupyter_sshd_proxy"],
+        name="myhub", user="me", proxy_argv=["/usr/bin/python3", "-m", "jupyter_sshd_proxy_client"],
         identity_file=identity, known_hosts=known_hosts,
     )  # fmt: skip
     seen = ssh_g(tmp_path, block)
@@ -418,13 +418,13 @@ def test_a_windows_proxycommand_is_one_ssh_reads(tmp_path):
     ("invalid quotes"). ssh runs the line as written (CreateProcess)."""
     argv = [
         r"C:\Users\O'Brien\AppData\Local\Programs\Python\python.exe", "-m",
-        "jupyter_sshd_proxy", "proxy", "--token-file",
+        "jupyter_sshd_proxy_client", "proxy", "--token-file",
         r"C:\Users\'t Hooft\.ssh\jupyter-sshd-proxy\myhub.token", "https://h.org/user/me/",
     ]  # fmt: skip
     line = ssh_files.windows_command_line(argv)
     assert line == (
         '"C:\\Users\\O\'Brien\\AppData\\Local\\Programs\\Python\\python.exe" -m '
-        "jupyter_sshd_proxy proxy --token-file \"C:\\Users\\'t Hooft\\.ssh"
+        "jupyter_sshd_proxy_client proxy --token-file \"C:\\Users\\'t Hooft\\.ssh"
         '\\jupyter-sshd-proxy\\myhub.token" https://h.org/user/me/'
     )
     seen = ssh_g(tmp_path, f"Host myhub\n    ProxyCommand {line}\n")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sshd_proxy.cli import build_parser
-from jupyter_sshd_proxy.client.ssh_files import render_block
 from jupyter_sshd_proxy.settings import SSHDProxy, config_table_markdown, env_name
+from jupyter_sshd_proxy_client.cli import build_parser
+from jupyter_sshd_proxy_client.ssh_files import render_block
 
 from .helpers import REPO
 
@@ -168,7 +168,7 @@ def test_every_jupyter_server_and_hub_setting_named_exists():
 def test_every_variable_named_is_read_somewhere():
     sources = "".join(
         path.read_text()
-        for folder in ("jupyter_sshd_proxy", "tests", "benchmarks")
+        for folder in ("jupyter_sshd_proxy", "client", "tests", "benchmarks")
         for path in (REPO / folder).rglob("*.py")
     )
     settings = {env_name(name) for name in SSHDProxy.class_traits(config=True)}
@@ -180,7 +180,7 @@ def test_every_variable_named_is_read_somewhere():
             )
 
 
-FILE = re.compile(r"(\.ci|tests|benchmarks|jupyter_sshd_proxy|docs)/")
+FILE = re.compile(r"(\.ci|tests|benchmarks|jupyter_sshd_proxy|client|docs)/")
 
 
 def test_every_file_named_exists():
@@ -199,7 +199,7 @@ def test_the_host_block_shown_is_the_one_config_ssh_writes():
     assert shown, "docs/users.md lost its Host block"
     home = "/home/me/.ssh"
     proxy_argv = [
-        "/usr/bin/python3", "-m", "jupyter_sshd_proxy", "proxy",
+        "/usr/bin/python3", "-m", "jupyter_sshd_proxy_client", "proxy",
         "--token-file", f"{home}/jupyter-sshd-proxy/myhub.token",
         "https://hub.example.org/user/NAME/",
     ]  # fmt: skip

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from jupyter_sshd_proxy.errors import FileEditError
-from jupyter_sshd_proxy.files import locked
+from jupyter_sshd_proxy_client.errors import FileEditError
+from jupyter_sshd_proxy_client.files import locked
 
 
 def test_the_lock_is_a_0600_file_beside_the_file_as_named(tmp_path):

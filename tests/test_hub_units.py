@@ -11,8 +11,10 @@ import subprocess
 
 import pytest
 
-from jupyter_sshd_proxy.client import hub, ssh_files
-from jupyter_sshd_proxy.errors import BadURLError, HubError
+from jupyter_sshd_proxy_client import hub, hub_urls, ssh_files
+from jupyter_sshd_proxy_client.errors import BadURLError, HubError
+
+from .helpers import VENV_BIN, free_port
 
 
 @pytest.mark.parametrize(
@@ -26,19 +28,19 @@ from jupyter_sshd_proxy.errors import BadURLError, HubError
     ],
 )
 def test_hub_url(url, base):
-    assert hub.hub_url(url) == base
+    assert hub_urls.hub_url(url) == base
 
 
 def test_a_servers_url_is_not_a_hubs():
     with pytest.raises(BadURLError, match="is a server's URL, not the Hub's"):
-        hub.hub_url("https://hub.example.org/user/alice/")
+        hub_urls.hub_url("https://hub.example.org/user/alice/")
 
 
 @pytest.mark.parametrize(
     ("host", "server"), [("myhub", ""), ("myhub.gpu", "gpu"), ("myhub.a_b-9", "a_b-9")]
 )
 def test_server_of_host(host, server):
-    assert hub.server_of_host("myhub", host) == server
+    assert hub_urls.server_of_host("myhub", host) == server
 
 
 @pytest.mark.parametrize(
@@ -46,7 +48,7 @@ def test_server_of_host(host, server):
 )
 def test_a_host_name_that_is_not_a_server_is_refused(host):
     with pytest.raises(HubError, match=r"is not myhub or myhub\.SERVER"):
-        hub.server_of_host("myhub", host)
+        hub_urls.server_of_host("myhub", host)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +94,7 @@ def block(tmp_path, pinned_gpu: bool = True) -> str:
             ["myhub.*", "!myhub.gpu", *ssh_files.UNSAFE_TYPED_NAMES], "jovyan", False
         ),
     ]
-    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy"]
+    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy_client"]
     return ssh_files.render_hub_block(
         name="myhub",
         description="alice's servers",
@@ -127,8 +129,8 @@ def test_each_name_falls_in_its_own_stanza(tmp_path):
     assert "knownhostscommand" not in default  # pinned already: no command to run
     assert "knownhostscommand" not in gpu
     assert later["knownhostscommand"] == (
-        f'/usr/bin/python3 -m jupyter_sshd_proxy known-hosts --known-hosts "{tmp_path}/k h%%" '
-        "%n %I %H"
+        "/usr/bin/python3 -m jupyter_sshd_proxy_client known-hosts "
+        f'--known-hosts "{tmp_path}/k h%%" %n %I %H'
     )
     for values in (default, gpu, later):
         assert values["stricthostkeychecking"] == "true"
@@ -152,3 +154,30 @@ def test_ssh_version():
     assert version is not None
     assert version >= (8, 5)
     assert ssh_files.ssh_version("/nonexistent/ssh") is None
+
+
+def test_the_hub_proxycommand_asks_and_imports_nothing_of_the_hub_until_it_fails():
+    """`ssh NAME.SERVER` runs the Hub block's ProxyCommand on every connection:
+    the server's URL comes from hub_urls.py, and hub.py / rest.py (urllib.request,
+    http.client, email: a tenth of the start-up) load only when the Hub is asked
+    why a connection failed. A refused connection is not such a failure."""
+    code = (
+        "import os, sys\n"
+        "from jupyter_sshd_proxy_client import cli\n"
+        "os.environ['JUPYTER_SSHD_PROXY_TOKEN'] = 't' * 32\n"
+        f"status = cli.main(['proxy', '--user', 'alice', '--name', 'hub', "
+        f"'http://127.0.0.1:{free_port()}/', 'hub.gpu'])\n"
+        "unwanted = {'http.client', 'email', 'jupyter_sshd_proxy_client.hub',"
+        " 'jupyter_sshd_proxy_client.rest', 'jupyter_server', 'tornado'}\n"
+        "loaded = unwanted & set(sys.modules)\n"
+        "real = 'getproxies' in vars(sys.modules.get('urllib.request', sys))\n"
+        "print(status, sorted(loaded), real)\n"
+    )
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.stdout == "255 [] False\n", result.stderr
+    assert result.stderr.startswith("jupyter-sshd-proxy: cannot connect to ws://127.0.0.1:"), (
+        result.stderr
+    )
+    assert result.stderr.endswith("/user/alice/gpu/sshd/: Connection refused\n")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sshd_proxy.errors import BadKeyError
-from jupyter_sshd_proxy.keys import edits, grammar
+from jupyter_sshd_proxy_client.errors import BadKeyError
+from jupyter_sshd_proxy_client.keys import edits, grammar
 
 
 def string(data: bytes) -> bytes:

@@ -16,7 +16,8 @@ from .helpers import REPO
 
 DOCS = REPO / "docs"
 PAGES = {path.name: path.read_text() for path in sorted(DOCS.glob("*.md"))}
-METRIC_NAME = re.compile(r"\bjupyter_sshd_proxy_[a-z_]+[a-z]")
+# Any jupyter_sshd_proxy_* word but the client's package, jupyter_sshd_proxy_client.
+METRIC_NAME = re.compile(r"\bjupyter_sshd_proxy_(?!client\b)[a-z_]+[a-z]")
 
 
 def schema(name: str) -> dict:

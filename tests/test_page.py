@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from jupyter_sshd_proxy.client.ssh_files import host_name
 from jupyter_sshd_proxy.page import hub_info
+from jupyter_sshd_proxy_client.ssh_files import host_name
 
 from .browser import chromium
 from .helpers import (
@@ -133,7 +133,7 @@ def test_page_shows_the_command_host_keys_keys_and_status(server, setup, client_
     expect(page.locator("h1")).to_have_text(TITLE)
     name = host_name(f"{server.url}/")
     assert name == f"127.0.0.1-{server.port}"
-    expect(page.locator("#install-line")).to_have_text("pipx install jupyter-sshd-proxy")
+    expect(page.locator("#install-line")).to_have_text("pipx install jupyter-sshd-proxy-client")
     expect(page.locator("#command")).to_have_text(
         f"jupyter-sshd-proxy config-ssh {server.url}/ --name {name}"
     )

@@ -14,8 +14,8 @@ import threading
 import pytest
 
 from jupyter_sshd_proxy import sshd
-from jupyter_sshd_proxy.errors import ConfigError
 from jupyter_sshd_proxy.settings import SSHDProxy
+from jupyter_sshd_proxy_client.errors import ConfigError
 
 from .helpers import SSHClient, connectable, free_port, terminate, wait_for
 

@@ -12,8 +12,8 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_sshd_proxy import sshd
-from jupyter_sshd_proxy.errors import ConfigError, PreflightError
 from jupyter_sshd_proxy.settings import SSHDProxy
+from jupyter_sshd_proxy_client.errors import ConfigError, PreflightError
 
 USER = pwd.struct_passwd(("alice", "x", 1000, 1000, "", "/home/alice", "/bin/bash"))
 
@@ -235,7 +235,7 @@ def test_uid_without_passwd_entry_is_named():
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "jupyter_sshd_proxy.errors.PreflightError: uid 54321 has no entry in the passwd "
+        "jupyter_sshd_proxy_client.errors.PreflightError: uid 54321 has no entry in the passwd "
         "database, and sshd needs one; add the user to /etc/passwd in the image (or run "
         "with nss_wrapper), as containers with random uids (OpenShift) require"
     )
@@ -410,7 +410,7 @@ def test_missing_privilege_separation_directory_as_root(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "jupyter_sshd_proxy.errors.PreflightError: sshd refuses to start as root: Missing "
+        "jupyter_sshd_proxy_client.errors.PreflightError: sshd refuses to start as root: Missing "
         "privilege separation directory: /run/sshd; create it with: mkdir -p -m 0755 /run/sshd "
         "(or run the Jupyter server as a normal user)"
     )

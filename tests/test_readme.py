@@ -68,6 +68,18 @@ def test_the_benchmark_runs():
         assert ", repeated " in result.stdout
 
 
+def test_the_startup_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/startup.py", "--runs", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    server, hub = result.stdout.splitlines()
+    assert "  server  median " in server
+    assert "  hub     median " in hub
+    assert hub.endswith("heavy: ssl")  # websockets imports it; nothing of the Hub's API
+
+
 def test_the_settings_command_prints_every_setting_with_its_default():
     result = subprocess.run(
         [str(VENV_BIN / "jupyter-sshd-proxy"), "settings"],

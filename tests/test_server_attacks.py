@@ -19,9 +19,9 @@ import urllib.parse
 import pytest
 from traitlets.config import Config
 
-from jupyter_sshd_proxy.errors import ConfigError
-from jupyter_sshd_proxy.keys import edits
 from jupyter_sshd_proxy.settings import SSHDProxy
+from jupyter_sshd_proxy_client.errors import ConfigError
+from jupyter_sshd_proxy_client.keys import edits
 
 from .helpers import SSHClient, first_answer_line, make_key, pin_host_keys
 from .test_api import call, fingerprint_of

@@ -1,17 +1,17 @@
 # ruff: noqa  (an attack tool, not part of the product or the test suite)
-"""Differential fuzzing of authorized_keys lines: jupyter_sshd_proxy.keys against the real sshd (oracle.py).
+"""Differential fuzzing of authorized_keys lines: jupyter_sshd_proxy_client.keys against the real sshd (oracle.py).
 
 Mutations of valid lines with real keys (options, quotes, backslashes, commas,
 tabs, Unicode spaces, NUL, CR, type-name and base64 variants, decoy keys in
-options and comments). Prints HIDDEN (sshd lets the key in, jupyter_sshd_proxy.keys does not
+options and comments). Prints HIDDEN (sshd lets the key in, jupyter_sshd_proxy_client.keys does not
 list it) and LINE differences; PHANTOM (listed, never let in) and POST-PHANTOM
 (parse_key accepts, sshd refuses) go to findings.jsonl in ATTACK_WORK.
 """
 
 import base64, json, os, random, struct, sys, time, traceback
 from . import oracle
-from jupyter_sshd_proxy.keys import grammar
-from jupyter_sshd_proxy.errors import BadKeyError
+from jupyter_sshd_proxy_client.keys import grammar
+from jupyter_sshd_proxy_client.errors import BadKeyError
 
 R = random.Random(int(os.environ.get("SEED", "1")))
 ED = [n for n in oracle.NAMES if n.startswith("e")]

@@ -19,9 +19,10 @@ import os
 import sys
 from typing import TextIO, TypedDict
 
-from ..errors import APIError, ClientError, ProxyError
 from . import untrusted
-from .hub import Hub, hub_url, read_info, server_path, ssh_name
+from .errors import APIError, ClientError, ProxyError
+from .hub import Hub, read_info
+from .hub_urls import hub_url, server_path, ssh_name
 from .proxy_command import read_token
 from .rest import ServerAPI
 from .ssh_files import host_name

@@ -7,15 +7,21 @@ jupyter-sshd-proxy servers URL     a Hub's servers: state, last activity, SSH re
 jupyter-sshd-proxy doctor URL      check each link from here to sshd
 jupyter-sshd-proxy settings        the server-side settings, their variables and defaults
 jupyter-sshd-proxy demo            a local Jupyter server and an ssh session into it
+
+This module is the client's (jupyter-sshd-proxy-client). settings and demo
+need the server's distribution (jupyter-sshd-proxy), which brings this one
+with it; where only the client is installed they say so in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from . import __version__
-from .errors import ProxyError, SSHDProxyError
+from .errors import ClientError, ProxyError, SSHDProxyError
 
 CA_FILE_HELP = (
     "PEM file with the CA certificate that signed the server's certificate (a Hub with "
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the last guard: still one line, still no token
-        from .client.untrusted import printable
+        from .untrusted import printable
 
         what = printable(f"{type(error).__name__}: {error}", 300)
         _say(args, f"{what}; this is a bug in jupyter-sshd-proxy; please report it")
@@ -203,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(args: argparse.Namespace, message: str) -> None:
     """One line for the user, made printable (no escape sequence, no token)."""
-    from .client.untrusted import printable
+    from .untrusted import printable
 
     line = f"jupyter-sshd-proxy: {printable(message, 2000)}"
     if args.command == "proxy":
-        from .client.proxy_command import tell_user  # the terminal, when ssh hides stderr
+        from .proxy_command import tell_user  # the terminal, when ssh hides stderr
 
         tell_user(line)
     else:
@@ -216,14 +222,14 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
-        from .client.proxy_command import main_proxy
+        from .proxy_command import main_proxy
 
         hub = None
         if args.user is not None or args.host is not None:
             if not (args.user and args.name and args.host):
                 msg = "a Hub's ProxyCommand needs --user, --name and the host name (%n)"
                 raise ProxyError(msg)
-            from .client.hub_connect import HubTarget
+            from .hub_connect import HubTarget
 
             hub = HubTarget(
                 args.url, args.user, args.name, args.host, args.token_file, args.ca_file, args.start
@@ -232,31 +238,43 @@ def _run(args: argparse.Namespace) -> int:
             args.url, args.token_file, args.ping_interval or None, args.start, args.ca_file, hub
         )
     if args.command == "known-hosts":
-        from .client.known_hosts_command import known_hosts
+        from .known_hosts_command import known_hosts
 
         return known_hosts(args)
     if args.command == "servers":
-        from .client.servers import main_servers
+        from .servers import main_servers
 
         return main_servers(args)
     if args.command == "config-ssh":
-        from .client.config_ssh import main_config_ssh
+        from .config_ssh import main_config_ssh
 
         return main_config_ssh(args)
     if args.command == "doctor":
-        from .client.doctor import main_doctor
+        from .doctor import main_doctor
 
         return main_doctor(args)
     if args.command == "settings":
-        from .settings import settings_help
-
-        print(settings_help())
+        print(server_side("settings", args.command).settings_help())
         return 0
     if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(args.ssh_command)
+        status: int = server_side("demo", args.command).run_demo(args.ssh_command)
+        return status
     return 2
+
+
+def server_side(module: str, command: str) -> ModuleType:
+    """jupyter_sshd_proxy.module, from the server's distribution; a ClientError
+    naming what to install where only the client is installed."""
+    try:
+        return importlib.import_module(f"jupyter_sshd_proxy.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != "jupyter_sshd_proxy":
+            raise
+    msg = (
+        f"`jupyter-sshd-proxy {command}` needs the server side, and only the client is "
+        "installed here: install jupyter-sshd-proxy (from a checkout: pip install ./client .)"
+    )
+    raise ClientError(msg)
 
 
 if __name__ == "__main__":

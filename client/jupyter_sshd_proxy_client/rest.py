@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import APIError, TLSError, UntrustedAnswer
 from . import tls
+from .errors import APIError, TLSError, UntrustedAnswer
 from .untrusted import SUSPICIOUS, printable
 from .urls import server_url
 

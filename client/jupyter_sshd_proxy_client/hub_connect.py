@@ -8,25 +8,21 @@ When the WebSocket cannot be opened, the Hub is asked why, in this order:
 the token (expired: the date and the command that renews it), the server
 (none of that name: it is never made by connecting; stopped or starting),
 then, where config-ssh was given --start, the server is started with its
-progress shown. Only on failure: a working connection asks the Hub nothing.
+progress shown. Only on failure: a working connection asks the Hub nothing,
+and imports nothing to ask it with (hub.py, rest.py: urllib.request).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..errors import HubError, ProxyError
-from .hub import (
-    Hub,
-    expired,
-    expiry_text,
-    hub_url,
-    read_info,
-    server_of_host,
-    server_path,
-    ssh_name,
-)
+from .errors import HubError, ProxyError
+from .hub_urls import HUB_USER, hub_url, server_of_host, server_path, ssh_name
+
+if TYPE_CHECKING:  # hub.py brings rest.py (urllib.request): only when a connection fails
+    from .hub import Hub
 
 
 @dataclass
@@ -43,8 +39,6 @@ class HubTarget:
 
     def __post_init__(self) -> None:
         self.hub = hub_url(self.hub)
-        from .hub import HUB_USER
-
         if not HUB_USER.fullmatch(self.user):
             msg = f"--user {self.user!r} is not a Hub user name"
             raise ProxyError(msg)
@@ -70,6 +64,8 @@ class HubTarget:
 
 def token_problem(target: HubTarget, hub: Hub) -> str | None:
     """One line if the Hub no longer takes the token (expired or revoked), else None."""
+    from .hub import expired, expiry_text, read_info
+
     try:
         hub.whoami()
     except HubError as error:
@@ -90,6 +86,8 @@ def token_problem(target: HubTarget, hub: Hub) -> str | None:
 def why_not_running(target: HubTarget, token: str, progress: Callable[[str], None]) -> None:
     """The server did not answer (the Hub redirected): say why in one line, or,
     with --start, start it and return once it is ready."""
+    from .hub import Hub
+
     hub = Hub(target.hub, token, ca_file=target.ca_file)
     problem = token_problem(target, hub)
     if problem:
@@ -124,6 +122,9 @@ def why_failed(
     """Any other refused handshake: the token's line if it is the token; for a
     redirect or a 404 (a server the Hub's proxy has no route to: stopped, or
     never started), the server's state as for why_not_running; else error."""
+    if error.status is None:  # no HTTP answer (refused, timed out): nothing to ask the Hub
+        raise error
+    from .hub import Hub
     from .rest import REDIRECTS
 
     if error.status in (401, 403):

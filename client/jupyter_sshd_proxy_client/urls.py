@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from ..errors import BadURLError
+from .errors import BadURLError
 
 HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 # Path characters that stay as they are: no shell, ssh_config or cmd.exe reads

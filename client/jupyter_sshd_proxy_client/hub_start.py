@@ -16,8 +16,9 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import HubError
-from .hub import Hub, server_api_path
+from .errors import HubError
+from .hub import Hub
+from .hub_urls import server_api_path
 from .rest import ServerAPI, explain
 from .untrusted import printable
 from .urls import server_url

@@ -31,7 +31,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ..errors import HubError
+from .errors import HubError
 from .untrusted import KNOWN_HOSTS_LINE
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ def known_hosts(args: argparse.Namespace) -> int:
 def _first_use(args: argparse.Namespace, name: str) -> list[str]:
     """Fetch the server's host keys over its authenticated API, authorize our key
     there, pin the host keys; the pinned lines."""
-    from ..files import locked, write_atomically
     from . import untrusted
+    from .files import locked, write_atomically
     from .hub_connect import HubTarget
     from .proxy_command import read_token
     from .rest import ServerAPI, explain

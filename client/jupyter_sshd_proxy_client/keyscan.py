@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ..errors import CheckFailed
+from .errors import CheckFailed
 from .untrusted import printable
 
 # The signature algorithms of a key type where they are not its own name.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from ..errors import UntrustedAnswer
+from .errors import UntrustedAnswer
 
 SUSPICIOUS = "is that URL really your Jupyter server?"
 # POSIX's portable user names (letters, digits, '.', '_', '-', not starting
@@ -100,8 +100,8 @@ def key_list(
 def host_keys(answer: dict[str, object], base: str) -> list[tuple[str, str]]:
     """The host keys of a host-keys answer as (type, base64), each one checked
     like an authorized key: a known type and key data of that type, nothing else."""
-    from ..errors import BadKeyError
-    from ..keys.grammar import parse_key  # not on the ProxyCommand's path
+    from .errors import BadKeyError
+    from .keys.grammar import parse_key  # not on the ProxyCommand's path
 
     checked = []
     for number, entry in enumerate(key_list(answer, base, "host-keys", MAX_HOST_KEYS), 1):

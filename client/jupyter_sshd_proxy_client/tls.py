@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from ..errors import TLSError
+from .errors import TLSError
 
 
 def context(ca_file: str | None) -> ssl.SSLContext | None:

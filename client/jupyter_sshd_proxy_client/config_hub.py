@@ -40,7 +40,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ..errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from . import ssh_files, untrusted
 from .config_ssh import (
     _check_same_server,
@@ -56,6 +55,7 @@ from .config_ssh import (
     _write,
     default_ssh_config,
 )
+from .errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from .hub import (
     Hub,
     Identity,
@@ -64,10 +64,9 @@ from .hub import (
     info_path,
     parse_duration,
     read_info,
-    server_path,
-    ssh_name,
     ssh_scopes,
 )
+from .hub_urls import server_path, ssh_name
 from .known_hosts_command import known_hosts_name
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
@@ -369,7 +368,7 @@ def _commands(
     """The ProxyCommand's and the KnownHostsCommand's words, but for the host name."""
     common = ["--token-file", token_path] + (["--ca-file", ca_file] if ca_file else [])
     common += ["--user", user, "--name", name]
-    program = [sys.executable, "-m", "jupyter_sshd_proxy"]
+    program = [sys.executable, "-m", "jupyter_sshd_proxy_client"]
     proxy = [*program, "proxy", *common, *(["--start"] if start else []), base]
     known = [*program, "known-hosts", *common, "--known-hosts", known_hosts]
     return proxy, [*known, "--identity", identity, base]
@@ -435,7 +434,7 @@ def _info(
 def is_hub(url: str, ca_file: str | None) -> bool:
     """Whether url is a JupyterHub's own URL (not a server's): its hub/api/ answers
     with a version, which needs no token."""
-    from .hub import is_user_url
+    from .hub_urls import is_user_url
 
     if is_user_url(url):
         return False

@@ -18,7 +18,7 @@ import threading
 import types
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
+from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 

@@ -42,9 +42,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..errors import BadURLError, ConfigSSHError
-from ..files import lock_path, locked, real_path, write_atomically
 from . import ssh_files, untrusted
+from .errors import BadURLError, ConfigSSHError
+from .files import lock_path, locked, real_path, write_atomically
 from .proxy_command import read_token
 from .rest import ServerAPI, explain
 from .urls import is_loopback, server_url
@@ -119,7 +119,7 @@ def config_ssh(
     host_keys = untrusted.host_keys(
         api.get("sshd-proxy/api/host-keys", "sshd-proxy host-keys endpoint"), base
     )
-    proxy_argv = [sys.executable, "-m", "jupyter_sshd_proxy", "proxy"]
+    proxy_argv = [sys.executable, "-m", "jupyter_sshd_proxy_client", "proxy"]
     proxy_argv += ["--ca-file", ca_file] if ca_file else []
     proxy_argv += ["--token-file", token_path, base]
     try:
