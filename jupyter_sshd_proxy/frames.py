@@ -38,7 +38,7 @@ CONTROL_OPCODES = (CLOSE, PING, PONG)
 PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009  # close codes
 MAX_CONTROL_PAYLOAD = 125
 READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
-YIELD_AFTER = 1024 * 1024  # bytes read without waiting before others get a turn
+YIELD_AFTER = READ_SIZE  # bytes read without waiting before others get a turn (as Tornado)
 # What the reader uses of Tornado's WebSocketProtocol13 beyond its documented API.
 TORNADO_NAMES = (
     "_receive_frame_loop",
