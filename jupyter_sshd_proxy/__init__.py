@@ -7,5 +7,5 @@ connection, so importing this package must not pull in jupyter_server.
 __version__ = "0.1.0"
 
 
-def _jupyter_server_extension_points():
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_sshd_proxy.extension"}]

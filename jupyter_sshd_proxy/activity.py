@@ -18,9 +18,14 @@ Linux only (it reads /proc); elsewhere nothing is recorded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from . import procfs
+
+if TYPE_CHECKING:
+    from .settings import SSHDProxy
 
 POLICIES = ("traffic", "connections", "off")
 SOURCE = "jupyter-sshd-proxy"
@@ -41,7 +46,13 @@ def connection_bytes(pid: int) -> int | None:
 
 
 class ActivityTracker:
-    def __init__(self, policy: str, connection_hours: float, connections, record):
+    def __init__(
+        self,
+        policy: str,
+        connection_hours: float,
+        connections: Callable[[], list[int]],
+        record: Callable[[datetime], None],
+    ) -> None:
         """connections() lists sshd's per-connection pids; record(when) reports activity."""
         self.policy = policy
         self.connection_limit = connection_hours * 3600
@@ -67,14 +78,14 @@ class ActivityTracker:
             self.record(datetime.now(timezone.utc))
 
 
-def start_tracking(serverapp, config, connections) -> None:
+def start_tracking(serverapp: Any, config: SSHDProxy, connections: Callable[[], list[int]]) -> None:
     """Poll sshd's connections from the Jupyter server's event loop."""
     from tornado.ioloop import PeriodicCallback
 
     if not procfs.available():
         return
 
-    def record(when):
+    def record(when: datetime) -> None:
         serverapp.web_app.settings.setdefault("last_activity_times", {})[SOURCE] = when
 
     tracker = ActivityTracker(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,21 @@ def escaped(text: str | None, limit: int) -> str | None:
 class Audit:
     """Sends this server's events; the route, the REST API and the ledger call it."""
 
-    def __init__(self, event_logger: Any, log: logging.Logger, authorized_keys_files) -> None:
+    def __init__(
+        self,
+        event_logger: Any,
+        log: logging.Logger,
+        authorized_keys_files: Callable[[], Iterable[str]],
+    ) -> None:
         """authorized_keys_files() lists the files a key's comment is looked up in."""
         self.event_logger = event_logger
         self.log = log
         self.authorized_keys_files = authorized_keys_files
 
     @classmethod
-    def register(cls, serverapp: Any, authorized_keys_files) -> Audit | None:
+    def register(
+        cls, serverapp: Any, authorized_keys_files: Callable[[], Iterable[str]]
+    ) -> Audit | None:
         event_logger = getattr(serverapp, "event_logger", None)
         if event_logger is None:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import pwd
 import secrets
 import shlex
 import shutil
@@ -35,7 +36,8 @@ def say(message: str) -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def server_ready(port: int, token: str) -> bool:
@@ -49,7 +51,9 @@ def server_ready(port: int, token: str) -> bool:
         connection.close()
 
 
-def prepare_keys(workdir: Path, ssh_keygen: str, user, alias: str) -> tuple[Path, Path, Path]:
+def prepare_keys(
+    workdir: Path, ssh_keygen: str, user: pwd.struct_passwd, alias: str
+) -> tuple[Path, Path, Path]:
     """A throwaway client key, authorized; host keys made now and pinned for alias.
 
     Returns the key, the authorized_keys file and the known_hosts file.
@@ -116,7 +120,9 @@ def run_demo(ssh_command: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_server(port, token, workdir, authorized_keys, log_path) -> subprocess.Popen:
+def start_server(
+    port: int, token: str, workdir: Path, authorized_keys: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "JUPYTER_TOKEN": token,
@@ -147,7 +153,7 @@ def start_server(port, token, workdir, authorized_keys, log_path) -> subprocess.
     return server
 
 
-def stop_server(server: subprocess.Popen) -> None:
+def stop_server(server: subprocess.Popen[bytes]) -> None:
     if server.poll() is not None:
         return
     server.send_signal(signal.SIGTERM)

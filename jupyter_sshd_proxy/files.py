@@ -113,6 +113,7 @@ def _open_lock(lock: str) -> int:
     """A descriptor of the lock file, made if missing; FileEditError unless it is
     a regular file of this user that nobody else can open."""
     flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    problem: str | None
     try:
         fd = os.open(lock, flags, 0o600)
     except OSError as error:

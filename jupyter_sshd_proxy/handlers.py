@@ -36,6 +36,7 @@ from typing import Any, Callable, TypeVar
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 
 from .errors import BadKeyError, SSHDProxyError
 from .keys import edits, grammar
@@ -115,7 +116,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
     streamed (stream_request_body) so that prepare() sees the headers before
     any of it is read, and can refuse a body that is too large."""
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare does
         self._body = bytearray()
         await super().prepare()
         if self._finished:
@@ -126,7 +127,9 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             # MAX_BODY, and the connection is closed. A single chunk that
             # would take it past twice that is refused by tornado itself
             # (400) before it is read.
-            self.request.connection.set_max_body_size(2 * MAX_BODY)
+            connection = self.request.connection
+            assert isinstance(connection, HTTP1Connection)  # tornado serves HTTP/1 only
+            connection.set_max_body_size(2 * MAX_BODY)
         elif not re.fullmatch("[0-9]+", length):
             # Checked here: tornado reads the header only after prepare().
             raise web.HTTPError(
@@ -145,7 +148,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
             error = web.HTTPError(413, _too_large())
             self.send_error(413, exc_info=(type(error), error, None))
 
-    def json_object(self) -> dict:
+    def json_object(self) -> dict[str, Any]:
         """The request body, which must be a JSON object in UTF-8."""
         try:
             text = bytes(self._body).decode("utf-8")
@@ -178,7 +181,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         self.finish({"file": paths[0], "files": paths, "keys": found})
 
     @web.authenticated
-    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)  # type: ignore[untyped-decorator]  # authorized(action) is mistyped upstream
     async def post(self) -> None:
         body = self.json_object()
         line = body.get("key")
@@ -211,7 +214,7 @@ class AuthorizedKeysHandler(SSHDProxyAPIHandler):
         self.finish(key.as_json())
 
     @web.authenticated
-    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)
+    @authorized(CHANGE_KEYS, message=NOT_ALLOWED)  # type: ignore[untyped-decorator]  # authorized(action) is mistyped upstream
     async def delete(self) -> None:
         fingerprint = self.get_argument("fingerprint", "")
         if not grammar.is_fingerprint(fingerprint):

@@ -29,9 +29,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import reports
+
+if TYPE_CHECKING:
+    from .keys.grammar import PublicKey
 
 CLOSE_WAIT = 5.0  # seconds one side's end waits for the other's
 REMEMBER_CLOSED = 1000  # ids of closed records kept, for reports that come late
@@ -85,6 +88,10 @@ class Audit(Protocol):
     def connection_opened(self, record: Record) -> None: ...
     def connection_closed(self, record: Record) -> None: ...
     def refused(self, reason: str, hub_user: str | None) -> None: ...
+    def key_added(self, hub_user: str | None, key: PublicKey, path: str) -> None: ...
+    def key_removed(
+        self, hub_user: str | None, fingerprint: str, key: PublicKey | None, paths: list[str]
+    ) -> None: ...
 
 
 class Ledger:
@@ -290,7 +297,9 @@ class ReportsProtocol(asyncio.Protocol):
                 self.on_report(message)
 
 
-def serve_reports(path: str, on_report: Callable[[dict[str, Any]], None]) -> asyncio.Task:
+def serve_reports(
+    path: str, on_report: Callable[[dict[str, Any]], None]
+) -> asyncio.Task[asyncio.Server]:
     """Listen on path (now, so a supervisor started right after can connect)
     and read every connection's reports on the running event loop."""
     sock = reports.listen(path)

@@ -17,6 +17,7 @@ import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
@@ -25,6 +26,9 @@ from tornado import web
 
 from . import __version__
 from .handlers import AUTH_RESOURCE
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -46,7 +50,14 @@ PAGE_POLICY = (
 )
 
 
-def hub_info(environ: Mapping[str, str]) -> dict | None:
+class HubInfo(TypedDict):
+    """What the page needs to know of JupyterHub."""
+
+    token_page: str  # where users make a token
+    scope: str  # the scope that token needs to reach this server
+
+
+def hub_info(environ: Mapping[str, str]) -> HubInfo | None:
     """On JupyterHub (the spawner sets JUPYTERHUB_USER), where users get a token
     and the scope it needs to reach this server; None elsewhere."""
     user = environ.get("JUPYTERHUB_USER", "").strip()
@@ -69,13 +80,13 @@ def hub_info(environ: Mapping[str, str]) -> dict | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _templates():
+def _templates() -> Environment:
     from jinja2 import Environment, FileSystemLoader
 
     return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 
 
-def render_page(*, base_url: str, xsrf_token: str, hub: dict | None) -> str:
+def render_page(*, base_url: str, xsrf_token: str, hub: HubInfo | None) -> str:
     return (
         _templates()
         .get_template("page.html")
@@ -92,7 +103,7 @@ def render_page(*, base_url: str, xsrf_token: str, hub: dict | None) -> str:
 class PageHandler(JupyterHandler):
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, hub: dict | None = None) -> None:
+    def initialize(self, hub: HubInfo | None = None) -> None:
         self.hub = hub
 
     @property
@@ -100,10 +111,10 @@ class PageHandler(JupyterHandler):
         return "; ".join((super().content_security_policy, *PAGE_POLICY))
 
     @web.authenticated
-    @authorized("read")
+    @authorized("read")  # type: ignore[untyped-decorator]  # authorized(action) is mistyped upstream
     def get(self) -> None:
         # Reading it sets the _xsrf cookie too: the script sends it back as X-XSRFToken.
-        xsrf_token = self.xsrf_token
+        xsrf_token: bytes | str = self.xsrf_token
         if isinstance(xsrf_token, bytes):
             xsrf_token = xsrf_token.decode()
         html = render_page(base_url=self.base_url, xsrf_token=xsrf_token, hub=self.hub)
@@ -126,7 +137,7 @@ class AssetHandler(JupyterHandler):
         self.finish((STATIC / name).read_bytes())
 
 
-def page_handlers(base_url: str, environ: Mapping[str, str] | None = None) -> list[tuple]:
+def page_handlers(base_url: str, environ: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:
     """The page's routes, for the server extension to add."""
     hub = hub_info(os.environ if environ is None else environ)
     page = url_path_join(base_url, "sshd-proxy")

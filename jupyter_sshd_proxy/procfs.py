@@ -49,8 +49,8 @@ def parent_links() -> Iterator[tuple[int, int]]:
             ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, check=False
         ).stdout
         for line in output.splitlines():
-            pid, ppid = line.split()
-            yield int(pid), int(ppid)
+            pid_text, ppid_text = line.split()
+            yield int(pid_text), int(ppid_text)
         return
     for pid in pids():
         fields = _stat_fields(pid)

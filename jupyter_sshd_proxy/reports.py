@@ -130,10 +130,11 @@ class Sender:
     def flush(self) -> None:
         if not self.unsent or self.path is None:
             return
-        if self.sock is None and not self._connect():
+        sock = self.sock or self._connect(self.path)
+        if sock is None:
             return
         try:
-            sent = self.sock.send(self.unsent, socket.MSG_DONTWAIT)
+            sent = sock.send(self.unsent, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -141,18 +142,18 @@ class Sender:
             return
         del self.unsent[:sent]
 
-    def _connect(self) -> bool:
+    def _connect(self, path: str) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            sock.connect(self.path)
+            sock.connect(path)
         except OSError as error:
             sock.close()
             if error.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
                 raise
-            return False
+            return None
         self.sock = sock
-        return True
+        return sock
 
     def close(self) -> None:
         if self.sock is not None:

@@ -60,14 +60,14 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import warn_disabled_authorization
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketProtocol, WebSocketProtocol13
 
 from . import frames, reports, upstream
 from .ledger import hub_user
@@ -90,7 +90,7 @@ REFUSALS = {
 }
 
 
-class AuthorizedUpgrade:
+class AuthorizedUpgrade(upstream.RouteMixin):
     """Refuse (403) every request of a user who may not open a terminal, and
     every request while SSH is off (c.SSHDProxy.policy).
 
@@ -100,6 +100,10 @@ class AuthorizedUpgrade:
     before it starts anything (server.py)."""
 
     terminal_allowed = False
+
+    if TYPE_CHECKING:  # Accounted's, mixed in with this
+
+        def _refused(self, reason: str) -> None: ...
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
         await super().prepare(*args, **kwargs)
@@ -145,16 +149,18 @@ class AuthorizedUpgrade:
 class FlowControlledProtocol(asyncio.Protocol):
     """The connection to the supervisor's port (to sshd), for one WebSocket."""
 
+    transport: asyncio.Transport  # from connection_made, which asyncio calls first
+
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        self.transport: asyncio.Transport | None = None  # type: ignore[assignment]
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
         self.greeting: bytes | None = b""  # the supervisor's first line, until it is read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a stream's, which reads and writes
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         # (Activity is not recorded here: update_last_activity is off, and
@@ -177,9 +183,10 @@ class FlowControlledProtocol(asyncio.Protocol):
 
     def _read_greeting(self, data: bytes) -> bytes:
         """The bytes after the supervisor's line, once it has come (reports.py)."""
-        read = reports.read_greeting(self.greeting + data)
+        greeting = (self.greeting or b"") + data  # (never None here: see data_received)
+        read = reports.read_greeting(greeting)
         if read is None:
-            self.greeting += data
+            self.greeting = greeting
             return b""
         self.greeting = None
         kind, value, rest = read
@@ -189,7 +196,7 @@ class FlowControlledProtocol(asyncio.Protocol):
             self.handler._refused_by_supervisor(value)
         return rest
 
-    def _flushed(self, future: asyncio.Future) -> None:
+    def _flushed(self, future: asyncio.Future[None]) -> None:
         """Everything written to the client so far is in the kernel's buffer."""
         if not future.cancelled():
             future.exception()  # a closed WebSocket is on_close's business, not an error here
@@ -209,7 +216,7 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.handler.close()
 
 
-class FlowControl:
+class FlowControl(upstream.RouteMixin):
     """Mixed in before jupyter-server-proxy's raw socket handler of the route.
 
     It owns the connection to the supervisor's socket (backend, protocol):
@@ -218,6 +225,12 @@ class FlowControl:
 
     backend: asyncio.Transport | None = None
     protocol: FlowControlledProtocol | None = None
+
+    if TYPE_CHECKING:  # Accounted's, mixed in before this
+        bytes_from_client: int
+        client_version: str | None
+
+        def _read_client_version(self, message: bytes) -> None: ...
 
     @property
     def ping_interval(self) -> float:
@@ -251,12 +264,12 @@ class FlowControl:
                 await asyncio.sleep(0.05)
         self.backend, self.protocol = transport, protocol
 
-    def get_websocket_protocol(self) -> Any:
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
         # Tornado's protocol with a reader that parses the client's frames in
         # bulk and hands binary ones to relay() (frames.py).
         protocol = super().get_websocket_protocol()
-        if protocol is None:  # not a version Tornado speaks: it refuses the upgrade
-            return None
+        if not isinstance(protocol, WebSocketProtocol13):
+            return protocol  # None: not a version Tornado speaks; it refuses the upgrade
         return frames.BulkFrameProtocol(self, False, protocol.params)
 
     def relay(self, message: bytes) -> None:
@@ -279,12 +292,15 @@ class FlowControl:
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise WebSocketClosedError
+        assert isinstance(connection, frames.BulkFrameProtocol)  # get_websocket_protocol's
         return connection.send_binary(data)
 
     def unsent_to_client(self) -> int:
         """Bytes sent to the client that are not yet in the kernel's socket buffer."""
         connection = self.ws_connection
-        return 0 if connection is None else connection.unsent()
+        if not isinstance(connection, frames.BulkFrameProtocol):
+            return 0  # none yet, or closed
+        return connection.unsent()
 
     async def on_message(self, message: str | bytes) -> None:
         # Text messages (and, with Tornado's own reader, every message).
@@ -301,7 +317,7 @@ class FlowControl:
             self.backend.close()
 
 
-class Accounted:
+class Accounted(upstream.RouteMixin):
     """Mixed in before FlowControl: the connection as the ledger sees it."""
 
     bytes_to_client = 0
@@ -310,6 +326,9 @@ class Accounted:
     connection_id: str | None = None
     _version_start = b""
     _accounted = False
+
+    if TYPE_CHECKING:  # FlowControl's, mixed in after this
+        backend: asyncio.Transport | None
 
     @property
     def ledger(self) -> Any:

@@ -29,7 +29,7 @@ import pwd
 import shutil
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
@@ -38,6 +38,9 @@ from .errors import ConfigError, PreflightError, SSHDProxyError
 from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .ledger import Ledger, serve_reports
 from .settings import SSHDProxy, env_name
+
+if TYPE_CHECKING:
+    import asyncio
 
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
 NOT_GUARDED = (
@@ -74,7 +77,7 @@ class SSHDService:
         if settings is not None and settings.log_level in ("QUIET", "FATAL", "ERROR"):
             self.ledger.logins_logged = False
         self.reports_path: str | None = None
-        self._reports_server: Any = None
+        self._reports_server: asyncio.Task[asyncio.Server] | None = None
 
     @classmethod
     def of(cls, serverapp: Any) -> SSHDService:
@@ -87,7 +90,8 @@ class SSHDService:
                 serverapp.log.error("jupyter-sshd-proxy: %s", error)
                 service = cls(None, serverapp.log, str(error))
             settings[SERVICE_KEY] = service
-        return settings[SERVICE_KEY]
+        made: SSHDService = settings[SERVICE_KEY]
+        return made
 
     @property
     def settings(self) -> SSHDProxy:
@@ -105,7 +109,7 @@ class SSHDService:
             "ask its operator to turn it on"
         )
 
-    def process_spec(self) -> dict:
+    def process_spec(self) -> dict[str, Any]:
         """The jupyter-server-proxy process spec of the /sshd/ route."""
         if self._settings is not None:
             timeout = self._settings.start_timeout
@@ -201,13 +205,14 @@ class SSHDService:
             atexit.register(_remove_socket, path)
         return path
 
-    def process_status(self) -> dict:
+    def process_status(self) -> dict[str, Any]:
         """The supervisor's status file: its pid, whether it serves, why not."""
         if not self.state_dir:
             return {}
         try:
             with open(os.path.join(self.state_dir, "status.json")) as stream:
-                return json.load(stream)
+                status: dict[str, Any] = json.load(stream)  # as the supervisor wrote it
+                return status
         except (OSError, ValueError):
             return {}
 
@@ -228,12 +233,12 @@ class SSHDService:
             if (procfs.program(pid) or "").startswith("sshd") and procfs.alive(pid)
         ]
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """What the status endpoint answers. pid is the supervisor's, the process
         that holds the socket and starts an sshd for each connection."""
         process = self.process_status()
         pid = process.get("supervisor_pid")
-        alive = bool(pid) and procfs.alive(pid)
+        alive = procfs.alive(pid) if pid else False
         running = alive and bool(process.get("serving"))
         off = self.off_reason()
         return {
@@ -261,12 +266,12 @@ class SSHDService:
         return list(dict.fromkeys(paths))
 
 
-def _close_server(task: Any) -> None:
+def _close_server(task: asyncio.Task[asyncio.Server]) -> None:
     if not task.cancelled() and task.exception() is None:
         task.result().close()
 
 
-def setup_sshd() -> dict:
+def setup_sshd() -> dict[str, Any]:
     """The jupyter-server-proxy entry point: the process spec of the /sshd/ route."""
     from jupyter_server.serverapp import ServerApp
 

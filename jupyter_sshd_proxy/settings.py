@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from traitlets import Bool, Float, Int, List, TraitType, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .activity import POLICIES
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from traitlets.utils.bunch import Bunch
 
 ENV_PREFIX = "JUPYTER_SSHD_PROXY_"
 # What ssh may do on a server (c.SSHDProxy.policy). "off" turns SSH off.
@@ -369,46 +372,49 @@ class SSHDProxy(LoggingConfigurable):
         "activity_poll_seconds",
         "max_unauthenticated",
     )
-    def _validate_positive(self, proposal):
+    def _validate_positive(self, proposal: Bunch) -> float:
         trait = proposal.trait
-        if not proposal.value > 0:
+        value: float = proposal.value
+        if not value > 0:
             msg = (
-                f"{self.source(trait.name)}={proposal.value!r} is not a positive number of "
+                f"{self.source(trait.name)}={value!r} is not a positive number of "
                 f"{trait.metadata['unit']}; use e.g. {trait.default_value:g}"
             )
             raise ConfigError(msg)
-        return proposal.value
+        return value
 
     @validate("policy")
-    def _validate_policy(self, proposal):
+    def _validate_policy(self, proposal: Bunch) -> str:
         policy = check_policy(proposal.value, self.source("policy"))
         check_policy_options(policy, self.extra_options, self.source("extra_options"))
         return policy
 
     @validate("activity")
-    def _validate_activity(self, proposal):
+    def _validate_activity(self, proposal: Bunch) -> str:
         return check_activity(proposal.value, self.source("activity"))
 
     @validate("log_level")
-    def _validate_log_level(self, proposal):
+    def _validate_log_level(self, proposal: Bunch) -> str:
         return check_log_level(proposal.value, self.source("log_level"))
 
     @validate("authorized_keys_files")
-    def _validate_authorized_keys_files(self, proposal):
+    def _validate_authorized_keys_files(self, proposal: Bunch) -> list[str]:
         return check_authorized_keys_files(proposal.value, self.source("authorized_keys_files"))
 
     @validate("legacy_host_key")
-    def _validate_legacy_host_key(self, proposal):
+    def _validate_legacy_host_key(self, proposal: Bunch) -> str:
         return check_legacy_host_key(proposal.value, self.source("legacy_host_key"))
 
     @validate("extra_options")
-    def _validate_extra_options(self, proposal):
+    def _validate_extra_options(self, proposal: Bunch) -> list[str]:
         options = check_extra_options(proposal.value, self.source("extra_options"))
         check_policy_options(self.policy, options, self.source("extra_options"))
         return options
 
 
-def variables_of(name: str, trait: TraitType) -> list[tuple[str, Callable[[str, str], Any]]]:
+def variables_of(
+    name: str, trait: TraitType[Any, Any]
+) -> list[tuple[str, Callable[[str, str], Any]]]:
     """The environment variables that set a trait, the first one winning, each
     with what reads its text: its own, then the original jupyter-sshd-proxy's."""
     found: list[tuple[str, Callable[[str, str], Any]]] = [
@@ -420,7 +426,7 @@ def variables_of(name: str, trait: TraitType) -> list[tuple[str, Callable[[str, 
     return found
 
 
-def from_text(trait: TraitType, text: str, source: str) -> Any:
+def from_text(trait: TraitType[Any, Any], text: str, source: str) -> Any:
     """A trait's value from its environment variable's text."""
     if isinstance(trait, Bool):
         return parse_bool(text, source)

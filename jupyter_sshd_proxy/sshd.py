@@ -25,7 +25,7 @@ from .files import write_atomically
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 LOGIN_GRACE_SECONDS = 30  # sshd's default is 120
 INSTALL_HINT = "install openssh-server (Debian/Ubuntu) or openssh (conda-forge)"
-HOST_KEY_TYPES = (("ed25519", []), ("rsa", ["-b", "3072"]))
+HOST_KEY_TYPES: tuple[tuple[str, list[str]], ...] = (("ed25519", []), ("rsa", ["-b", "3072"]))
 
 # Variables sshd sets for each session itself, or that describe the Jupyter
 # server's own terminal rather than the ssh session.
@@ -145,7 +145,7 @@ def expand_user_path(path: str, user: pwd.struct_passwd) -> str:
         path = user.pw_dir + path[1:]
     tokens = {"h": user.pw_dir, "u": user.pw_name, "U": str(user.pw_uid), "%": "%"}
 
-    def replace(match):
+    def replace(match: re.Match[str]) -> str:
         token = match.group(1)
         if token not in tokens:
             msg = f"unknown token %{token} in {path!r}; sshd knows %h, %u, %U and %%"
@@ -204,7 +204,9 @@ def check_strict_modes(authorized_keys_files: Iterable[str], user: pwd.struct_pa
                 break
 
 
-def _refuse(keys_file: str, path: str, problem: str, st: os.stat_result, user) -> None:
+def _refuse(
+    keys_file: str, path: str, problem: str, st: os.stat_result, user: pwd.struct_passwd
+) -> None:
     if st.st_mode & stat.S_ISVTX:
         # A shared directory such as /tmp: the file does not belong there.
         fix = "move it to a directory only you and root can write, such as ~/.ssh"
@@ -289,7 +291,9 @@ def _check_host_key(path: str, user: pwd.struct_passwd) -> None:
         os.chmod(path, 0o600)
 
 
-def _make_host_key(ssh_keygen, path, key_type, options, user) -> None:
+def _make_host_key(
+    ssh_keygen: str, path: str, key_type: str, options: list[str], user: pwd.struct_passwd
+) -> None:
     temporary = f"{path}.tmp-{secrets.token_hex(4)}"
     comment = f"jupyter-sshd-proxy host key of {user.pw_name}"
     try:

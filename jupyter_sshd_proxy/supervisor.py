@@ -75,7 +75,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import procfs, reports
 from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
@@ -98,7 +100,8 @@ def _prctl(option: int, value: int) -> bool:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(option, value, 0, 0, 0) == 0
+    result: int = libc.prctl(option, value, 0, 0, 0)
+    return result == 0
 
 
 @dataclass(eq=False)
@@ -106,12 +109,12 @@ class Connection:
     """An accepted connection (Admission knows it by this object)."""
 
     sock: socket.socket  # kept until sshd exits, to see whether the client was still there
-    process: subprocess.Popen | None = None  # its sshd, once started
+    process: subprocess.Popen[bytes] | None = None  # its sshd, once started
     id: str = ""  # what its first line said, and its reports say
     log: int | None = None  # the read end of its sshd's stderr
     partial: bytes = b""  # the start of a log line not ended yet
     login_reported: bool = False
-    key: dict | None = None  # "Accepted key ... found at FILE:LINE" (LogLevel VERBOSE)
+    key: dict[str, Any] | None = None  # "Accepted key ... found at FILE:LINE" (LogLevel VERBOSE)
 
 
 class Supervisor:
@@ -192,9 +195,11 @@ class Supervisor:
         wake-up pipe), the reports can be sent, or Admission's next moment."""
         poller = select.poll()
         poller.register(wake_read, select.POLLIN)
-        listening = self.listener is not None and self.admission.accepting(time.monotonic())
-        if listening:
-            poller.register(self.listener, select.POLLIN)
+        listener = self.listener
+        if listener is not None and not self.admission.accepting(time.monotonic()):
+            listener = None  # not listening for now
+        if listener is not None:
+            poller.register(listener, select.POLLIN)
         logs = {conn.log: conn for conn in self.running.values() if conn.log is not None}
         for fd in logs:
             poller.register(fd, select.POLLIN)
@@ -207,12 +212,12 @@ class Supervisor:
         for fd, conn in logs.items():
             if fd in ready:
                 self._read_log(conn)
-        if listening and self.listener.fileno() in ready:
+        if listener is not None and listener.fileno() in ready:
             self._accept_all()
         with contextlib.suppress(BlockingIOError):
             os.read(wake_read, 4096)
 
-    def _on_stop_signal(self, signum, _frame):
+    def _on_stop_signal(self, signum: int, _frame: object) -> None:
         self.stop_signal = signum
 
     @property
@@ -256,7 +261,9 @@ class Supervisor:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of file descriptors or memory: the connections wait
                     # in the kernel's queue for a moment.
-                    self.admission.accept_failed(time.monotonic(), error.strerror)
+                    self.admission.accept_failed(
+                        time.monotonic(), error.strerror or os.strerror(error.errno)
+                    )
                     self._log()
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
@@ -627,7 +634,7 @@ def peer_uid(conn: socket.socket) -> int | None:
         _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, 12))
     except OSError:
         return None
-    return uid
+    return int(uid)
 
 
 def _connected_through(ssh_connection: str, socket_path: str) -> bool:
@@ -648,7 +655,7 @@ def _hung_up(conn: socket.socket) -> bool:
         return True  # reset
 
 
-def _die_with(parent: int):
+def _die_with(parent: int) -> Callable[[], None]:
     """What the child runs before exec: SIGTERM when the supervisor dies (or has died)."""
 
     def set_pdeathsig() -> None:

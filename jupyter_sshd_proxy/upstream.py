@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tornado import web
 from tornado.routing import PathMatches, Rule
@@ -35,8 +35,29 @@ try:
 except ImportError as error:  # 4.2 and older; or not installed at all
     _IMPORT_PROBLEM = f"{type(error).__name__}: {error}"
 
-    class SuperviseAndRawSocketHandler(web.RequestHandler):  # type: ignore[no-redef]
+    class SuperviseAndRawSocketHandler(web.RequestHandler):  # type: ignore[no-redef]  # stand-in
         """A stand-in, so this package imports; the route is never guarded with it."""
+
+
+if TYPE_CHECKING:
+    from jupyter_server.base.handlers import JupyterHandler
+    from tornado.websocket import WebSocketHandler
+
+    class RouteHandler(WebSocketHandler, JupyterHandler):
+        """What route.py's mixins may use of the handler they are mixed into
+        (RawSocketRoute), written down for mypy: jupyter-server-proxy has no types.
+        Its handlers are tornado WebSocket handlers and Jupyter handlers."""
+
+        backend_address: str
+
+        def check_origin(self, origin: str | None = None) -> bool: ...
+        async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]: ...
+        async def open(self, *args: Any, **kwargs: Any) -> None: ...
+        async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None: ...
+
+    RouteMixin = RouteHandler
+else:
+    RouteMixin = object  # at run time, the mixins are plain classes
 
 
 # The route handler that is starting the process right now, if it is ours:
@@ -165,7 +186,7 @@ def problem() -> str | None:
     return None
 
 
-class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]
+class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]  # an untyped base
     """jupyter-server-proxy's raw socket route, under the names route.py uses."""
 
     def get_cmd(self) -> Any:
@@ -178,7 +199,8 @@ class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]
 
     async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]:
         """Connect to what the process listens on (its unix socket)."""
-        return await self._create_ws_connection(protocol_factory)
+        connected: tuple[Any, Any] = await self._create_ws_connection(protocol_factory)
+        return connected  # (transport, protocol), as loop.create_unix_connection
 
     @property
     def backend_address(self) -> str:

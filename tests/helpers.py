@@ -485,9 +485,8 @@ class SSHClient:
         websocat stall and the pair is killed. Through our proxy it fails.
         """
         proxies = procfs.descendants(process.pid)
-        process.terminate()
         try:
-            process.communicate(timeout=timeout)
+            terminate(process, timeout)
         except subprocess.TimeoutExpired:
             if self.proxy != "websocat":
                 raise
@@ -506,6 +505,23 @@ class SSHClient:
 
     def rsync_shell(self) -> str:
         return shlex.join(["ssh", *self.options()])
+
+
+def terminate(process: subprocess.Popen, timeout: float = 30) -> tuple:
+    """SIGTERM an ssh until it exits; what communicate() read.
+
+    ssh (9.2) checks for a caught signal before it calls poll(), with the
+    signal not blocked: a SIGTERM that lands between the two is seen only at
+    the next event, and an idle `ssh -N` may have none. Sending it again every
+    second ends it at once whichever way the first one landed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        process.terminate()
+        try:
+            return process.communicate(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def pin_host_keys(known_hosts: Path, host_alias: str, host_key_dir: Path) -> None:

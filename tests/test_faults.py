@@ -35,6 +35,7 @@ from .helpers import (
     free_port,
     server_processes,
     sshd_banner,
+    terminate,
     wait_for,
 )
 
@@ -155,8 +156,7 @@ def test_a_client_that_stops_reading_does_not_grow_the_server(once, server, ours
         for download in downloads:
             download.close()
         source.close()
-        forward.terminate()
-        forward.communicate(timeout=30)
+        terminate(forward)
 
 
 # A server with tight limits, so that the bounds show within seconds: at most

@@ -17,7 +17,7 @@ from jupyter_sshd_proxy import sshd
 from jupyter_sshd_proxy.errors import ConfigError
 from jupyter_sshd_proxy.settings import SSHDProxy
 
-from .helpers import SSHClient, connectable, free_port, wait_for
+from .helpers import SSHClient, connectable, free_port, terminate, wait_for
 
 SFTP_ONLY = b"This service allows sftp connections only."
 
@@ -107,8 +107,7 @@ def local_forward_is_refused(ssh: SSHClient, destination: str) -> bytes:
         wait_for(lambda: forwarder.poll() is not None or connectable(listen), 20, "ssh -L")
         assert read_through(listen) == b""
     finally:
-        forwarder.terminate()
-        _, said = forwarder.communicate(timeout=30)
+        _, said = terminate(forwarder)
     return said
 
 

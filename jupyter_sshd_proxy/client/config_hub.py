@@ -38,7 +38,7 @@ import re
 import socket
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from . import ssh_files, untrusted
@@ -419,7 +419,7 @@ def _info(
     expires_at: str | None,
     ca_file: str | None,
     start: bool,
-) -> dict:
+) -> dict[str, Any]:
     return {
         "hub": base,
         "user": me.user,

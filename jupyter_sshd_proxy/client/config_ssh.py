@@ -365,8 +365,8 @@ def _check_with_ssh(ssh_config: str, config: str, name: str, block: str) -> None
         raise ConfigSSHError(msg)
     seen: dict[str, list[str]] = {}
     for line in result.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        seen.setdefault(key, []).append(value)
+        key, _, setting = line.partition(" ")
+        seen.setdefault(key, []).append(setting)
     wanted = ssh_files.block_settings(block)
     for key, keyword in CHECKED_BY_SSH.items():
         value = wanted.get(key)

@@ -104,7 +104,7 @@ class Doctor:
         except socket.gaierror as error:
             msg = f"{self.parts.hostname} does not resolve ({error.strerror}); check the URL"
             raise CheckFailed(msg) from None
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = sorted({str(info[4][0]) for info in infos})
         return f"{self.parts.hostname} resolves to {', '.join(addresses)}"
 
     def tcp(self) -> str:

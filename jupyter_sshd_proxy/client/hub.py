@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import BadURLError, HubError, UntrustedAnswer
@@ -171,7 +171,9 @@ class Hub:
         if not isinstance(found, dict) or len(found) > MAX_SERVERS:
             what = f"a list of servers that is not a JSON object of at most {MAX_SERVERS}"
             self.refuse(what, found)
-        servers, left_out, folded = {}, [], {}
+        servers: dict[str, Server] = {}
+        left_out: list[str] = []
+        folded: dict[str, str] = {}  # lower-case name: name
         for name, model in found.items():
             if name != "" and not SERVER_NAME.fullmatch(name):
                 left_out.append(
@@ -192,7 +194,7 @@ class Hub:
             servers[name] = Server(name, self._state(name, model), self._activity(name, model))
         return servers, left_out
 
-    def _state(self, name: str, model: dict) -> str:
+    def _state(self, name: str, model: dict[str, object]) -> str:
         ready, pending, stopped = model.get("ready"), model.get("pending"), model.get("stopped")
         if pending not in (None, "spawn", "stop", "check"):
             self.refuse(f"server {name!r} with a pending state we do not know", pending)
@@ -206,7 +208,7 @@ class Hub:
             return "stopped"
         self.refuse(f"server {name!r} without a ready or stopped state", model)
 
-    def _activity(self, name: str, model: dict) -> str | None:
+    def _activity(self, name: str, model: dict[str, object]) -> str | None:
         stamp = model.get("last_activity")
         if stamp is None:
             return None
@@ -350,7 +352,7 @@ def info_path(token_file: str) -> str:
     return stem + ".hub.json"
 
 
-def read_info(token_file: str) -> dict:
+def read_info(token_file: str) -> dict[str, Any]:
     """What config-ssh wrote beside token_file; {} if there is nothing usable."""
     import json
 

@@ -16,13 +16,15 @@ import stat
 import sys
 import threading
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 
 if TYPE_CHECKING:  # imported for real by import_websockets(), after the socket is opening
+    from collections.abc import Callable
+
     from websockets.sync.client import ClientConnection
 
     from .hub_connect import HubTarget
@@ -35,7 +37,9 @@ MAX_TOKEN_FILE = 4096  # bytes; a token is tens of characters
 # message of megabytes is not from our server, and is refused before it is read.
 MAX_MESSAGE = 4 * 1024 * 1024
 MESSAGE_TOO_BIG = 1009  # the WebSocket close code
-_terminal: list = []  # [/dev/tty open for writing, or None], once tell_user() has looked
+_terminal: list[
+    TextIO | None
+] = []  # [/dev/tty open for writing, or None], once tell_user() has looked
 
 
 def read_token(token_file: str | None) -> str:
@@ -115,13 +119,14 @@ def import_websockets() -> types.ModuleType:
 
         return client
     sys.modules["importlib.metadata"] = types.ModuleType("importlib.metadata")
+    failed = False
     try:
         from websockets.sync import client
     except Exception:
-        client = None
+        failed = True
     finally:
         del sys.modules["importlib.metadata"]
-    if client is None:
+    if failed:
         for name in [name for name in sys.modules if name.split(".")[0] == "websockets"]:
             del sys.modules[name]
         from websockets.sync import client
@@ -164,7 +169,7 @@ def tell_user(line: str) -> None:
         pass
 
 
-def _terminal_if_stderr_is_null():
+def _terminal_if_stderr_is_null() -> TextIO | None:
     """/dev/tty, open for writing, if fd 2 is /dev/null and there is a terminal."""
     if os.name == "nt":
         return None
@@ -239,7 +244,7 @@ def open_websocket(
 ) -> ClientConnection:
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
     early = EarlySocket(url, open_timeout)
-    connect = import_websockets().connect
+    connect: Callable[..., ClientConnection] = import_websockets().connect
     import ssl
 
     from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
@@ -298,7 +303,7 @@ def open_websocket(
         raise ProxyError(msg) from None
 
 
-def refusal_body(body: bytes | None) -> object:
+def refusal_body(body: bytes | bytearray | None) -> object:
     """The JSON of a refused upgrade (the server says why: SSH is off, no right
     to open a terminal), or None. Untrusted: explain() makes it printable."""
     if not body or len(body) > 64 * 1024:

@@ -22,7 +22,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import APIError, TLSError, UntrustedAnswer
@@ -33,10 +34,19 @@ from .urls import server_url
 MAX_ANSWER = 1024 * 1024  # bytes; the largest real answer (authorized keys) is far smaller
 MAX_LINE = 64 * 1024  # bytes per line of an event stream
 READ = 64 * 1024  # bytes asked of each read of an answer
+Connection = TypeVar("Connection", bound=http.client.HTTPConnection)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl) -> None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> None:
         return None
 
 
@@ -81,14 +91,16 @@ def _shut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _watched(connection_class: type, deadline: Deadline) -> type:
+def _watched(connection_class: type[Connection], deadline: Deadline) -> type[Connection]:
     """connection_class whose sockets (the TCP one, then the TLS one) deadline watches."""
 
-    class Watched(connection_class):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs) -> None:
+    class Watched(connection_class):  # type: ignore[misc, valid-type]  # a base known at run time
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             connect = self._create_connection
-            self._create_connection = lambda *a, **k: deadline.watch(connect(*a, **k))
+            self._create_connection: Callable[..., socket.socket] = lambda *a, **k: deadline.watch(
+                connect(*a, **k)
+            )
 
         def connect(self) -> None:
             super().connect()
@@ -102,7 +114,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         super().__init__()
         self._deadline = deadline
 
-    def http_open(self, req):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(_watched(http.client.HTTPConnection, self._deadline), req)
 
 
@@ -112,7 +124,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self._deadline = deadline
         self._tls_context = context
 
-    def https_open(self, req):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         connection = _watched(http.client.HTTPSConnection, self._deadline)
         return self.do_open(connection, req, context=self._tls_context)
 
@@ -126,11 +138,14 @@ class ServerAPI:
         self.timeout = timeout  # seconds for the whole answer
         self._context = tls.context(ca_file)
 
-    def _open(self, request: urllib.request.Request, deadline: Deadline):
+    def _open(
+        self, request: urllib.request.Request, deadline: Deadline
+    ) -> http.client.HTTPResponse:
         opener = urllib.request.build_opener(
             _NoRedirect(), _HTTPHandler(deadline), _HTTPSHandler(deadline, self._context)
         )
-        return opener.open(request, timeout=deadline.seconds)
+        response: http.client.HTTPResponse = opener.open(request, timeout=deadline.seconds)
+        return response
 
     def _request(self, method: str, path: str, data: bytes | None = None) -> urllib.request.Request:
         request = urllib.request.Request(self.base + path, data=data, method=method)
@@ -138,13 +153,16 @@ class ServerAPI:
             request.add_header("Authorization", f"token {self._token}")
         return request
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    def call(
+        self, method: str, path: str, body: dict[str, object] | None = None
+    ) -> tuple[int, object]:
         """(status, decoded JSON or None). Raises APIError for transport failures."""
         data = json.dumps(body).encode() if body is not None else None
         request = self._request(method, path, data)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         deadline = Deadline(self.timeout)
+        response: http.client.HTTPResponse | urllib.error.HTTPError
         try:
             try:
                 response = self._open(request, deadline)
@@ -171,7 +189,12 @@ class ServerAPI:
         finally:
             deadline.cancel()
 
-    def _read(self, response, path: str, deadline: Deadline) -> bytes:
+    def _read(
+        self,
+        response: http.client.HTTPResponse | urllib.error.HTTPError,
+        path: str,
+        deadline: Deadline,
+    ) -> bytes:
         """The whole body, at most MAX_ANSWER bytes, before the deadline."""
         chunks, size = [], 0
         while chunk := response.read1(READ):
@@ -230,7 +253,7 @@ class ServerAPI:
         if deadline.passed():
             raise APIError(expired)
 
-    def get(self, path: str, what: str) -> dict:
+    def get(self, path: str, what: str) -> dict[str, Any]:
         """The JSON object a GET answers with status 200; anything else is an error."""
         status, body = self.call("GET", path)
         if status != 200:

@@ -17,7 +17,7 @@ import glob
 import json
 import os
 import sys
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from ..errors import APIError, ClientError, ProxyError
 from . import untrusted
@@ -60,13 +60,24 @@ def ssh_ready(url: str, token: str, ca_file: str | None) -> tuple[bool, str | No
     return True, None
 
 
+class ServerRow(TypedDict):
+    """One of the user's servers, as `servers` shows it (and --json writes it)."""
+
+    server: str  # its name; "" for the default server
+    ssh: str  # the ssh host name config-ssh gives it
+    state: str  # running, starting, stopping or stopped
+    last_activity: str | None  # as the Hub says it (ISO 8601, UTC)
+    ssh_ready: bool | None  # None: not asked (the server is not running)
+    problem: str | None  # why ssh is not ready
+
+
 def list_servers(
     url: str,
     token_file: str | None,
     ca_file: str | None,
     name: str | None,
     ssh_dir: str,
-) -> list[dict]:
+) -> list[ServerRow]:
     base = hub_url(url)
     stored = None if token_file else stored_for(base, ssh_dir, name)
     try:
@@ -89,7 +100,7 @@ def list_servers(
             f"read:servers!user={me.user})"
         )
         raise APIError(msg)
-    rows = []
+    rows: list[ServerRow] = []
     for server in sorted(me.servers.values(), key=lambda s: s.name):
         ready, problem = None, None
         if server.state == "running":
@@ -107,7 +118,7 @@ def list_servers(
     return rows
 
 
-def print_table(rows: list[dict], out: TextIO) -> None:
+def print_table(rows: list[ServerRow], out: TextIO) -> None:
     header = ("SERVER", "SSH", "STATE", "LAST ACTIVITY", "SSH READY")
     table = [header]
     for row in rows:

@@ -17,6 +17,7 @@ def context(ca_file: str | None) -> ssl.SSLContext | None:
     """A client context that trusts only ca_file, or None for the default one."""
     if not ca_file:
         return None
+    reason: str | None
     try:
         return ssl.create_default_context(cafile=ca_file)
     except ssl.SSLError as error:  # (before OSError: it is one)

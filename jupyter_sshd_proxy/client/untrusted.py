@@ -73,7 +73,7 @@ def refuse(base: str, what: str, value: object) -> UntrustedAnswer:
     return UntrustedAnswer(f"{base} sent {what}: {shown(value)}; {SUSPICIOUS}")
 
 
-def user_name(status: dict, base: str) -> str:
+def user_name(status: dict[str, object], base: str) -> str:
     """status["user"] of the sshd-proxy status answer, if it is a portable user name."""
     user = status.get("user")
     if not isinstance(user, str) or not USER_NAME.fullmatch(user):
@@ -81,7 +81,9 @@ def user_name(status: dict, base: str) -> str:
     return user
 
 
-def key_list(answer: dict, base: str, what: str, most: int = 1000) -> list[dict]:
+def key_list(
+    answer: dict[str, object], base: str, what: str, most: int = 1000
+) -> list[dict[str, object]]:
     """answer["keys"]: a list of at most `most` JSON objects."""
     found = answer.get("keys")
     if (
@@ -95,7 +97,7 @@ def key_list(answer: dict, base: str, what: str, most: int = 1000) -> list[dict]
     return found
 
 
-def host_keys(answer: dict, base: str) -> list[tuple[str, str]]:
+def host_keys(answer: dict[str, object], base: str) -> list[tuple[str, str]]:
     """The host keys of a host-keys answer as (type, base64), each one checked
     like an authorized key: a known type and key data of that type, nothing else."""
     from ..errors import BadKeyError
@@ -111,7 +113,7 @@ def host_keys(answer: dict, base: str) -> list[tuple[str, str]]:
         if key is None or (key.type, key.blob, key.options, key.comment) != (kind, blob, "", ""):
             what = f"host key {number} that is not a public key of a known type"
             raise refuse(base, what, entry)
-        checked.append((kind, blob))
+        checked.append((key.type, key.blob))  # equal to (kind, blob), and typed
     if not checked:
         msg = f"{base} has no host keys to pin; see the Jupyter server's log"
         raise UntrustedAnswer(msg)

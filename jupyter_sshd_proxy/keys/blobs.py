@@ -185,6 +185,7 @@ def parse_blob(raw: bytes, word: str) -> tuple[str, str | None, bytes]:
             reader.fail(f"an RSA key needs at least {RSA_MIN_BITS} bits")
         body = _mpint(exponent) + _mpint(modulus)
     else:
+        assert curve is not None  # every ECDSA type in LINE_TYPES names its curve
         if reader.cstring() != curve.encode():
             reader.fail(f"its curve is not {curve}")
         point = reader.string()

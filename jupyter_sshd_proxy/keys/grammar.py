@@ -119,7 +119,7 @@ class PublicKey:
         digest = hashlib.sha256(base64.b64decode(self.blob)).digest()
         return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, str]:
         return {
             "type": self.type,
             "key": self.blob,
