@@ -15,7 +15,7 @@ namespace over the veth for RTT/2 (benchmarks/netdelay.py, an NFQUEUE
 delayer: this kernel has no sch_netem); the hops inside the server (Jupyter
 -> supervisor -> sshd) are on its loopback and never delayed.
 
-For each RTT (default 0, 20 and 60 ms), each tool (`scp -s`, `rsync -W -e
+For each RTT (default 0, 20 and 60 ms), each tool (`ssh cat`, `scp -s`, `rsync -W -e
 ssh`), each direction and each path, the median of --reps transfers of a
 --size-mib file of random bytes, in MiB/s (the whole command's wall time,
 connection set-up included), and the Jupyter server's CPU seconds per GiB
@@ -69,7 +69,7 @@ SERVER_IP, LAPTOP_IP = "10.77.0.1", "10.77.0.2"
 ALIAS = "jsp-wan"  # the HostKeyAlias every path shares: one set of host keys
 CLONE_NEWNET = 0x40000000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TOOLS = ("scp", "rsync")
+TOOLS = ("cat", "scp", "rsync")
 DIRECTIONS = ("download", "upload")
 
 
@@ -449,7 +449,15 @@ class Run:
         dst.unlink(missing_ok=True)
         remote = f"{path}:{src if direction == 'download' else dst}"
         ends = [remote, str(dst)] if direction == "download" else [str(src), remote]
-        if tool == "scp":
+        stdin, stdout = subprocess.DEVNULL, subprocess.DEVNULL
+        if tool == "cat":  # the byte path alone: no sftp or rsync protocol on top
+            command = f"cat {src}" if direction == "download" else f"cat > {dst}"
+            argv = ["ssh", "-F", str(self.ssh_config), path, command]
+            if direction == "download":
+                stdout = open(dst, "wb")  # noqa: SIM115
+            else:
+                stdin = open(src, "rb")  # noqa: SIM115
+        elif tool == "scp":
             argv = ["scp", "-F", str(self.ssh_config), "-s", "-q", *ends]
         else:
             argv = ["rsync", "-W", "-e", f"ssh -F {self.ssh_config}", *ends]
@@ -460,9 +468,12 @@ class Run:
         cpu_before = cpu_seconds(install.pid) if install else None
         started = time.monotonic()
         process = self.link.popen(
-            "laptop", argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
+            "laptop", argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+            start_new_session=True,
         )  # fmt: skip
+        for stream in (stdin, stdout):
+            if stream is not subprocess.DEVNULL:
+                stream.close()
         stalled = self.watch(process, dst, started, stall_after, give_up_after)
         error = process.stderr.read().decode(errors="replace")
         process.wait()
@@ -802,7 +813,7 @@ def report(results: dict) -> str:
         cpu = [
             cell([t["jupyter_cpu_s_per_gib"] for t in runs[p]], 2) for p in paths if p != "direct"
         ]
-        tool = "scp -s" if key[1] == "scp" else "rsync"
+        tool = {"scp": "scp -s", "cat": "ssh cat"}.get(key[1], key[1])
         out.append(
             f"| {key[0]} ms | {tool} | {key[2][:2] if key[2] == 'upload' else 'down'} | "
             + " | ".join(row + cpu)
@@ -878,7 +889,7 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rtts", default="0,20,60", help="ms, comma-separated")
-    parser.add_argument("--tools", default="scp,rsync")
+    parser.add_argument("--tools", default="cat,scp,rsync", help="cat: `ssh HOST cat`")
     parser.add_argument("--directions", default="download,upload")
     parser.add_argument("--connect-reps", type=int, default=15)
     parser.add_argument("--api-requests", type=int, default=300)

@@ -26,14 +26,15 @@ of each connection to a bounded amount:
 
 * download: once more than HIGH_WATER bytes written to the WebSocket are not
   yet in the kernel's socket buffer, it stops reading from sshd, and reads
-  again below LOW_WATER. sshd then stops, and so does the ssh channel behind
+  again when they all are. sshd then stops, and so does the ssh channel behind
   it. (SSH's own flow control bounds each channel to its window, 2 MiB with
   OpenSSH, but not the number of channels: 64 forwarded ports made a sleeping
   client cost the Jupyter server 129 MiB.)
 * upload: while the connection to sshd has a full buffer (asyncio's
-  pause_writing), it reads no more WebSocket frames (tornado reads the next
-  frame only when on_message has returned), so TCP pushes back on the client.
-  One frame is at most tornado's websocket_max_message_size (10 MiB).
+  pause_writing), it reads nothing more from the client, so TCP pushes back
+  on the client. The client's frames are read in bulk (frames.py): at most
+  one read (256 KiB) past the point where sshd's side filled, and one frame
+  is at most tornado's websocket_max_message_size (10 MiB).
 
 It pings the client every PING_SECONDS (or c.ServerApp.websocket_ping_interval)
 and closes the WebSocket when no pong comes within as long (or
@@ -56,7 +57,6 @@ each, added to per chunk by the flow control), a refusal and why.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -66,16 +66,16 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import warn_disabled_authorization
 from jupyter_server.utils import url_path_join
 from tornado import web
-from tornado.websocket import WebSocketClosedError
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketProtocol, WebSocketProtocol13
 
-from . import reports, upstream
+from . import frames, reports, upstream
 from .ledger import hub_user
 
 ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
 AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a terminal
 AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
-LOW_WATER = 256 * 1024
 RECONNECT_SECONDS = 5.0
 PING_SECONDS = 30
 MAX_CLIENT_VERSION = 255  # bytes of the client's version line that are kept (RFC 4253: 255)
@@ -153,7 +153,6 @@ class FlowControlledProtocol(asyncio.Protocol):
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        self.unsent = 0  # bytes given to write_message and not flushed yet
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
@@ -173,15 +172,14 @@ class FlowControlledProtocol(asyncio.Protocol):
         size = len(data)
         self.handler.bytes_to_client += size
         try:
-            flushed = self.handler.write_message(data, binary=True)
-        except WebSocketClosedError:
+            flushed = self.handler.send_binary(data)
+        except (WebSocketClosedError, StreamClosedError):
             self.transport.close()
             return
-        self.unsent += size
-        flushed.add_done_callback(functools.partial(self._flushed, size))
-        if self.reading and self.unsent > HIGH_WATER:
+        if self.reading and self.handler.unsent_to_client() > HIGH_WATER:
             self.reading = False
             self.transport.pause_reading()
+            flushed.add_done_callback(self._flushed)
 
     def _read_greeting(self, data: bytes) -> bytes:
         """The bytes after the supervisor's line, once it has come (reports.py)."""
@@ -198,11 +196,11 @@ class FlowControlledProtocol(asyncio.Protocol):
             self.handler._refused_by_supervisor(value)
         return rest
 
-    def _flushed(self, size: int, future: asyncio.Future[None]) -> None:
+    def _flushed(self, future: asyncio.Future[None]) -> None:
+        """Everything written to the client so far is in the kernel's buffer."""
         if not future.cancelled():
             future.exception()  # a closed WebSocket is on_close's business, not an error here
-        self.unsent -= size
-        if not self.reading and self.unsent <= LOW_WATER and not self.transport.is_closing():
+        if not self.reading and not self.transport.is_closing():
             self.reading = True
             self.transport.resume_reading()
 
@@ -266,17 +264,53 @@ class FlowControl(upstream.RouteMixin):
                 await asyncio.sleep(0.05)
         self.backend, self.protocol = transport, protocol
 
-    async def on_message(self, message: str | bytes) -> None:
-        if isinstance(message, str):
-            message = message.encode("utf-8")
-        if self.backend is None or self.protocol is None or self.backend.is_closing():
-            return  # (backend and protocol are set together)
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        # Tornado's protocol with a reader that parses the client's frames in
+        # bulk and hands binary ones to relay() (frames.py).
+        protocol = super().get_websocket_protocol()
+        if not isinstance(protocol, WebSocketProtocol13):
+            return protocol  # None: not a version Tornado speaks; it refuses the upgrade
+        return frames.BulkFrameProtocol(self, False, protocol.params)
+
+    def relay(self, message: bytes) -> None:
+        """Pass bytes from the client on to sshd."""
+        if self.backend is None or self.backend.is_closing():
+            return
         self.bytes_from_client += len(message)
         if self.client_version is None:
             self._read_client_version(message)
         self.backend.write(message)
+
+    def writable(self) -> Any:
+        """None while sshd's side takes more; else an awaitable, done when it does."""
+        if self.protocol is None or self.protocol.writable.is_set():
+            return None
+        return self.protocol.writable.wait()
+
+    def send_binary(self, data: bytes) -> Any:
+        """Send data to the client: the Future of the write."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise WebSocketClosedError
+        assert isinstance(connection, frames.BulkFrameProtocol)  # get_websocket_protocol's
+        return connection.send_binary(data)
+
+    def unsent_to_client(self) -> int:
+        """Bytes sent to the client that are not yet in the kernel's socket buffer."""
+        connection = self.ws_connection
+        if not isinstance(connection, frames.BulkFrameProtocol):
+            return 0  # none yet, or closed
+        return connection.unsent()
+
+    async def on_message(self, message: str | bytes) -> None:
+        # Text messages (and, with Tornado's own reader, every message).
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        self.relay(message)
         # The next frame is read only when this returns: wait while sshd's side is full.
-        await self.protocol.writable.wait()
+        wait = self.writable()
+        if wait is not None:
+            await wait
 
     def on_close(self) -> None:
         if self.backend is not None:

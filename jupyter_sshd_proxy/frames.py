@@ -1,0 +1,250 @@
+"""The route's WebSocket frames from the client, read in bulk (RFC 6455, section 5).
+
+Tornado reads a frame with four awaits (header, length, mask, payload) and
+hands each message to on_message through a task of its own: per 64 KiB that
+an ssh upload sends, that was most of the CPU the Jupyter server spent on the
+byte path, in the event loop that also serves the user's notebooks. Here the
+bytes the client sent are taken from Tornado's stream as they come (up to
+READ_SIZE at a time), every complete frame in them is parsed at once, and
+the payloads are unmasked by websockets' C routine.
+
+ClientFrames is the parser, with no I/O (its tests feed it bytes).
+BulkFrameProtocol is Tornado's WebSocketProtocol13 with that reader in place
+of its own; everything else (the upgrade, pings and pongs, the close
+handshake, writing) stays Tornado's, and so do its limits: a message larger
+than websocket_max_message_size closes the connection with 1009, a protocol
+error ends it. The names of Tornado's protocol it uses are in TORNADO_NAMES
+(tests/test_frames.py checks them against the installed Tornado). With
+permessage-deflate (never asked by ssh clients: the bytes are encrypted)
+Tornado's own reader is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketProtocol13
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # a build of websockets without its C extension
+    from websockets.utils import apply_mask
+
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+DATA_OPCODES = (TEXT, BINARY)
+CONTROL_OPCODES = (CLOSE, PING, PONG)
+PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009  # close codes
+MAX_CONTROL_PAYLOAD = 125
+READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
+YIELD_AFTER = READ_SIZE  # bytes read without waiting before others get a turn (as Tornado)
+# What the reader uses of Tornado's WebSocketProtocol13 beyond its documented API.
+TORNADO_NAMES = (
+    "_receive_frame_loop",
+    "_handle_message",
+    "_abort",
+    "_write_frame",
+    "_decompressor",
+    "_compressor",
+    "_wire_bytes_in",
+    "_message_bytes_in",
+    "_message_bytes_out",
+    "client_terminated",
+    "stream",
+    "stream._write_buffer",
+    "params",
+    "handler",
+)
+
+
+class FrameError(Exception):
+    """The client broke the protocol: the connection ends with code (and reason)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class ClientFrames:
+    """The messages in the bytes a client sends, parsed in bulk; no I/O.
+
+    feed() takes whatever came and returns the complete messages in it, in
+    order, as (opcode, payload): data messages whole (their fragments joined,
+    as Tornado hands them over), control frames as they come, also between
+    the fragments of a message. It keeps at most one incomplete frame (and
+    the fragments of one message), so at most max_message_size and a read.
+    A message larger than max_message_size is refused as soon as its header
+    says so, before its payload is read."""
+
+    def __init__(self, max_message_size: int, masked: bool = True) -> None:
+        self.max_message_size = max_message_size
+        self.masked = masked  # a client must mask every frame (RFC 6455, 5.1)
+        self._buffer = bytearray()
+        self._need = 2  # bytes the buffer must hold before parsing is worth it
+        self._fragments: list[bytes] | None = None  # of a data message not yet final
+        self._fragments_size = 0
+        self._opcode = 0  # the opcode of that message
+
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        if len(buffer) < self._need:
+            return []
+        messages: list[tuple[int, bytes]] = []
+        size, position = len(buffer), 0
+        with memoryview(buffer) as view:
+            while True:
+                if size - position < 2:
+                    self._need = 2
+                    break
+                first, second = buffer[position], buffer[position + 1]
+                length, head = second & 0x7F, 2
+                if length == 126:
+                    head = 4
+                elif length == 127:
+                    head = 10
+                masked = second & 0x80
+                if masked:
+                    head += 4
+                if size - position < head:
+                    self._need = head
+                    break
+                if length == 126:
+                    length = int.from_bytes(view[position + 2 : position + 4], "big")
+                elif length == 127:
+                    length = int.from_bytes(view[position + 2 : position + 10], "big")
+                self._check(first, masked, length)
+                end = position + head + length
+                if size < end:
+                    self._need = end - position
+                    break
+                if masked:
+                    mask = bytes(view[position + head - 4 : position + head])
+                    payload = apply_mask(view[position + head : end], mask)
+                else:
+                    payload = bytes(view[position + head : end])
+                position = end
+                message = self._frame(first, payload)
+                if message is not None:
+                    messages.append(message)
+        del buffer[:position]
+        return messages
+
+    def _check(self, first: int, masked: int, length: int) -> None:
+        """Refuse a frame by its header, before its payload is read."""
+        opcode = first & 0x0F
+        if first & 0x70:
+            msg = "reserved bits set, and no extension was agreed"
+            raise FrameError(PROTOCOL_ERROR, msg)
+        if self.masked and not masked:
+            raise FrameError(PROTOCOL_ERROR, "a frame from the client that is not masked")
+        if opcode in CONTROL_OPCODES:
+            if not first & 0x80:
+                raise FrameError(PROTOCOL_ERROR, "a fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise FrameError(PROTOCOL_ERROR, "a control frame of more than 125 bytes")
+        elif opcode in DATA_OPCODES or opcode == CONTINUATION:
+            if (opcode == CONTINUATION) != (self._fragments is not None):
+                msg = (
+                    "a continuation frame with no message to continue"
+                    if opcode == CONTINUATION
+                    else "a new message before the last one was finished"
+                )
+                raise FrameError(PROTOCOL_ERROR, msg)
+            if self._fragments_size + length > self.max_message_size:
+                raise FrameError(MESSAGE_TOO_BIG, "message too big")
+        else:
+            raise FrameError(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+
+    def _frame(self, first: int, payload: bytes) -> tuple[int, bytes] | None:
+        opcode, final = first & 0x0F, first & 0x80
+        if opcode in CONTROL_OPCODES:
+            return opcode, payload
+        if opcode != CONTINUATION:
+            if final:
+                return opcode, payload
+            self._opcode, self._fragments, self._fragments_size = opcode, [payload], len(payload)
+            return None
+        assert self._fragments is not None  # _check refused a continuation of nothing
+        self._fragments.append(payload)
+        self._fragments_size += len(payload)
+        if not final:
+            return None
+        message = (self._opcode, b"".join(self._fragments))
+        self._fragments, self._fragments_size = None, 0
+        return message
+
+
+class BulkFrameProtocol(WebSocketProtocol13):
+    """Tornado's protocol with the bulk reader, for a handler that relays bytes.
+
+    The handler's relay(data) takes each binary message (synchronously, no
+    task per message) and writable() is an awaitable while the far side is
+    full, or None: the next bytes are read from the client only then, so TCP
+    pushes back on the client as before. Text and control messages go where
+    Tornado sends them (on_message; pongs, the close handshake)."""
+
+    handler: Any
+
+    async def _receive_frame_loop(self) -> None:
+        if self._decompressor is not None:
+            await super()._receive_frame_loop()
+            return
+        parser = ClientFrames(self.params.max_message_size)
+        relay: Callable[[bytes], None] = self.handler.relay
+        writable: Callable[[], Any] = self.handler.writable
+        # The stream reads straight into this (recv_into): no buffer made per read.
+        received = bytearray(READ_SIZE)
+        view = memoryview(received)
+        work = 0  # bytes read since the loop last gave others a turn
+        try:
+            while not self.client_terminated:
+                size = await self.stream.read_into(received, partial=True)
+                self._wire_bytes_in += size
+                try:
+                    messages = parser.feed(view[:size])
+                except FrameError as error:
+                    self.close(error.code, error.reason)
+                    self._abort()
+                    return
+                for opcode, payload in messages:
+                    if self.client_terminated:
+                        break
+                    if opcode == BINARY:
+                        self._message_bytes_in += len(payload)
+                        relay(payload)
+                        continue
+                    handled = self._handle_message(opcode, payload)
+                    if handled is not None:
+                        await handled
+                wait = writable()
+                if wait is not None:
+                    await wait
+                    work = 0
+                else:
+                    # The stream may hand over what it has without ever waiting:
+                    # others' turn now and then, as Tornado's own reader does.
+                    work += size
+                    if work >= YIELD_AFTER:
+                        work = 0
+                        await asyncio.sleep(0)
+        except StreamClosedError:
+            self._abort()
+        finally:
+            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+    def send_binary(self, data: bytes) -> Any:
+        """Write data as one binary message; the Future of the write (no task
+        per message, as write_message makes). Raises StreamClosedError."""
+        if self._compressor is not None:
+            written = self.write_message(data, binary=True)
+            written.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return written
+        self._message_bytes_out += len(data)
+        return self._write_frame(True, BINARY, data)
+
+    def unsent(self) -> int:
+        """Bytes written and not yet in the kernel's socket buffer."""
+        buffered = self.stream._write_buffer  # None once the stream is closed
+        return 0 if buffered is None else len(buffered)
