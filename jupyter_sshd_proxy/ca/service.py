@@ -149,7 +149,7 @@ class SignHandler(BaseHandler):
             raise web.HTTPError(403, "only a Hub user's token can have a user certificate")
         scopes = self.hub_auth.access_scopes
         if scopes and not self.hub_auth.check_scopes(scopes, model):
-            needed = " or ".join(sorted(scopes))
+            needed = next((s for s in sorted(scopes) if "!service=" in s), min(scopes))
             raise web.HTTPError(403, f"the token lacks the scope {needed}")
         hub_user = model["name"]
         try:
