@@ -1,0 +1,284 @@
+"""SSH certificates from the Hub, end to end on a real JupyterHub with
+configurable-http-proxy and the certificate authority started by the Hub as
+an operator starts it (c.JupyterHub.services, docs/certificates.md).
+
+Three Hub users whose servers all run as ONE unix account (as in containers,
+where everyone is jovyan), with an empty authorized_keys: ann and ben trust
+the authority; cid's server is told a keys URL where nothing answers, and
+fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from .helpers import VENV_BIN, Account, SSHClient, free_port, http_request, make_key, pin_host_keys
+from .hub import Hub
+
+pytestmark = pytest.mark.skipif(
+    os.getuid() != 0, reason="the Hub spawns servers as another system account: needs root"
+)
+
+CA = "ssh-ca"
+PID = os.getpid()
+ANN, BEN, CID = f"ann{PID}", f"ben{PID}", f"cid{PID}"
+
+
+@pytest.fixture(scope="module")
+def unix(run_dir):
+    account = Account.create(f"jov{PID}")
+    try:
+        ssh_dir = account.home / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text("")  # certificates only
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        account.own(ssh_dir, ssh_dir / "authorized_keys")
+        yield account
+    finally:
+        account.remove()
+
+
+def hub_config(unix: Account, ca_port: int, state_dir: Path, events: Path) -> str:
+    command = [
+        str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy.ca", f"--state-dir={state_dir}",
+        f"--events-file={events}", "--validity=1h", "--max-validity=2h",
+    ]  # fmt: skip
+    keys_url = f"http://127.0.0.1:{ca_port}/services/{CA}/keys"
+    return f"""
+import pwd
+from jupyterhub.spawner import LocalProcessSpawner
+
+class OneAccountSpawner(LocalProcessSpawner):
+    # Every Hub user's server runs as the same unix account.
+    def make_preexec_fn(self, name):
+        return super().make_preexec_fn({unix.name!r})
+
+    def user_env(self, env):
+        entry = pwd.getpwnam({unix.name!r})
+        env.update(USER=entry.pw_name, HOME=entry.pw_dir, SHELL=entry.pw_shell)
+        return env
+
+c.JupyterHub.spawner_class = OneAccountSpawner
+c.JupyterHub.services.append(
+    {{"name": {CA!r}, "url": "http://127.0.0.1:{ca_port}", "command": {command!r}}}
+)
+c.JupyterHub.load_roles.append(
+    {{"name": "user", "scopes": ["self", "access:services!service={CA}"]}}
+)
+_KEYS = {{{CID!r}: "http://127.0.0.1:{free_port()}/services/{CA}/keys"}}
+c.Spawner.environment = {{
+    "JUPYTER_SSHD_PROXY_TRUSTED_USER_CA_KEYS": lambda s: _KEYS.get(s.user.name, {keys_url!r}),
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(unix, run_dir):
+    workdir = run_dir / "hub-ca"
+    workdir.mkdir(mode=0o700)
+    users = [SimpleNamespace(name=name) for name in (ANN, BEN, CID)]
+    config = hub_config(unix, free_port(), workdir / "ca-state", workdir / "ca-events.log")
+    hub = Hub(workdir, users, extra_config=config)
+    try:
+        hub.start()
+        for name in (ANN, BEN, CID):
+            hub.start_server(name)
+        yield hub
+    finally:
+        hub.stop()
+
+
+@dataclass
+class Server:
+    """One Hub user's server, reached through the Hub's proxy, running as `account`."""
+
+    hub: Hub
+    hub_user: str
+    account: Account
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.hub.url}/user/{self.hub_user}"
+
+    def status(self) -> dict:
+        path = f"/user/{self.hub_user}/sshd-proxy/api/status"
+        code, body = http_request(self.hub.port, "GET", path, self.token)
+        assert code == 200, body
+        return json.loads(body)
+
+
+def sign(hub: Hub, token: str | None, body: object) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    code, answer = http_request(hub.port, "POST", f"/services/{CA}/sign", token, headers, data)
+    return code, json.loads(answer)
+
+
+@pytest.fixture(scope="module")
+def laptop(run_dir):
+    directory = run_dir / "ca-laptop"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tokens(hub):
+    return {name: hub.token_for(name) for name in (ANN, BEN, CID)}
+
+
+def certify(hub, token: str, key: Path, **more) -> Path:
+    code, answer = sign(hub, token, {"public_key": key.with_suffix(".pub").read_text(), **more})
+    assert code == 200, answer
+    cert = Path(f"{key}-cert.pub")
+    cert.write_text(answer["certificate"] + "\n")
+    return cert
+
+
+def client(hub, hub_user, unix, tokens, key, laptop) -> SSHClient:
+    server = Server(hub, hub_user, unix, tokens[hub_user])
+    path = f"/user/{hub_user}/sshd-proxy/api/host-keys"  # made on first use
+    code, body = http_request(hub.port, "GET", path, server.token)
+    assert code == 200, body
+    known = laptop / f"known_hosts-{hub_user}"
+    pin_host_keys(known, "jupyter-test", unix.home / ".local/share/jupyter/sshd_proxy/host_keys")
+    return SSHClient(server, key, known, proxy="jupyter-sshd-proxy")
+
+
+@pytest.fixture(scope="module")
+def ann_key(laptop):
+    (laptop / "ann").mkdir(mode=0o700)
+    return make_key(laptop / "ann" / "id_ed25519")
+
+
+def test_the_authority_refuses_without_a_token_and_for_another_user(hub, tokens, ann_key):
+    line = ann_key.with_suffix(".pub").read_text()
+    assert sign(hub, None, {"public_key": line}) == (
+        401,
+        {"message": "no token: send your Hub token in the Authorization header (token <token>)"},
+    )
+    assert sign(hub, "0" * 32, {"public_key": line})[0] in (401, 403)
+    for field, value in (("user", ANN), ("principal", f"hub:{ANN}")):
+        code, answer = sign(hub, tokens[BEN], {"public_key": line, field: value})
+        assert code == 403
+        assert answer == {
+            "message": f"this token is {BEN}'s: it can only have a certificate for "
+            + (BEN if field == "user" else f"hub:{BEN}")
+        }
+    code, answer = sign(hub, tokens[ANN], {"public_key": "ssh-rsa AAAA nope"})
+    assert code == 400
+    assert answer["message"].startswith("public_key refused: ")
+    code, answer = sign(hub, tokens[ANN], {"public_key": line, "validity_seconds": 7201})
+    assert code == 400
+    assert answer == {
+        "message": "validity_seconds=7201 is more than this authority gives (7200 seconds); "
+        "ask for 7200 or less"
+    }
+    code, answer = sign(hub, tokens[ANN], b"ssh-ed25519 AAAA")
+    assert code == 400
+    # A token that cannot reach the service (no access:services) is refused.
+    narrow = hub.token_for(ANN, scopes=[f"access:servers!user={ANN}"])
+    code, answer = sign(hub, narrow, {"public_key": line})
+    assert code == 403
+    assert answer == {"message": f"the token lacks the scope access:services!service={CA}"}
+
+
+def test_certificate_only_login_for_ssh_scp_sftp_and_rsync(
+    hub, unix, tokens, ann_key, laptop, tmp_path
+):
+    certify(hub, tokens[ANN], ann_key)
+    ann = client(hub, ANN, unix, tokens, ann_key, laptop)
+    result = ann.ssh("echo $(id -un) $JUPYTERHUB_USER")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{unix.name} {ANN}\n".encode()
+    status = ann.server.status()["certificates"]
+    assert status["trusted"] is True
+    assert status["principal"] == f"hub:{ANN}"
+    assert status["error"] is None
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(300_000))
+    scp = ann.run(["scp", *ann.options(), str(data), ann.remote("scp.bin")])
+    assert scp.returncode == 0, scp.stderr
+    assert (unix.home / "scp.bin").read_bytes() == data.read_bytes()
+    batch = tmp_path / "batch"
+    batch.write_text(f"get scp.bin {tmp_path}/sftp.bin\nrm scp.bin\n")
+    sftp = ann.run(["sftp", "-b", str(batch), *ann.options(), ann.host_alias])
+    assert sftp.returncode == 0, sftp.stderr
+    assert (tmp_path / "sftp.bin").read_bytes() == data.read_bytes()
+    rsync = ann.run(
+        ["rsync", "-a", "-e", ann.rsync_shell(), str(data), ann.remote("rsync.bin")]
+    )  # fmt: skip
+    assert rsync.returncode == 0, rsync.stderr
+    assert (unix.home / "rsync.bin").read_bytes() == data.read_bytes()
+
+    # One audit event per certificate, with no token in it.
+    events = [json.loads(line) for line in (hub.workdir / "ca-events.log").read_text().splitlines()]
+    mine = [event for event in events if event["hub_user"] == ANN]
+    assert mine
+    assert mine[-1]["principal"] == f"hub:{ANN}"
+    assert mine[-1]["__schema__"] == "https://schema.jupyter.org/jupyter_sshd_proxy/certificate/v1"
+    log = hub.log()
+    assert f"ssh-ca: certificate {mine[-1]['serial']} for {ANN}" in log
+    for text in (log, (hub.workdir / "ca-events.log").read_text()):
+        for token in tokens.values():
+            assert token not in text
+
+
+def test_a_certificate_does_not_open_another_hub_users_server(hub, unix, tokens, ann_key, laptop):
+    certify(hub, tokens[ANN], ann_key)
+    ben = client(hub, BEN, unix, tokens, ann_key, laptop)
+    result = ben.ssh("true")
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)" in result.stderr
+    assert ben.server.status()["certificates"]["principal"] == f"hub:{BEN}"
+
+
+def test_an_expired_certificate_is_refused(hub, unix, tokens, laptop):
+    (laptop / "short").mkdir(mode=0o700)
+    key = make_key(laptop / "short" / "id_ed25519")
+    certify(hub, tokens[ANN], key, validity_seconds=1)
+    ann = client(hub, ANN, unix, tokens, key, laptop)
+    time.sleep(2)
+    result = ann.ssh("true")
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)" in result.stderr
+
+
+def test_a_certificate_from_another_authority_is_refused(hub, unix, tokens, laptop):
+    (laptop / "forged").mkdir(mode=0o700)
+    key = make_key(laptop / "forged" / "id_ed25519")
+    other_ca = make_key(laptop / "forged" / "ca")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(other_ca), "-I", "forged", "-n", f"hub:{ANN},{unix.name}",
+         "-V", "-5m:+1h", str(key) + ".pub"],
+        check=True,
+    )  # fmt: skip
+    ann = client(hub, ANN, unix, tokens, key, laptop)
+    result = ann.ssh("true")
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)" in result.stderr
+
+
+def test_a_server_that_cannot_fetch_the_keys_trusts_no_certificate(hub, unix, tokens, laptop):
+    (laptop / "cid").mkdir(mode=0o700)
+    key = make_key(laptop / "cid" / "id_ed25519")
+    certify(hub, tokens[CID], key)
+    cid = client(hub, CID, unix, tokens, key, laptop)
+    result = cid.ssh("true")
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)" in result.stderr
+    status = cid.server.status()["certificates"]
+    assert status["trusted"] is False
+    assert status["error"].startswith(
+        "SSH certificates are not trusted: cannot fetch the certificate authority's keys from "
+    )
+    assert status["error"].endswith("; authorized_keys still work")
