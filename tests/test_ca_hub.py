@@ -22,6 +22,7 @@ import pytest
 
 from .helpers import VENV_BIN, Account, SSHClient, free_port, http_request, make_key, pin_host_keys
 from .hub import Hub
+from .laptop import env_with_token, laptop_home, run_cli
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="the Hub spawns servers as another system account: needs root"
@@ -282,3 +283,78 @@ def test_a_server_that_cannot_fetch_the_keys_trusts_no_certificate(hub, unix, to
         "SSH certificates are not trusted: cannot fetch the certificate authority's keys from "
     )
     assert status["error"].endswith("; authorized_keys still work")
+
+
+# The laptop: config-ssh against a Hub with the authority uploads no key, and
+# the certificate is renewed by the Match line before ssh authenticates.
+
+NAME = "cahub"
+
+
+def laptop_ssh(home: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-F", str(home / ".ssh/config"), "-o", "BatchMode=yes", NAME, *command],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90,
+        env=env_with_token(None),
+    )  # fmt: skip
+
+
+def serial_of(path: Path) -> int:
+    listing = subprocess.run(
+        ["ssh-keygen", "-L", "-f", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return int(listing.split("Serial: ")[1].split()[0])
+
+
+def test_config_ssh_uploads_no_key_and_a_renewal_at_connect_time_is_used(hub, unix, tokens):
+    with laptop_home() as home:
+        result = run_cli(
+            "config-ssh", f"{hub.url}/", "--name", NAME, "--ssh-config", str(home / ".ssh/config"),
+            "--no-connection-sharing", token=tokens[ANN], timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert (unix.home / ".ssh/authorized_keys").read_text() == ""  # no key uploaded
+        own = home / ".ssh/jupyter-sshd-proxy"
+        cert = own / f"{NAME}-cert.pub"
+        config = (home / ".ssh/config").read_text()
+        match = [line for line in config.splitlines() if line.startswith("Match ")]
+        assert len(match) == 1
+        assert match[0].startswith(f'Match host "{NAME},{NAME}.*" exec "')
+        assert " -m jupyter_sshd_proxy certificate --token-file " in match[0]
+        assert f"    CertificateFile {cert}" in config
+        assert tokens[ANN] not in config
+        first = serial_of(cert)  # config-ssh got one already
+
+        done = laptop_ssh(home, "echo $JUPYTERHUB_USER")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{ANN}\n"
+        assert serial_of(cert) == first  # still fresh: kept, no request
+
+        # A certificate about to expire is replaced before ssh reads it, and
+        # that connection logs in with the new one: the old one has expired
+        # by then, and authorized_keys is empty.
+        identity = home / ".ssh/id_ed25519"
+        short = certify(hub, tokens[ANN], identity, validity_seconds=2)
+        short.replace(cert)
+        expiring = serial_of(cert)
+        time.sleep(3)
+        done = laptop_ssh(home, "echo $JUPYTERHUB_USER")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{ANN}\n"
+        renewed = serial_of(cert)
+        assert renewed > expiring > first
+        events = (hub.workdir / "ca-events.log").read_text()
+        assert f'"serial": {renewed}' in events
+
+        # When the certificate cannot be renewed (here: the token is gone,
+        # which the ProxyCommand needs too), ssh fails with one line saying why.
+        short = certify(hub, tokens[ANN], identity, validity_seconds=2)
+        short.replace(cert)
+        (own / f"{NAME}.token").write_text("")
+        time.sleep(3)
+        failed = laptop_ssh(home, "true")
+        assert failed.returncode == 255
+        assert (
+            f"jupyter-sshd-proxy: the token file {own / (NAME + '.token')} is empty; "
+            "run config-ssh again"
+        ) in failed.stderr
