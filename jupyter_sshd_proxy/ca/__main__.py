@@ -28,6 +28,10 @@ from .service import Authority, event_logger, log, make_app
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jupyter_sshd_proxy.ca",
         description="The Hub's SSH certificate authority (a JupyterHub service).",
@@ -42,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events-file", help="append the audit events (JSON lines) here")
     parser.add_argument("--ssh-keygen", default="", help="path of ssh-keygen")
     parser.add_argument("--url", default="", help="where to listen (JUPYTERHUB_SERVICE_URL)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def authority_from(args: argparse.Namespace) -> Authority:
