@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--user", required=True)
     known.add_argument("--name", required=True)
     known.add_argument("--known-hosts", required=True)
-    known.add_argument("--identity", required=True)
+    known.add_argument(
+        "--identity",
+        help="authorize this key's public half on first use (none: the Hub's certificate "
+        "authority vouches for the laptop)",
+    )
 
     doctor = commands.add_parser(
         "doctor",

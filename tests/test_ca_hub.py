@@ -20,7 +20,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from .helpers import VENV_BIN, Account, SSHClient, free_port, http_request, make_key, pin_host_keys
+from .helpers import (
+    VENV_BIN,
+    Account,
+    SSHClient,
+    free_port,
+    http_request,
+    make_key,
+    pin_host_keys,
+    wait_for,
+)
 from .hub import Hub
 from .laptop import env_with_token, laptop_home, run_cli
 
@@ -68,6 +77,7 @@ class OneAccountSpawner(LocalProcessSpawner):
         return env
 
 c.JupyterHub.spawner_class = OneAccountSpawner
+c.JupyterHub.allow_named_servers = True
 c.JupyterHub.services.append(
     {{"name": {CA!r}, "url": "http://127.0.0.1:{ca_port}", "command": {command!r}}}
 )
@@ -291,9 +301,9 @@ def test_a_server_that_cannot_fetch_the_keys_trusts_no_certificate(hub, unix, to
 NAME = "cahub"
 
 
-def laptop_ssh(home: Path, *command: str) -> subprocess.CompletedProcess:
+def laptop_ssh(home: Path, *command: str, host: str = NAME) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ssh", "-F", str(home / ".ssh/config"), "-o", "BatchMode=yes", NAME, *command],
+        ["ssh", "-F", str(home / ".ssh/config"), "-o", "BatchMode=yes", host, *command],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90,
         env=env_with_token(None),
     )  # fmt: skip
@@ -345,6 +355,17 @@ def test_config_ssh_uploads_no_key_and_a_renewal_at_connect_time_is_used(hub, un
         assert renewed > expiring > first
         events = (hub.workdir / "ca-events.log").read_text()
         assert f'"serial": {renewed}' in events
+
+        # A named server started after config-ssh ran takes the laptop at once.
+        status, body = hub.api("POST", f"/hub/api/users/{ANN}/servers/later")
+        assert status in (201, 202), body
+        wait_for(
+            lambda: (hub.user(ANN)["servers"].get("later") or {}).get("ready"), 90, "later"
+        )  # fmt: skip
+        done = laptop_ssh(home, "echo $JUPYTERHUB_SERVER_NAME", host=f"{NAME}.later")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "later\n"
+        assert (unix.home / ".ssh/authorized_keys").read_text() == ""
 
         # When the certificate cannot be renewed (here: the token is gone,
         # which the ProxyCommand needs too), ssh fails with one line saying why.

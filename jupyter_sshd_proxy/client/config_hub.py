@@ -151,6 +151,9 @@ def config_ssh_hub(
     proxy_argv, known_hosts_argv = _commands(
         base, me.user, name, token_path, ca_file, start, known_hosts_path, identity
     )
+    if certified:  # no key to authorize on a server's first use
+        at = known_hosts_argv.index("--identity")
+        del known_hosts_argv[at : at + 2]
     description = (
         f"{me.user}'s servers on {base}: `ssh {name}` is the default server, "
         f"`ssh {name}.SERVER` the named server SERVER"
