@@ -51,6 +51,15 @@ def unix(run_dir):
         (ssh_dir / "authorized_keys").write_text("")  # certificates only
         (ssh_dir / "authorized_keys").chmod(0o600)
         account.own(ssh_dir, ssh_dir / "authorized_keys")
+        # The servers' audit events go to a file (as in test_hub_operators.py).
+        config_dir = account.home / ".jupyter"
+        config_dir.mkdir()
+        config = config_dir / "jupyter_server_config.py"
+        events = account.home / "events.log"
+        config.write_text(
+            f"import logging\nc.EventLogger.handlers = [logging.FileHandler({str(events)!r})]\n"
+        )
+        account.own(config_dir, config)
         yield account
     finally:
         account.remove()
@@ -205,11 +214,35 @@ def test_the_authority_refuses_without_a_token_and_for_another_user(hub, tokens,
 def test_certificate_only_login_for_ssh_scp_sftp_and_rsync(
     hub, unix, tokens, ann_key, laptop, tmp_path
 ):
-    certify(hub, tokens[ANN], ann_key)
+    issued = certify(hub, tokens[ANN], ann_key)
     ann = client(hub, ANN, unix, tokens, ann_key, laptop)
     result = ann.ssh("echo $(id -un) $JUPYTERHUB_USER")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{unix.name} {ANN}\n".encode()
+    # The server's connection event names the certificate that logged in.
+    serial = int(
+        subprocess.run(
+            ["ssh-keygen", "-L", "-f", str(issued)], capture_output=True, text=True, check=True
+        )
+        .stdout.split("Serial: ")[1]
+        .split()[0]
+    )
+
+    def opened():
+        path = unix.home / "events.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [json.loads(line) for line in lines]
+        return [e for e in found if e.get("action") == "opened" and e["hub_user"] == ANN] or None
+
+    event = wait_for(opened, 20, "ann's connection event")[0]
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", f"{ann_key}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    assert event["key_type"] == "ED25519-CERT"
+    assert event["key_fingerprint"] == fingerprint
+    assert event["certificate_id"] == f"{ANN} {fingerprint}"
+    assert event["certificate_serial"] == serial
+    assert event["unix_user"] == unix.name
     status = ann.server.status()["certificates"]
     assert status["trusted"] is True
     assert status["principal"] == f"hub:{ANN}"

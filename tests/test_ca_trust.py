@@ -123,3 +123,21 @@ def test_the_setting_takes_a_url_or_an_absolute_path(monkeypatch):
         "absolute path; give the authority's keys URL (https://HUB/services/ssh-ca/keys) "
         "or a key file's path"
     )
+
+
+def test_a_certificate_login_line_names_its_key_id_and_serial():
+    from jupyter_sshd_proxy import reports
+
+    fingerprint = "SHA256:" + "A" * 43
+    line = (
+        f"Accepted publickey for jovyan from UNKNOWN port 65535 ssh2: ED25519-CERT {fingerprint} "
+        f"ID ann {fingerprint} (serial 17) CA ED25519 {fingerprint}"
+    )
+    assert reports.read_sshd_line(line) == {
+        "kind": "login",
+        "user": "jovyan",
+        "key_type": "ED25519-CERT",
+        "fingerprint": fingerprint,
+        "certificate_id": f"ann {fingerprint}",
+        "certificate_serial": 17,
+    }
