@@ -109,7 +109,8 @@ class Audit:
 
     def _connection(self, record: Record) -> dict[str, Any]:
         login = record.login or {}
-        if "key_comment" not in login and login.get("fingerprint"):
+        certified = login.get("certificate_serial") is not None
+        if "key_comment" not in login and login.get("fingerprint") and not certified:
             login["key_comment"], found_in = self._comment(login)
             login["key_file"] = login.get("key_file") or found_in
         version = record.client_version
@@ -124,6 +125,8 @@ class Audit:
             "key_comment": escaped(login.get("key_comment"), MAX_COMMENT),
             "key_file": login.get("key_file"),
             "client_version": escaped(version, MAX_VERSION),
+            "certificate_id": escaped(login.get("certificate_id"), MAX_COMMENT),
+            "certificate_serial": login.get("certificate_serial"),
         }
 
     def _comment(self, login: dict[str, Any]) -> tuple[str | None, str | None]:

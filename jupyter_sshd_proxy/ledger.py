@@ -187,7 +187,15 @@ class Ledger:
             return
         login = {
             name: message.get(name)
-            for name in ("user", "key_type", "fingerprint", "key_file", "key_line")
+            for name in (
+                "user",
+                "key_type",
+                "fingerprint",
+                "key_file",
+                "key_line",
+                "certificate_id",
+                "certificate_serial",
+            )
         }
         if not isinstance(login["user"], str):
             raise ValueError(login["user"])

@@ -42,7 +42,10 @@ REFUSAL_REASONS = ("limit", "sshd_failing")
 # sshd's own lines (LogLevel INFO and more; VERBOSE adds "Accepted key ... found at").
 ACCEPTED = re.compile(
     r"Accepted (?P<method>\S+) for (?P<user>\S+) from .*? ssh2"
-    r"(?:: (?P<key_type>[A-Z0-9-]+) (?P<fingerprint>SHA256:[A-Za-z0-9+/]{43}))?"
+    r"(?:: (?P<key_type>[A-Z0-9-]+) (?P<fingerprint>SHA256:[A-Za-z0-9+/]{43})"
+    # A certificate (the Hub's authority, user_ca.py): its key ID, serial and CA.
+    r"(?: ID (?P<certificate_id>.*) \(serial (?P<certificate_serial>[0-9]+)\) CA [A-Z0-9-]+ "
+    r"(?P<ca_fingerprint>SHA256:[A-Za-z0-9+/]{43}))?)?"
 )
 ACCEPTED_KEY = re.compile(
     r"Accepted key (?P<key_type>[A-Z0-9-]+) (?P<fingerprint>SHA256:[A-Za-z0-9+/]{43}) "
@@ -92,6 +95,10 @@ def read_sshd_line(line: str) -> dict[str, Any] | None:
             "user": match["user"],
             "key_type": match["key_type"],
             "fingerprint": match["fingerprint"],
+            "certificate_id": match["certificate_id"],
+            "certificate_serial": (
+                int(match["certificate_serial"]) if match["certificate_serial"] else None
+            ),
         }
     return None
 

@@ -43,6 +43,8 @@ from .settings import SSHDProxy, env_name
 if TYPE_CHECKING:
     import asyncio
 
+    from . import user_ca
+
 SERVICE_KEY = "jupyter_sshd_proxy"  # where the service lives in the Tornado settings
 NOT_GUARDED = (
     "the /sshd/ route is not guarded, so sshd is not started: the server extension "
@@ -78,6 +80,9 @@ class SSHDService:
         if settings is not None and settings.log_level in ("QUIET", "FATAL", "ERROR"):
             self.ledger.logins_logged = False
         self.reports_path: str | None = None
+        # Whether sshd trusts the Hub's certificate authority (user_ca.Trust),
+        # as last prepared; None when it is not configured or not prepared yet.
+        self.certificates: user_ca.Trust | None = None
         self._reports_server: asyncio.Task[asyncio.Server] | None = None
 
     @classmethod
@@ -252,6 +257,7 @@ class SSHDService:
             "version": self.version,
             "restarts": process.get("restarts", 0),
             "sessions": len(self._connections_of(pid)) if alive and procfs.available() else None,
+            "certificates": self.certificates.as_json() if self.certificates else None,
             "last_error": (process.get("last_error") if alive else None)
             or (None if off else self.unguarded)
             or self.last_error,
@@ -348,19 +354,21 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
             "(SetEnv needs OpenSSH 8.7 or newer)",
             version.text,
         )
-    text = sshd.render_sshd_config(
-        host_keys=[key.path for key in presented],
-        authorized_keys_files=keys_files,
-        user=user,
-        log_level=config.log_level,
-        version=version,
-        extra_options=config.extra_options,
-        environment=environment,
-        policy=config.policy,
-    )
     state_dir = _new_state_dir()
     config_path = os.path.join(state_dir, "sshd_config")
     try:
+        certificate_options = _certificate_options(service, state_dir)
+        text = sshd.render_sshd_config(
+            host_keys=[key.path for key in presented],
+            authorized_keys_files=keys_files,
+            user=user,
+            log_level=config.log_level,
+            version=version,
+            extra_options=config.extra_options,
+            environment=environment,
+            policy=config.policy,
+            certificate_options=certificate_options,
+        )
         try:
             sshd.write_private_file(config_path, text)
         except OSError as error:
@@ -397,6 +405,27 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         f"--login-grace={effective.get('logingracetime', sshd.LOGIN_GRACE_SECONDS)}",
         f"--reports={reports_path}",
     ]
+
+
+def _certificate_options(service: SSHDService, state_dir: str) -> list[str]:
+    """sshd's options that trust the Hub's certificate authority for this
+    server's Hub user (user_ca.py); none, and one log line, when that fails."""
+    from . import user_ca
+
+    source = service.settings.trusted_user_ca_keys
+    if not source:
+        service.certificates = None
+        return []
+    options, trust = user_ca.prepare(source, os.environ.get("JUPYTERHUB_USER"), state_dir)
+    service.certificates = trust
+    if trust.error:
+        service.log.error("jupyter-sshd-proxy: %s", trust.error)
+    else:
+        service.log.info(
+            "jupyter-sshd-proxy: sshd trusts certificates for %s signed by %s",
+            trust.principal, ", ".join(trust.ca_fingerprints),
+        )  # fmt: skip
+    return options
 
 
 _SOCKETS: set[str] = set()

@@ -336,6 +336,22 @@ class SSHDProxy(LoggingConfigurable):
         Environment variable: JUPYTER_SSHD_PROXY_MAX_UNAUTHENTICATED.""",
     ).tag(config=True, unit="connections")
 
+    trusted_user_ca_keys = Unicode(
+        "",
+        help="""Trust SSH user certificates from the Hub's certificate authority
+        (docs/certificates.md), for this server's Hub user only: the URL of the
+        authority's keys endpoint (such as
+        http://hub:8765/services/ssh-ca/keys), fetched whenever sshd is
+        prepared, or the path of a file of its public keys (a mounted
+        ConfigMap). sshd then takes a certificate signed by one of those keys
+        whose principal is hub:<JUPYTERHUB_USER>, besides the keys in
+        authorized_keys; the policy applies to both. When the keys cannot be
+        fetched or are not valid public keys, certificates are not trusted
+        (one log line; the status API says why) and authorized_keys still
+        work. Empty: no certificates. Environment variable:
+        JUPYTER_SSHD_PROXY_TRUSTED_USER_CA_KEYS.""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         # Where each value came from, for error messages: the trait, or its variable.
         self._sources: dict[str, str] = {}
@@ -405,6 +421,10 @@ class SSHDProxy(LoggingConfigurable):
     @validate("legacy_host_key")
     def _validate_legacy_host_key(self, proposal: Bunch) -> str:
         return check_legacy_host_key(proposal.value, self.source("legacy_host_key"))
+
+    @validate("trusted_user_ca_keys")
+    def _validate_trusted_user_ca_keys(self, proposal: Bunch) -> str:
+        return check_trusted_user_ca_keys(proposal.value, self.source("trusted_user_ca_keys"))
 
     @validate("extra_options")
     def _validate_extra_options(self, proposal: Bunch) -> list[str]:
@@ -531,6 +551,20 @@ LISTENER_ONLY_SSHD_OPTIONS = frozenset(
         "PerSourcePenaltyExemptList",
     )
 )
+
+
+def check_trusted_user_ca_keys(value: str, source: str) -> str:
+    value = value.strip()
+    if not value or value.startswith(("http://", "https://")):
+        return value
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        msg = (
+            f"{source}={value!r} is neither an http(s) URL nor an absolute path; give the "
+            "authority's keys URL (https://HUB/services/ssh-ca/keys) or a key file's path"
+        )
+        raise ConfigError(msg)
+    return path
 
 
 def check_extra_options(lines: list[str], source: str) -> list[str]:

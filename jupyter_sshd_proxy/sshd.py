@@ -365,6 +365,7 @@ def render_sshd_config(
     environment: Mapping[str, str] | None = None,
     port: int | None = None,
     policy: str = "all",
+    certificate_options: Iterable[str] = (),
 ) -> str:
     """sshd_config for the per-user sshd. Depends on nothing in /etc/ssh.
 
@@ -391,6 +392,9 @@ def render_sshd_config(
         # split a home directory with a space or expand a % in it once more.
         "AuthorizedKeysFile "
         + " ".join(_quote(path.replace("%", "%%")) for path in authorized_keys_files),
+        # The Hub's certificate authority, for this server's Hub user only
+        # (user_ca.py): TrustedUserCAKeys and AuthorizedPrincipalsFile.
+        *certificate_options,
     ]
     defaults = [
         "Subsystem sftp internal-sftp",

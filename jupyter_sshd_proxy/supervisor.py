@@ -419,6 +419,8 @@ class Supervisor:
             fingerprint=said["fingerprint"],
             key_file=key.get("key_file"),
             key_line=key.get("key_line"),
+            certificate_id=said.get("certificate_id"),
+            certificate_serial=said.get("certificate_serial"),
         )
 
     def _report_waiting(self) -> None:

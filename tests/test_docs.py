@@ -129,6 +129,10 @@ def test_every_command_and_option_named_exists():
     assert {"proxy", "config-ssh", "doctor", "settings"} <= seen
     # An option named on its own (`--dry-run`) belongs to one of the commands.
     every_option = {option for sub in commands.values() for option in sub._option_string_actions}
+    # ... or to the certificate authority's own command line (python -m jupyter_sshd_proxy.ca).
+    from jupyter_sshd_proxy.ca.__main__ import build_parser as ca_parser
+
+    every_option |= set(ca_parser()._option_string_actions)
     for path, span in named(r"^--[a-z]"):
         option = span.split()[0]
         assert option in every_option, f"{path.name}: no command has {option}"

@@ -52,6 +52,8 @@ def test_sshd_login_lines():
         "user": "alice",
         "key_type": "ED25519",
         "fingerprint": FINGERPRINT,
+        "certificate_id": None,
+        "certificate_serial": None,
     }
     verbose = f"Accepted key RSA {FINGERPRINT} found at /home/a b/.ssh/authorized_keys:12"
     assert reports.read_sshd_line(verbose) == {

@@ -126,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         "ssh alone (for a Hub that cannot make one)",
     )
 
+    certificate = commands.add_parser(
+        "certificate",
+        help="renew the SSH certificate from the Hub's certificate authority when due "
+        "(config-ssh's Match line runs it before each connection)",
+    )
+    certificate.add_argument("url", help="the Hub's URL")
+    certificate.add_argument("--token-file", required=True, help="file holding the token")
+    certificate.add_argument("--user", required=True, help="the Hub user the certificate names")
+    certificate.add_argument("--identity", required=True, help="the private key certified")
+    certificate.add_argument("--certificate", required=True, help="where the certificate is")
+    certificate.add_argument("--ca-file", help=CA_FILE_HELP)
+    certificate.add_argument("--service", default="ssh-ca", help="the authority's service name")
+
     servers = commands.add_parser(
         "servers",
         help="list a Hub user's servers: the name to ssh to, state, last activity, SSH ready",
@@ -156,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--user", required=True)
     known.add_argument("--name", required=True)
     known.add_argument("--known-hosts", required=True)
-    known.add_argument("--identity", required=True)
+    known.add_argument(
+        "--identity",
+        help="authorize this key's public half on first use (none: the Hub's certificate "
+        "authority vouches for the laptop)",
+    )
 
     doctor = commands.add_parser(
         "doctor",
@@ -241,6 +258,10 @@ def _run(args: argparse.Namespace) -> int:
         from .known_hosts_command import known_hosts
 
         return known_hosts(args)
+    if args.command == "certificate":
+        from .certificates import main_certificate
+
+        return main_certificate(args)
     if args.command == "servers":
         from .servers import main_servers
 

@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import ssh_files, untrusted
+from . import certificates, ssh_files, untrusted
 from .config_ssh import (
     _check_same_server,
     _check_with_ssh,
@@ -142,10 +142,17 @@ def config_ssh_hub(
     if len(me.left_out) > MAX_LEFT_OUT_LINES:
         say(f"left out {len(me.left_out) - MAX_LEFT_OUT_LINES} more servers with unsafe names")
     found = _running_servers(base, me, given, ca_file, name)
+    # With the Hub's certificate authority, no key is uploaded: a certificate
+    # is renewed before each connection instead (certificates.py).
+    certified = bool(certificates.authority_keys(base, ca_file))
+    certificate = os.path.join(own_dir, f"{name}-cert.pub")
     stanzas = _stanzas(name, me, found, pattern)
     proxy_argv, known_hosts_argv = _commands(
         base, me.user, name, token_path, ca_file, start, known_hosts_path, identity
     )
+    if certified:  # no key to authorize on a server's first use
+        at = known_hosts_argv.index("--identity")
+        del known_hosts_argv[at : at + 2]
     description = (
         f"{me.user}'s servers on {base}: `ssh {name}` is the default server, "
         f"`ssh {name}.SERVER` the named server SERVER"
@@ -161,6 +168,15 @@ def config_ssh_hub(
             known_hosts=known_hosts_path,
             control_dir=control_dir,
         )
+        if certified:
+            block = certificates.with_certificate(
+                block,
+                certificates.match_lines(
+                    name,
+                    _certificate_argv(base, me.user, token_path, ca_file, identity, certificate),
+                    certificate,
+                ),
+            )
     except ValueError as error:
         raise ConfigSSHError(str(error)) from None
     old_config = _read(ssh_config)
@@ -179,10 +195,12 @@ def config_ssh_hub(
         if not os.path.exists(identity):
             out.write(f"# would make a new key {identity}\n")
         what = "store the token you gave" if store_pasted_token or stored else "ask the Hub for"
-        out.write(
-            f"# would authorize {identity}.pub on {len(found)} running servers and {what} "
-            f"a token for ssh in {token_path}\n"
+        uses = (
+            f"get a certificate for {identity}.pub from the Hub's certificate authority"
+            if certified
+            else f"authorize {identity}.pub on {len(found)} running servers"
         )
+        out.write(f"# would {uses} and {what} a token for ssh in {token_path}\n")
         return 0
 
     public_key = _ensure_identity(identity)
@@ -196,14 +214,15 @@ def config_ssh_hub(
         )
         token, info = given, _info(base, me, name, None, me.scopes, None, ca_file, start)
     else:
-        issued = _issue(hub, me.user, start, expires_in)
+        issued = _issue(hub, me.user, start, expires_in, certified)
         token = issued.token
         info = _info(
             base, me, name, issued.token_id, issued.scopes, issued.expires_at, ca_file, start
         )
     try:
-        for server in found:
-            _authorize(base, me.user, server, token, ca_file, public_key)
+        if not certified:
+            for server in found:
+                _authorize(base, me.user, server, token, ca_file, public_key)
         for directory in (ssh_dir, own_dir):
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -221,6 +240,8 @@ def config_ssh_hub(
             _write(known_hosts_path, _encode(known_hosts), 0o644)
             _write(token_path, token.encode() + b"\n", 0o600)
             _write(info_path(token_path), _encode(json.dumps(info, indent=1) + "\n"), 0o600)
+            if certified:
+                certificates.ensure(base, me.user, token, identity, certificate, ca_file)
             _write(ssh_config, _encode(config), _mode(ssh_config))
     except BaseException:
         if info is not old_info and info.get("token_id") and not store_pasted_token:
@@ -246,15 +267,30 @@ def config_ssh_hub(
     return 0
 
 
-def _issue(hub: Hub, user: str, start: bool, expires_in: int) -> IssuedToken:
+def _issue(hub: Hub, user: str, start: bool, expires_in: int, certified: bool) -> IssuedToken:
     """The token for ssh; with --start on a Hub older than 6 (no start:servers),
-    one that may start (and stop) the user's servers."""
+    one that may start (and stop) the user's servers; with the Hub's
+    certificate authority, one that may ask it for certificates."""
+    more = [certificates.service_scope()] if certified else []
     try:
-        return hub.issue_token(user, ssh_scopes(user, start), expires_in, _note())
+        return hub.issue_token(user, ssh_scopes(user, start) + more, expires_in, _note())
     except HubError as error:
         if not (start and error.status == 400 and "start:servers" in str(error)):
             raise
-    return hub.issue_token(user, ssh_scopes(user, start, "servers"), expires_in, _note())
+    scopes = ssh_scopes(user, start, "servers") + more
+    return hub.issue_token(user, scopes, expires_in, _note())
+
+
+def _certificate_argv(
+    base: str, user: str, token_path: str, ca_file: str | None, identity: str, certificate: str
+) -> list[str]:
+    """The Match exec command that renews the certificate before a connection."""
+    return [
+        sys.executable, "-m", "jupyter_sshd_proxy_client", "certificate",
+        "--token-file", token_path, "--user", user, "--identity", identity,
+        "--certificate", certificate,
+        *(["--ca-file", ca_file] if ca_file else []), base,
+    ]  # fmt: skip
 
 
 def say(line: str) -> None:

@@ -17,7 +17,9 @@ times per connection, with %I saying why:
     ADDRESS   (CheckHostIP): nothing; the pins are by name
 
 The first use also authorizes the public key of the IdentityFile on that
-server, as config-ssh does for the servers it finds running.
+server, as config-ssh does for the servers it finds running (not when
+config-ssh gave no --identity: the Hub's certificate authority vouches for
+the laptop, see certificates.py).
 
 A failure is one line on stderr and a non-zero exit: ssh then ends the
 connection. Nothing but known_hosts lines is written to stdout. ssh runs this on every
@@ -92,8 +94,8 @@ def _first_use(args: argparse.Namespace, name: str) -> list[str]:
     keys = untrusted.host_keys(
         api.get("sshd-proxy/api/host-keys", "sshd-proxy host-keys endpoint"), target.url
     )
-    public = args.identity + ".pub"
-    if os.path.exists(public):
+    public = args.identity + ".pub" if args.identity else None
+    if public is not None and os.path.exists(public):
         with open(public, encoding="utf-8", errors="replace") as stream:
             code, body = api.call(
                 "POST", "sshd-proxy/api/authorized-keys", {"key": stream.read().strip()}

@@ -1,0 +1,246 @@
+"""The laptop's SSH certificate from the Hub's certificate authority (ssh-ca).
+
+Against a Hub that runs the authority (its keys answer at
+<hub>/services/ssh-ca/keys), config-ssh uploads no key: the Hub's block gets
+
+    Match host NAME,NAME.* exec "python -m jupyter_sshd_proxy_client certificate ... HUB"
+        CertificateFile ~/.ssh/jupyter-sshd-proxy/NAME-cert.pub
+
+ssh runs a Match's exec while it reads its configuration, before it loads
+identities and certificates and before the ProxyCommand starts: so the
+certificate the connection offers is the one the command has just checked
+or renewed. The command renews when the certificate is missing, is not for
+this key, user or authority, or has less than a quarter of its life left
+(and at least RENEW_MARGIN seconds); it fails (exit 1, one line on stderr,
+no CertificateFile) when no valid certificate can be had.
+
+Everything the authority answers is untrusted: the certificate is written
+(atomically) only after `ssh-keygen -L` shows a user certificate of our key,
+signed by a key the authority publishes, for the principal hub:<our Hub
+user> only, valid now. The token is read from its mode-600 file, never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+from .errors import ClientError, ConfigSSHError, HubError, UntrustedAnswer
+from .files import write_atomically
+from .keys.grammar import PublicKey, parse_key
+from .rest import ServerAPI, explain
+from .untrusted import shown
+
+SERVICE = "ssh-ca"
+PRINCIPAL_PREFIX = "hub:"
+RENEW_MARGIN = 60  # seconds: never keep a certificate that ends sooner
+MAX_LINE = 16 * 1024
+
+
+def service_scope(service: str = SERVICE) -> str:
+    """The scope a token needs to ask the authority for a certificate."""
+    return f"access:services!service={service}"
+
+
+def authority_keys(base: str, ca_file: str | None, service: str = SERVICE) -> list[PublicKey]:
+    """The authority's public keys, or [] when the Hub runs none (no token needed)."""
+    api = ServerAPI(f"{base}services/{service}/", "", ca_file=ca_file)
+    try:
+        code, body = api.call("GET", "keys")
+    except ClientError:
+        return []
+    if code != 200 or not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+        return []
+    keys = []
+    for line in body["keys"][:8]:
+        try:
+            keys.append(parse_key(line) if isinstance(line, str) else None)
+        except ValueError:
+            keys.append(None)
+    if not keys or None in keys:
+        msg = f"the Hub's certificate authority at {base}services/{service}/keys sent a bad key"
+        raise UntrustedAnswer(msg)
+    return [key for key in keys if key is not None]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What `ssh-keygen -L` says of a certificate."""
+
+    kind: str  # "user certificate"
+    key_fingerprint: str
+    ca_fingerprint: str
+    principals: tuple[str, ...]
+    valid_after: int  # seconds since the epoch
+    valid_before: int
+    serial: int
+
+
+def read_certificate(path: str) -> Certificate | None:
+    """The certificate in path as ssh-keygen reads it; None if it cannot."""
+    try:
+        result = subprocess.run(
+            ["ssh-keygen", "-L", "-f", path], capture_output=True, text=True, timeout=30,
+            check=False, stdin=subprocess.DEVNULL, env={**os.environ, "TZ": "UTC"},
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_listing(result.stdout) if result.returncode == 0 else None
+
+
+def parse_listing(text: str) -> Certificate | None:
+    """`ssh-keygen -L` output (run with TZ=UTC), or None if it is not a certificate's."""
+    fields = dict(re.findall(r"(?m)^\s+([A-Za-z ]+): ?(.*)$", text))
+    kind = re.fullmatch(
+        r"\S+-cert-v01@openssh\.com (user|host) certificate", fields.get("Type", "")
+    )
+    key = re.fullmatch(r"\S+ (SHA256:[A-Za-z0-9+/]{43})", fields.get("Public key", ""))
+    ca = re.match(r"\S+ (SHA256:[A-Za-z0-9+/]{43})", fields.get("Signing CA", ""))
+    valid = re.fullmatch(r"from (\S+) to (\S+)", fields.get("Valid", ""))
+    serial = fields.get("Serial", "")
+    principals = re.search(r"(?ms)^\s+Principals: ?\n(.*?)^\s+Critical Options:", text)
+    if not (kind and key and ca and valid and serial.isdigit() and principals):
+        return None
+    try:
+        after, before = (
+            calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) for stamp in valid.groups()
+        )
+    except ValueError:  # "forever": never ours
+        return None
+    return Certificate(
+        kind=f"{kind.group(1)} certificate",
+        key_fingerprint=key.group(1),
+        ca_fingerprint=ca.group(1),
+        principals=tuple(principals.group(1).split()),
+        valid_after=after,
+        valid_before=before,
+        serial=int(serial),
+    )
+
+
+def problem(
+    cert: Certificate | None, key: PublicKey, user: str, cas: list[PublicKey], now: float
+) -> str | None:
+    """Why cert is not one to use now, or None."""
+    if cert is None:
+        return "it is not a certificate ssh-keygen can read"
+    if cert.kind != "user certificate":
+        return f"it is a {cert.kind}, not a user certificate"
+    if cert.key_fingerprint != key.fingerprint:
+        return f"it certifies another key ({cert.key_fingerprint}), not {key.fingerprint}"
+    if cas and cert.ca_fingerprint not in {ca.fingerprint for ca in cas}:
+        return f"it is signed by {cert.ca_fingerprint}, a key the authority does not publish"
+    if cert.principals != (PRINCIPAL_PREFIX + user,):
+        return f"it names {shown(' '.join(cert.principals))}, not only {PRINCIPAL_PREFIX}{user}"
+    if not cert.valid_after <= now < cert.valid_before:
+        return "it is not valid now"
+    return None
+
+
+def needs_renewal(cert: Certificate, now: float) -> bool:
+    """Less than a quarter of its life (and at least RENEW_MARGIN seconds) left."""
+    margin = max(RENEW_MARGIN, (cert.valid_before - cert.valid_after) // 4)
+    return cert.valid_before - now < margin
+
+
+def public_key(identity: str) -> PublicKey:
+    try:
+        with open(identity + ".pub", encoding="utf-8") as stream:
+            return parse_key(stream.read(MAX_LINE).strip())
+    except (OSError, ValueError) as error:
+        msg = f"cannot read the public key {identity}.pub: {error}; run config-ssh again"
+        raise ConfigSSHError(msg) from None
+
+
+def ensure(
+    base: str,
+    user: str,
+    token: str,
+    identity: str,
+    certificate: str,
+    ca_file: str | None = None,
+    service: str = SERVICE,
+    now: float | None = None,
+) -> str:
+    """A certificate valid now in `certificate`: "kept" or "renewed"."""
+    key = public_key(identity)
+    now = time.time() if now is None else now
+    current = read_certificate(certificate) if os.path.exists(certificate) else None
+    usable = current is not None and problem(current, key, user, [], now) is None
+    if usable and current is not None and not needs_renewal(current, now):
+        return "kept"
+    cas = authority_keys(base, ca_file, service)
+    if not cas:
+        msg = f"the Hub at {base} answers no certificate authority at services/{service}/"
+        raise HubError(msg)
+    api = ServerAPI(f"{base}services/{service}/", token, ca_file=ca_file, timeout=30)
+    code, body = api.call("POST", "sign", {"public_key": f"{key.type} {key.blob}"})
+    if code != 200:
+        raise HubError(
+            explain(code, f"{base}services/{service}/sign", "certificate authority", body)
+        )
+    line = body.get("certificate") if isinstance(body, dict) else None
+    if not isinstance(line, str) or len(line) > MAX_LINE or not line.isprintable():
+        msg = f"the Hub's certificate authority sent a certificate that is not one: {shown(line)}"
+        raise UntrustedAnswer(msg)
+    directory = os.path.dirname(os.path.abspath(certificate))
+    with tempfile.TemporaryDirectory(dir=directory) as work:
+        candidate = os.path.join(work, "cert.pub")
+        with open(candidate, "w", encoding="utf-8") as stream:
+            stream.write(line + "\n")
+        why = problem(read_certificate(candidate), key, user, cas, time.time())
+    if why:
+        msg = f"the Hub's certificate authority sent a certificate that is refused: {why}"
+        raise UntrustedAnswer(msg)
+    write_atomically(certificate, (line + "\n").encode(), 0o600)
+    return "renewed"
+
+
+def read_token(token_file: str) -> str:
+    try:
+        with open(token_file, encoding="utf-8") as stream:
+            token = stream.read(4096).strip()
+    except OSError as error:
+        msg = f"cannot read the token file {token_file}: {error.strerror}; run config-ssh again"
+        raise ConfigSSHError(msg) from None
+    if not token:
+        msg = f"the token file {token_file} is empty; run config-ssh again"
+        raise ConfigSSHError(msg)
+    return token
+
+
+def main_certificate(args: argparse.Namespace) -> int:
+    """`jupyter-sshd-proxy certificate HUB_URL ...`, as the Match exec line runs it."""
+    from .hub_urls import hub_url
+
+    ensure(
+        hub_url(args.url), args.user, read_token(args.token_file), args.identity,
+        args.certificate, args.ca_file, args.service,
+    )  # fmt: skip
+    return 0
+
+
+def match_lines(name: str, argv: list[str], certificate: str) -> list[str]:
+    """The Match lines of the Hub's block that renew and offer the certificate."""
+    from .ssh_files import _command_line, _config_value
+
+    command = _command_line(argv)
+    if '"' in command:
+        msg = f"the certificate command {command!r} would need a double quote; use other paths"
+        raise ValueError(msg)
+    return [
+        f'Match host "{name},{name}.*" exec "{command}"',
+        f"    CertificateFile {_config_value(certificate, 'the certificate file')}",
+    ]
+
+
+def with_certificate(block: str, lines: list[str]) -> str:
+    """The Hub's block with the Match lines before its first Host stanza."""
+    head, sep, rest = block.partition("\nHost ")
+    return head + "\n" + "\n".join(lines) + sep + rest
