@@ -35,13 +35,31 @@ RUN_DIR = (
 )
 
 
-def pytest_terminal_summary(terminalreporter):
+STALLS_SEEN: list[str] = []  # reported by the tests, in this process or a worker's
+
+
+@pytest.fixture(autouse=True)
+def _report_websocat_stalls(request):
+    """Each websocat stall a test retried, in its report: with -n the reports
+    reach the main process, which lists them at the end."""
     from .support.helpers import WEBSOCAT_STALLS
 
-    if WEBSOCAT_STALLS:
+    before = len(WEBSOCAT_STALLS)
+    yield
+    for stall in WEBSOCAT_STALLS[before:]:
+        request.node.user_properties.append(("websocat_stall", stall))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        STALLS_SEEN.extend(v for k, v in report.user_properties if k == "websocat_stall")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if STALLS_SEEN:
         terminalreporter.write_line(
-            f"websocat stalled {len(WEBSOCAT_STALLS)} time(s) and the transfer was retried: "
-            + "; ".join(WEBSOCAT_STALLS)
+            f"websocat stalled {len(STALLS_SEEN)} time(s) and the transfer was retried: "
+            + "; ".join(STALLS_SEEN)
         )
 
 
