@@ -10,15 +10,6 @@ from pathlib import Path
 
 from ..support.helpers import REPO, VENV_BIN, processes_mentioning
 
-README = (REPO / "README.md").read_text()
-
-
-def test_first_screen_has_the_two_commands_and_ci_runs_the_test_one():
-    first_screen = "\n".join(README.splitlines()[:15])
-    assert "./run demo " in first_screen
-    assert "./run tests " in first_screen
-    assert "exec ./run tests\n" in (REPO / ".ci" / "run").read_text()
-
 
 def _demo_dirs() -> set[Path]:
     base = Path.home() / ".cache" / "jupyter-sshd-proxy"

@@ -26,7 +26,8 @@ from ..support.helpers import REPO
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 README = REPO / "README.md"
-TEXTS = {path: path.read_text() for path in [README, *PAGES]}
+CONTRIBUTING = REPO / "CONTRIBUTING.md"
+TEXTS = {path: path.read_text() for path in [README, CONTRIBUTING, *PAGES]}
 
 
 def code_spans(text: str) -> list[str]:
@@ -168,7 +169,7 @@ def test_every_jupyter_server_and_hub_setting_named_exists():
 def test_every_variable_named_is_read_somewhere():
     sources = "".join(
         path.read_text()
-        for folder in ("jupyter_sshd_proxy", "tests", "benchmarks")
+        for folder in ("jupyter_sshd_proxy", "tests", "benchmarks", "fuzzing")
         for path in (REPO / folder).rglob("*.py")
     )
     settings = {env_name(name) for name in SSHDProxy.class_traits(config=True)}
@@ -180,7 +181,7 @@ def test_every_variable_named_is_read_somewhere():
             )
 
 
-FILE = re.compile(r"(\.ci|tests|benchmarks|jupyter_sshd_proxy|docs)/")
+FILE = re.compile(r"(\.ci|tests|benchmarks|fuzzing|jupyter_sshd_proxy|docs)/")
 
 
 def test_every_file_named_exists():
@@ -254,3 +255,11 @@ def test_the_docs_extra_is_in_the_test_extra():
     test = {r.split(";")[0].strip() for r in requires if re.search(r"extra == .test.", r)}
     assert docs
     assert docs <= test
+
+
+def test_first_screen_has_the_commands_and_ci_runs_the_test_one():
+    first_screen = "\n".join(TEXTS[README].splitlines()[:15])
+    assert "./run demo " in first_screen
+    assert "./run tests " in first_screen
+    assert "./run unit " in first_screen
+    assert "exec ./run tests\n" in (REPO / ".ci" / "run").read_text()
