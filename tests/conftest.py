@@ -99,7 +99,13 @@ def tier_of(item) -> str:
     return folder
 
 
+# After pytest has grouped the tests by the session's account: the Hub's
+# modules (the longest, and on no account of that grouping) go first, so that
+# with -n 2 --dist loadfile no worker starts one of them when the other is
+# nearly done.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: tier_of(item) != "hub")  # stable: nothing else moves
     for item in items:
         item.add_marker(tier_of(item))
     unpaired = [item for item in items if _unpaired(item)]
