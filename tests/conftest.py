@@ -19,7 +19,7 @@ from .support.helpers import (
     process_alive,
     processes_mentioning,
 )
-from .support.servers import STARTED_PIDS, ServerSetup
+from .support.servers import ServerSetup, started_pids
 
 # Fixtures the fault and soak tiers share (servers with tight limits, ...).
 pytest_plugins = ["tests.support.faults"]
@@ -125,7 +125,7 @@ def run_dir():
     RUN_DIR.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     RUN_DIR.mkdir(mode=0o700)
     yield RUN_DIR
-    leftovers = [pid for pid in STARTED_PIDS if process_alive(pid)]
+    leftovers = [pid for pid in started_pids() if process_alive(pid)]
     leftovers += processes_mentioning(str(RUN_DIR))
     if os.environ.get("KEEP_TEST_WORK") != "1":
         shutil.rmtree(RUN_DIR, ignore_errors=True)

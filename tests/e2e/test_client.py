@@ -23,7 +23,7 @@ from ..support.helpers import (
     wait_for,
 )
 from ..support.laptop import CLI, EXISTING_CONFIG, ServerAt, env_with_token, laptop_home
-from ..support.servers import STARTED_PIDS
+from ..support.servers import remember_pid
 
 
 def ssh_through_proxy(url: str, token: str | None):
@@ -475,7 +475,7 @@ def test_a_percent_in_the_url_is_escaped_for_ssh(setup, laptop):
     finally:
         pid = server.status()["pid"]
         if pid:
-            STARTED_PIDS.append(pid)
+            remember_pid(pid)
         server.stop()
 
 

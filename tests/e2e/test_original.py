@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from ..support.helpers import VENV_BIN, Account, JupyterServer, SSHClient, wait_for
-from ..support.servers import STARTED_PIDS, ServerSetup, start_sshd
+from ..support.servers import ServerSetup, remember_pid, start_sshd
 from ..support.tls import make_ca
 
 
@@ -346,7 +346,7 @@ def hub_like_server(run_dir, client_key):
         with contextlib.suppress(Exception):
             pid = server.get("/sshd-proxy/api/status").get("pid")
             if pid:
-                STARTED_PIDS.append(pid)
+                remember_pid(pid)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(15)
@@ -431,7 +431,7 @@ def test_the_original_readme_ssh_config_works_as_written(hub_like_server, client
         15,
         "sshd to run",
     )
-    STARTED_PIDS.append(status["pid"])
+    remember_pid(status["pid"])
     keys = server.get("/sshd-proxy/api/host-keys")["keys"]
     known_hosts.write_text("".join(f"{server.host} {k['type']} {k['key']}\n" for k in keys))
     result = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)

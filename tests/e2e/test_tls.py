@@ -15,7 +15,7 @@ import pytest
 
 from ..support.helpers import Account, SSHClient, pin_host_keys
 from ..support.laptop import ServerAt, env_with_token, laptop_home, run_cli, snapshot
-from ..support.servers import STARTED_PIDS, ServerSetup
+from ..support.servers import ServerSetup, remember_pid
 from ..support.tls import make_ca
 
 UNTRUSTED = (
@@ -58,7 +58,7 @@ def server(tls_setup, ca):
     finally:
         pid = server.status()["pid"]
         if pid:
-            STARTED_PIDS.append(pid)
+            remember_pid(pid)
         server.stop()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ..support.helpers import Account, SSHClient, wait_for
-from ..support.servers import STARTED_PIDS
+from ..support.servers import remember_pid
 
 # What the attacker runs, as itself: stdlib only, with the system's Python.
 ATTACKER = r"""
@@ -157,7 +157,7 @@ def test_another_account_cannot_take_the_socket_while_the_supervisor_restarts(
             30,
             "a new supervisor",
         )
-        STARTED_PIDS.append(owner.status()["pid"])
+        remember_pid(owner.status()["pid"])
         time.sleep(1)  # the attacker keeps trying meanwhile
         owner_gets_in(owner, setup, client_key)
         said = json.loads(squat.stdout.readline())

@@ -13,7 +13,16 @@ from jupyter_sshd_proxy import sshd
 
 from .helpers import Account, JupyterServer, knock, pin_host_keys, wait_for
 
-STARTED_PIDS: list[int] = []  # every supervisor and sshd this test process saw
+_STARTED_PIDS: list[int] = []  # every supervisor and sshd this test process saw
+
+
+def remember_pid(pid: int) -> None:
+    """Note a supervisor or sshd a test saw: the run fails if it outlives it."""
+    _STARTED_PIDS.append(pid)
+
+
+def started_pids() -> list[int]:
+    return list(_STARTED_PIDS)
 
 
 class ServerSetup:
@@ -79,14 +88,14 @@ def start_sshd(server: JupyterServer) -> dict:
     status = wait_for(
         lambda: (lambda s: s if s["running"] else None)(server.status()), 15, "sshd to run"
     )
-    STARTED_PIDS.append(status["pid"])
+    remember_pid(status["pid"])
     return status
 
 
 def remember_processes(server: JupyterServer) -> None:
     status = server.status()
     if status["pid"]:
-        STARTED_PIDS.append(status["pid"])
+        remember_pid(status["pid"])
 
 
 def real_config(tmp_path, **options) -> tuple[str, Path]:
