@@ -14,7 +14,7 @@ of its own; everything else (the upgrade, pings and pongs, the close
 handshake, writing) stays Tornado's, and so do its limits: a message larger
 than websocket_max_message_size closes the connection with 1009, a protocol
 error ends it. The names of Tornado's protocol it uses are in TORNADO_NAMES
-(tests/test_frames.py checks them against the installed Tornado). With
+(tests/unit/test_frames.py checks them against the installed Tornado). With
 permessage-deflate (never asked by ssh clients: the bytes are encrypted)
 Tornado's own reader is used.
 """

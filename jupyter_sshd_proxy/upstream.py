@@ -5,8 +5,8 @@ jupyter-server-proxy has no public API for what the /sshd/ route needs (an
 authorization check before the upgrade, flow control, knowing who asked to
 start the process), so the route is made of its raw socket handler, and this
 module is the only place that names that handler's insides. CONTRACT lists
-each of them; tests/test_upstream_contract.py checks every item by name
-against the installed jupyter-server-proxy, and tests/test_upstream_versions.py
+each of them; tests/unit/test_upstream_contract.py checks every item by name
+against the installed jupyter-server-proxy, and tests/e2e/test_upstream_versions.py
 runs the lowest and the newest supported releases, each in its own venv.
 
 When an item is missing (jupyter-server-proxy 4.2 has no raw socket proxy; a

@@ -1,31 +1,28 @@
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jupyter_sshd_proxy import procfs
 
-from .helpers import (
+from .support.helpers import (
     PROXIES,
     Account,
-    JupyterServer,
     SSHClient,
-    knock,
     make_key,
-    pin_host_keys,
     process_alive,
     processes_mentioning,
-    wait_for,
 )
+from .support.servers import ServerSetup, started_pids
+
+# Fixtures the fault and soak tiers share (servers with tight limits, ...).
+pytest_plugins = ["tests.support.faults"]
 
 # Under the home directory (from the password database, as sshd sees it): sshd's
 # StrictModes refuses keys below a group- or world-writable directory, and a
@@ -36,16 +33,33 @@ RUN_DIR = (
     / "jupyter-sshd-proxy-tests"
     / f"run-{os.getpid()}"
 )
-STARTED_PIDS: list[int] = []  # every supervisor and sshd the tests saw
+
+
+STALLS_SEEN: list[str] = []  # reported by the tests, in this process or a worker's
+
+
+@pytest.fixture(autouse=True)
+def _report_websocat_stalls(request):
+    """Each websocat stall a test retried, in its report: with -n the reports
+    reach the main process, which lists them at the end."""
+    from .support.helpers import WEBSOCAT_STALLS
+
+    before = len(WEBSOCAT_STALLS)
+    yield
+    for stall in WEBSOCAT_STALLS[before:]:
+        request.node.user_properties.append(("websocat_stall", stall))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        STALLS_SEEN.extend(v for k, v in report.user_properties if k == "websocat_stall")
 
 
 def pytest_terminal_summary(terminalreporter):
-    from .helpers import WEBSOCAT_STALLS
-
-    if WEBSOCAT_STALLS:
+    if STALLS_SEEN:
         terminalreporter.write_line(
-            f"websocat stalled {len(WEBSOCAT_STALLS)} time(s) and the transfer was retried: "
-            + "; ".join(WEBSOCAT_STALLS)
+            f"websocat stalled {len(STALLS_SEEN)} time(s) and the transfer was retried: "
+            + "; ".join(STALLS_SEEN)
         )
 
 
@@ -69,7 +83,31 @@ def _unpaired(item) -> bool:
     return PROXY_OF_ACCOUNT[params["account"]] != params["ssh"]
 
 
+# The tiers, one folder each; every test gets its folder's marker, so that
+# `-m unit` or `-m "not hub and not browser"` picks tiers (see CONTRIBUTING.md).
+TIERS = ("unit", "e2e", "hub", "browser", "faults", "soak")
+TESTS = Path(__file__).resolve().parent
+
+
+def tier_of(item) -> str:
+    folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+    if folder not in TIERS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: a test module belongs in one of the tier folders "
+            f"tests/{{{','.join(TIERS)}}}/ (see CONTRIBUTING.md)"
+        )
+    return folder
+
+
+# After pytest has grouped the tests by the session's account: the Hub's
+# modules (the longest, and on no account of that grouping) go first, so that
+# with -n 2 --dist loadfile no worker starts one of them when the other is
+# nearly done.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: tier_of(item) != "hub")  # stable: nothing else moves
+    for item in items:
+        item.add_marker(tier_of(item))
     unpaired = [item for item in items if _unpaired(item)]
     if unpaired:
         config.hook.pytest_deselected(items=unpaired)
@@ -87,7 +125,7 @@ def run_dir():
     RUN_DIR.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     RUN_DIR.mkdir(mode=0o700)
     yield RUN_DIR
-    leftovers = [pid for pid in STARTED_PIDS if process_alive(pid)]
+    leftovers = [pid for pid in started_pids() if process_alive(pid)]
     leftovers += processes_mentioning(str(RUN_DIR))
     if os.environ.get("KEEP_TEST_WORK") != "1":
         shutil.rmtree(RUN_DIR, ignore_errors=True)
@@ -153,82 +191,9 @@ def stranger_key(run_dir):
     return make_key(directory / "id_ed25519")
 
 
-class ServerSetup:
-    """Where one account's server keeps its files, and how to start it."""
-
-    def __init__(self, account: Account, run_dir: Path, client_key: Path):
-        self.account = account
-        self.run_dir = run_dir
-        self.token = secrets.token_hex(16)
-        if account.is_current:
-            # Keep our own ~/.ssh and ~/.local out of it: everything under run_dir.
-            self.base = run_dir / f"server-{account.name}"
-            self.base.mkdir(mode=0o700, exist_ok=True)
-            self.host_key_dir = self.base / "host_keys"
-            self.authorized_keys = self.base / "authorized_keys"
-            self.env = {
-                "JUPYTER_SSHD_PROXY_HOST_KEY_DIR": str(self.host_key_dir),
-                "JUPYTER_SSHD_PROXY_AUTHORIZED_KEYS_FILES": str(self.authorized_keys),
-                "JUPYTER_SSHD_PROXY_LEGACY_HOST_KEY": "none",
-                "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
-                "JUPYTER_DATA_DIR": str(self.base / "data"),
-                "JUPYTER_CONFIG_DIR": str(self.base / "config"),
-            }
-        else:
-            # The defaults, as in a Hub container: ~/.ssh/authorized_keys and
-            # host keys under ~/.local/share/jupyter.
-            self.base = account.home
-            self.host_key_dir = account.home / ".local/share/jupyter/sshd_proxy/host_keys"
-            ssh_dir = account.home / ".ssh"
-            ssh_dir.mkdir(mode=0o700, exist_ok=True)
-            account.own(ssh_dir)
-            self.authorized_keys = ssh_dir / "authorized_keys"
-            self.env = {}
-        self.authorized_keys.write_text(client_key.with_suffix(".pub").read_text())
-        self.authorized_keys.chmod(0o600)
-        account.own(self.authorized_keys)
-        self.known_hosts = run_dir / f"known_hosts-{account.name}"
-
-    @contextlib.contextmanager
-    def running(self, *args: str, **env: str) -> Iterator[JupyterServer]:
-        """A started server whose sshd runs, its host keys pinned; stopped afterwards."""
-        server = self.server(*args, **env).start()
-        try:
-            start_sshd(server)
-            self.pin_host_keys()
-            yield server
-        finally:
-            server.stop()
-
-    def pin_host_keys(self) -> None:
-        pin_host_keys(self.known_hosts, "jupyter-test", self.host_key_dir)
-
-    def server(self, *args: str, **env: str) -> JupyterServer:
-        """A server (not started yet) with extra command-line args and environment."""
-        return JupyterServer(
-            self.account, self.run_dir, self.token, {**self.env, **env}, list(args)
-        )
-
-
 @pytest.fixture(scope="session")
 def setup(account, run_dir, client_key):
     return ServerSetup(account, run_dir, client_key)
-
-
-def start_sshd(server: JupyterServer) -> dict:
-    """Open (and close) one WebSocket so the server starts sshd; return its status."""
-    knock(server)
-    status = wait_for(
-        lambda: (lambda s: s if s["running"] else None)(server.status()), 15, "sshd to run"
-    )
-    STARTED_PIDS.append(status["pid"])
-    return status
-
-
-def remember_processes(server: JupyterServer) -> None:
-    status = server.status()
-    if status["pid"]:
-        STARTED_PIDS.append(status["pid"])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,108 @@
+"""The laptop's certificate checks (client/certificates.py), with the real
+ssh-keygen and a certificate authority made here (no Hub)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from jupyter_sshd_proxy_client import certificates
+from jupyter_sshd_proxy_client.keys.grammar import parse_key
+
+from ..support.helpers import make_key
+
+
+@pytest.fixture
+def keys(tmp_path):
+    directory = tmp_path / "keys"
+    directory.mkdir(mode=0o700)
+    user = make_key(directory / "id_ed25519")
+    ca = make_key(directory / "ca")
+    other = make_key(directory / "other")
+    return user, ca, other
+
+
+def sign(ca, key, *options: str):
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(ca), "-I", "ann", *options, f"{key}.pub"], check=True
+    )
+    return f"{key}-cert.pub"
+
+
+def public(path) -> object:
+    return parse_key(path.with_suffix(".pub").read_text().strip())
+
+
+def test_a_good_certificate_is_read_and_accepted(keys):
+    user, ca, _ = keys
+    path = sign(ca, user, "-n", "hub:ann", "-V", "20300101000000:20300101120000", "-z", "42")
+    cert = certificates.read_certificate(path)
+    assert cert == certificates.Certificate(
+        kind="user certificate",
+        key_fingerprint=public(user).fingerprint,
+        ca_fingerprint=public(ca).fingerprint,
+        principals=("hub:ann",),
+        valid_after=1893456000,
+        valid_before=1893456000 + 12 * 3600,
+        serial=42,
+    )
+    now = 1893456000 + 3600
+    assert certificates.problem(cert, public(user), "ann", [public(ca)], now) is None
+    assert not certificates.needs_renewal(cert, now)
+    assert certificates.needs_renewal(cert, 1893456000 + 9 * 3600 + 1)  # a quarter left
+
+
+@pytest.mark.parametrize(
+    ("options", "user", "why"),
+    [
+        (["-n", "hub:ben"], "ann", "it names 'hub:ben', not only hub:ann"),
+        (["-n", "hub:ann,root"], "ann", "it names 'hub:ann root', not only hub:ann"),
+        (["-n", "hub:ann", "-h"], "ann", "it is a host certificate, not a user certificate"),
+        (["-n", "hub:ann", "-V", "20200101:20200102"], "ann", "it is not valid now"),
+        (["-n", "hub:ann", "-V", "always:forever"], "ann", "it is not a certificate ssh-keygen"),
+    ],
+)
+def test_a_certificate_that_is_not_ours_is_refused(keys, options, user, why):
+    key, ca, _ = keys
+    if "-V" not in options:
+        options = [*options, "-V", "-5m:+1h"]
+    cert = certificates.read_certificate(sign(ca, key, *options))
+    found = certificates.problem(cert, public(key), user, [public(ca)], time.time())
+    assert found is not None
+    assert found.startswith(why), found
+
+
+def test_another_key_or_another_authority_is_refused(keys):
+    user, ca, other = keys
+    cert = certificates.read_certificate(sign(ca, user, "-n", "hub:ann", "-V", "-5m:+1h"))
+    now = time.time()
+    assert certificates.problem(cert, public(user), "ann", [public(ca)], now) is None
+    assert certificates.problem(cert, public(other), "ann", [public(ca)], now).startswith(
+        "it certifies another key"
+    )
+    assert certificates.problem(cert, public(user), "ann", [public(other)], now).startswith(
+        "it is signed by SHA256:"
+    )
+
+
+def test_the_match_lines_and_where_they_go():
+    lines = certificates.match_lines(
+        "myhub",
+        ["/usr/bin/python3", "-m", "jupyter_sshd_proxy_client", "certificate", "--token-file",
+         "/home/me/.ssh/j/my hub.token", "https://hub.example.org/"],
+        "/home/me/.ssh/j/myhub-cert.pub",
+    )  # fmt: skip
+    assert lines == [
+        'Match host "myhub,myhub.*" exec '
+        '"/usr/bin/python3 -m jupyter_sshd_proxy_client certificate '
+        "--token-file '/home/me/.ssh/j/my hub.token' https://hub.example.org/\"",
+        "    CertificateFile /home/me/.ssh/j/myhub-cert.pub",
+    ]
+    block = "# begin\n# comment\nHost myhub\n    User x\nHost *\n# end\n"
+    assert certificates.with_certificate(block, ["Match a", "    B c"]) == (
+        "# begin\n# comment\nMatch a\n    B c\nHost myhub\n    User x\nHost *\n# end\n"
+    )
+    with pytest.raises(ValueError, match="double quote"):
+        certificates.match_lines("myhub", ["/a/b", "x"], '/a/"b')

@@ -1,0 +1,187 @@
+"""The certificate authority's pure parts, and its signing with the real ssh-keygen
+(no Hub: tests/hub/test_ca_hub.py runs it as a JupyterHub service)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import pytest
+
+from jupyter_sshd_proxy.ca import signing, state
+from jupyter_sshd_proxy.ca.service import Authority
+from jupyter_sshd_proxy_client.errors import PreflightError
+
+from ..support.helpers import make_key
+
+
+@pytest.fixture
+def authority(tmp_path):
+    state_dir = state.ensure_state_dir(str(tmp_path / "ca"))
+    ca_key = state.ensure_ca_key("ssh-keygen", state_dir, None)
+    return Authority("ssh-keygen", state_dir, ca_key, state.public_key_of("ssh-keygen", ca_key))
+
+
+@pytest.fixture
+def user_key(tmp_path):
+    directory = tmp_path / "laptop"
+    directory.mkdir(mode=0o700)
+    return make_key(directory / "id_ed25519")
+
+
+@pytest.mark.parametrize(
+    ("name", "principal"),
+    [
+        ("ann", "hub:ann"),
+        ("ann.b@example.org", "hub:ann.b@example.org"),
+        ("a+b-c_d", "hub:a+b-c_d"),
+    ],
+)
+def test_the_principal_names_the_hub_user_in_a_form_no_unix_name_has(name, principal):
+    assert signing.principal_for(name) == principal
+
+
+@pytest.mark.parametrize("name", ["", "a,b", "a b", "a\nb", "jövyan", "x" * 201, "a:b"])
+def test_a_hub_name_that_cannot_be_one_principal_is_refused(name):
+    with pytest.raises(signing.SigningError, match="cannot be an SSH certificate principal"):
+        signing.principal_for(name)
+
+
+def test_validity_defaults_and_is_bounded():
+    assert signing.validity(None, 43200, 86400) == 43200
+    assert signing.validity(None, 43200, 3600) == 3600
+    assert signing.validity(60, 43200, 86400) == 60
+    with pytest.raises(signing.SigningError) as refused:
+        signing.validity(86401, 43200, 86400)
+    assert str(refused.value) == (
+        "validity_seconds=86401 is more than this authority gives (86400 seconds); "
+        "ask for 86400 or less"
+    )
+    for bad in (0, -5, 1.5, "60", True):
+        with pytest.raises(signing.SigningError, match="not a positive whole number"):
+            signing.validity(bad, 43200, 86400)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("3600", 3600), ("90m", 5400), ("12h", 43200), ("1d", 86400)]
+)
+def test_durations(text, seconds):
+    assert signing.parse_duration(text, "--validity") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "12x", "-1h", "1.5h"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError, match="is not a duration"):
+        signing.parse_duration(text, "--validity")
+
+
+def test_only_a_plain_public_key_is_certified(user_key, authority):
+    line = user_key.with_suffix(".pub").read_text()
+    assert signing.public_key(line).type == "ssh-ed25519"
+    for bad, why in [
+        (None, "public_key must be a string"),
+        ("", "public_key refused: the key is empty"),
+        ('command="x" ' + line, "public_key refused: the line starts with options"),
+        (line.strip() + "\nssh-ed25519 AAAA", "public_key refused: the key must be a single line"),
+        (
+            "ssh-ed25519 AAAA",
+            "public_key refused: the ssh-ed25519 key data is not a valid key (truncated)",
+        ),
+    ]:
+        with pytest.raises(signing.SigningError) as refused:
+            signing.public_key(bad)
+        assert str(refused.value).startswith(why), str(refused.value)
+    # A certificate is not a key to certify.
+    issued = authority.sign("ann", signing.public_key(line), 600)
+    with pytest.raises(signing.SigningError, match="refused"):
+        signing.public_key(issued["certificate"])
+
+
+def test_the_signing_command_line(user_key):
+    key = signing.public_key(user_key.with_suffix(".pub").read_text())
+    argv = signing.sign_argv("ssh-keygen", "/ca/key", "ann", key, 3600, 7, "/w/key.pub")
+    assert argv == [
+        "ssh-keygen", "-q", "-s", "/ca/key", "-I", f"ann {key.fingerprint}", "-n", "hub:ann",
+        "-V", "-300s:+3600s", "-z", "7", "-O", "clear", "-O", "permit-pty",
+        "-O", "permit-port-forwarding", "-O", "permit-agent-forwarding",
+        "-O", "permit-user-rc", "/w/key.pub",
+    ]  # fmt: skip
+
+
+def test_a_certificate_as_ssh_keygen_reads_it(authority, user_key, tmp_path):
+    key = signing.public_key(user_key.with_suffix(".pub").read_text())
+    issued = authority.sign("ann", key, 3600)
+    cert = tmp_path / "laptop" / "id_ed25519-cert.pub"
+    cert.write_text(issued["certificate"] + "\n")
+    shown = subprocess.run(
+        ["ssh-keygen", "-L", "-f", str(cert)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Type: ssh-ed25519-cert-v01@openssh.com user certificate" in shown
+    assert f'Key ID: "ann {key.fingerprint}"' in shown
+    assert f"Serial: {issued['serial']}" in shown
+    assert f"Signing CA: ED25519 {authority.signing_key.fingerprint}" in shown
+    principals = shown.split("Principals:")[1].split("Critical Options:")[0].split()
+    assert principals == ["hub:ann"]
+    extensions = shown.split("Extensions:")[1].split()
+    assert sorted(extensions) == sorted(signing.EXTENSIONS)
+    assert issued["principal"] == "hub:ann"
+    assert issued["key_fingerprint"] == key.fingerprint
+    assert not [name for name in os.listdir(authority.state_dir) if name.startswith("sign-")]
+
+
+def test_serials_increase_and_survive_a_restart(authority, user_key):
+    key = signing.public_key(user_key.with_suffix(".pub").read_text())
+    first = authority.sign("ann", key, 600)["serial"]
+    second = authority.sign("ben", key, 600)["serial"]
+    assert second == first + 1
+    again = Authority(
+        "ssh-keygen", authority.state_dir, authority.ca_key, authority.signing_key
+    )  # a restarted service, the same state directory
+    assert again.sign("ann", key, 600)["serial"] == second + 1
+
+
+def test_serials_are_unique_under_concurrency(authority):
+    got: list[int] = []
+
+    def take():
+        for _ in range(20):
+            got.append(state.next_serial(authority.state_dir))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 81))
+
+
+def test_the_ca_key_is_made_once_private_and_kept(tmp_path):
+    state_dir = state.ensure_state_dir(str(tmp_path / "ca"))
+    path = state.ensure_ca_key("ssh-keygen", state_dir, None)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    public = state.public_key_of("ssh-keygen", path)
+    assert state.ensure_ca_key("ssh-keygen", state_dir, None) == path
+    assert state.public_key_of("ssh-keygen", path) == public
+    with pytest.raises(PreflightError, match="does not exist; mount it there"):
+        state.ensure_ca_key("ssh-keygen", state_dir, str(tmp_path / "missing"))
+
+
+def test_a_shared_state_directory_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(PreflightError, match="must be the service's own and private"):
+        state.ensure_state_dir(str(shared))
+
+
+def test_a_rotated_key_is_published_beside_the_signing_key(authority, tmp_path):
+    other = make_key(tmp_path / "old_ca")
+    authority.trusted = state.read_public_keys(str(other) + ".pub")
+    published = authority.public_keys()
+    assert published[0] == authority.signing_key
+    assert len(published) == 2
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key\n")
+    with pytest.raises(PreflightError, match="holds a line that is not a public key"):
+        state.read_public_keys(str(bad))
