@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import pwd
 import shutil
@@ -36,6 +37,15 @@ RUN_DIR = (
 
 
 STALLS_SEEN: list[str] = []  # reported by the tests, in this process or a worker's
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_after_each_module():
+    """A pipe or file a module's tests leave open warns when the garbage
+    collector frees it, which may be in a later module's test (CI once failed
+    in test_docs so). Collecting at the end of each module names the module."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
