@@ -16,7 +16,7 @@ def block(tmp_path, pinned_gpu: bool = True) -> str:
             ["myhub.*", "!myhub.gpu", *ssh_files.UNSAFE_TYPED_NAMES], "jovyan", False
         ),
     ]
-    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy"]
+    program = ["/usr/bin/python3", "-m", "jupyter_sshd_proxy_client"]
     return ssh_files.render_hub_block(
         name="myhub",
         description="alice's servers",
