@@ -4,6 +4,7 @@ tests/unit/test_docs.py checks the rest of what the docs say against the code.""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,24 @@ def test_run_demo_runs_one_command():
     )
     assert result.returncode == 3, result.stderr.decode()
     assert result.stdout == b"one command\n"
+
+
+def test_run_unit_runs_the_unit_tier_with_pytest_arguments():
+    """`./run unit` (the README's third command), narrowed by pytest's -k so
+    that it costs seconds here: the whole tier runs in the suite anyway."""
+    result = subprocess.run(
+        ["./run", "unit", "-q", "-p", "no:cacheprovider", "-k", "test_frames"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    # The frame reader's tests passed, and -k left the rest of the tier out.
+    assert re.fullmatch(r"\d+ passed, \d+ deselected in [\d.]+s", summary), summary
 
 
 def test_the_benchmark_runs():
