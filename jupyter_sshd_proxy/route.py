@@ -177,6 +177,8 @@ class FlowControlledProtocol(asyncio.Protocol):
             self.transport.close()
             return
         if self.reading and self.handler.unsent_to_client() > HIGH_WATER:
+            # (so this write is waiting in Tornado's buffer: flushed is its Future)
+            assert flushed is not None
             self.reading = False
             self.transport.pause_reading()
             flushed.add_done_callback(self._flushed)
@@ -287,8 +289,9 @@ class FlowControl(upstream.RouteMixin):
             return None
         return self.protocol.writable.wait()
 
-    def send_binary(self, data: bytes) -> Any:
-        """Send data to the client: the Future of the write."""
+    def send_binary(self, data: bytes) -> asyncio.Future[None] | None:
+        """Send data to the client: the Future of the write, None if all of
+        it is in the kernel's socket buffer already."""
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise WebSocketClosedError
