@@ -93,19 +93,26 @@ class ClientFrames:
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
-                return []
-            with memoryview(buffer) as view:
-                messages, position = self._parse(view)
-            del buffer[:position]
-            return messages
-        # Nothing kept from before: parse what came where it is, keep only its tail.
+        messages: list[tuple[int, bytes]] = []
         with memoryview(data) as view:
-            messages, position = self._parse(view)
-            if position < len(view):
-                buffer += view[position:]
+            start = 0
+            while buffer:  # a frame begun in an earlier read: complete it first
+                take = self._need - len(buffer)
+                if take > len(view) - start:
+                    buffer += view[start:]
+                    return messages
+                buffer += view[start : start + take]
+                start += take
+                with memoryview(buffer) as kept:
+                    found, position = self._parse(kept)
+                messages += found
+                del buffer[:position]
+            # The rest is parsed where it lies; only an incomplete frame at its end is kept.
+            with view[start:] as rest:
+                found, position = self._parse(rest)
+                messages += found
+                if position < len(rest):
+                    buffer += rest[position:]
         return messages
 
     def _parse(self, view: memoryview) -> tuple[list[tuple[int, bytes]], int]:
@@ -196,8 +203,8 @@ class ClientFrames:
 class BulkFrameProtocol(WebSocketProtocol13):
     """Tornado's protocol with the bulk reader, for a handler that relays bytes.
 
-    The handler's relay(data) takes the binary messages of each read, joined
-    (synchronously, no task per message), and writable() is an awaitable
+    The handler's relay(messages) takes the binary messages of each read
+    (as a list, synchronously, no task per message), and writable() is an awaitable
     while the far side is full, or None: the next bytes are read from the
     client only then, so TCP pushes back on the client as before. Text and
     control messages go where Tornado sends them (on_message; pongs, the close
@@ -224,7 +231,7 @@ class BulkFrameProtocol(WebSocketProtocol13):
             await super()._receive_frame_loop()
             return
         parser = ClientFrames(self.params.max_message_size)
-        relay: Callable[[bytes], None] = self.handler.relay
+        relay: Callable[[list[bytes]], None] = self.handler.relay
         writable: Callable[[], Any] = self.handler.writable
         stream = self.stream
         direct = self._direct_socket()
@@ -258,13 +265,15 @@ class BulkFrameProtocol(WebSocketProtocol13):
                         data.append(payload)
                         continue
                     if data:
-                        self._relay(relay, data)
+                        self._message_bytes_in += sum(map(len, data))
+                        relay(data)
                         data = []
                     handled = self._handle_message(opcode, payload)
                     if handled is not None:
                         await handled
                 if data and not self.client_terminated:
-                    self._relay(relay, data)
+                    self._message_bytes_in += sum(map(len, data))
+                    relay(data)
                 wait = writable()
                 if wait is not None:
                     await wait
@@ -280,12 +289,6 @@ class BulkFrameProtocol(WebSocketProtocol13):
             self._abort()
         finally:
             self.handler.on_ws_connection_close(self.close_code, self.close_reason)
-
-    def _relay(self, relay: Callable[[bytes], None], data: list[bytes]) -> None:
-        """The binary messages of one read to the handler, as one write."""
-        joined = data[0] if len(data) == 1 else b"".join(data)
-        self._message_bytes_in += len(joined)
-        relay(joined)
 
     def send_binary(self, data: bytes) -> Future[None] | None:
         """Write data as one binary message. None if the kernel took all of it,

@@ -5,6 +5,7 @@ library sends, by hand. No I/O: these run in milliseconds."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 
@@ -156,3 +157,20 @@ def test_the_tornado_names_the_reader_uses_are_there():
                 owner = getattr(owner, part)
         protocol.stream.close()
     assert missing == []
+
+
+def test_reads_of_any_size_into_one_reused_buffer_give_every_message_whole():
+    # As the route reads: into one bytearray, overwritten by the next read,
+    # split wherever the kernel split it (inside headers, masks, payloads).
+    rng = random.Random(19)
+    sizes = (0, 1, 3, 125, 126, 127, 2000, 32768, 65535, 65536, 70000)
+    messages = [os.urandom(rng.choice(sizes)) for _ in range(80)]
+    wire = b"".join(client_frame(Opcode.BINARY, m) for m in messages)
+    parser, received, got, start = ClientFrames(MAX), bytearray(frames.READ_SIZE), [], 0
+    while start < len(wire):
+        size = min(rng.choice((1, 2, 5, 14, 1000, 40000, frames.READ_SIZE)), len(wire) - start)
+        received[:size] = wire[start : start + size]
+        got += parser.feed(memoryview(received)[:size])
+        received[:] = bytes(len(received))  # the next read overwrites it
+        start += size
+    assert got == [(frames.BINARY, m) for m in messages]
