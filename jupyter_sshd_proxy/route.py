@@ -205,9 +205,8 @@ class FlowControlledProtocol(asyncio.Protocol):
         except (WebSocketClosedError, StreamClosedError):
             self.transport.close()
             return
-        if self.reading and self.handler.unsent_to_client() > HIGH_WATER:
-            # (so this write is waiting in Tornado's buffer: flushed is its Future)
-            assert flushed is not None
+        # (None: all of it is in the kernel's buffer, and nothing waits in Tornado's)
+        if flushed is not None and self.reading and self.handler.unsent_to_client() > HIGH_WATER:
             self.reading = False
             self.transport.pause_reading()
             flushed.add_done_callback(self._flushed)
