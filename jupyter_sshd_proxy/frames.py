@@ -22,9 +22,12 @@ Tornado's own reader is used.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+from asyncio import Future
 from typing import Any, Callable
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketProtocol13
 
 try:
@@ -38,6 +41,7 @@ CONTROL_OPCODES = (CLOSE, PING, PONG)
 PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009  # close codes
 MAX_CONTROL_PAYLOAD = 125
 READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
+DIRECT_READ_AFTER = 32 * 1024  # a read at least this large: try the socket at once
 YIELD_AFTER = READ_SIZE  # bytes read without waiting before others get a turn (as Tornado)
 # What the reader uses of Tornado's WebSocketProtocol13 beyond its documented API.
 TORNADO_NAMES = (
@@ -53,6 +57,8 @@ TORNADO_NAMES = (
     "client_terminated",
     "stream",
     "stream._write_buffer",
+    "stream._read_buffer_size",
+    "stream.socket",
     "params",
     "handler",
 )
@@ -88,48 +94,67 @@ class ClientFrames:
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         buffer = self._buffer
-        buffer += data
-        if len(buffer) < self._need:
-            return []
         messages: list[tuple[int, bytes]] = []
-        size, position = len(buffer), 0
-        with memoryview(buffer) as view:
-            while True:
-                if size - position < 2:
-                    self._need = 2
-                    break
-                first, second = buffer[position], buffer[position + 1]
-                length, head = second & 0x7F, 2
-                if length == 126:
-                    head = 4
-                elif length == 127:
-                    head = 10
-                masked = second & 0x80
-                if masked:
-                    head += 4
-                if size - position < head:
-                    self._need = head
-                    break
-                if length == 126:
-                    length = int.from_bytes(view[position + 2 : position + 4], "big")
-                elif length == 127:
-                    length = int.from_bytes(view[position + 2 : position + 10], "big")
-                self._check(first, masked, length)
-                end = position + head + length
-                if size < end:
-                    self._need = end - position
-                    break
-                if masked:
-                    mask = bytes(view[position + head - 4 : position + head])
-                    payload = apply_mask(view[position + head : end], mask)
-                else:
-                    payload = bytes(view[position + head : end])
-                position = end
-                message = self._frame(first, payload)
-                if message is not None:
-                    messages.append(message)
-        del buffer[:position]
+        with memoryview(data) as view:
+            start = 0
+            while buffer:  # a frame begun in an earlier read: complete it first
+                take = self._need - len(buffer)
+                if take > len(view) - start:
+                    buffer += view[start:]
+                    return messages
+                buffer += view[start : start + take]
+                start += take
+                with memoryview(buffer) as kept:
+                    found, position = self._parse(kept)
+                messages += found
+                del buffer[:position]
+            # The rest is parsed where it lies; only an incomplete frame at its end is kept.
+            with view[start:] as rest:
+                found, position = self._parse(rest)
+                messages += found
+                if position < len(rest):
+                    buffer += rest[position:]
         return messages
+
+    def _parse(self, view: memoryview) -> tuple[list[tuple[int, bytes]], int]:
+        """The messages in the complete frames at the start of view, and where they end."""
+        messages: list[tuple[int, bytes]] = []
+        size, position = len(view), 0
+        while True:
+            if size - position < 2:
+                self._need = 2
+                break
+            first, second = view[position], view[position + 1]
+            length, head = second & 0x7F, 2
+            if length == 126:
+                head = 4
+            elif length == 127:
+                head = 10
+            masked = second & 0x80
+            if masked:
+                head += 4
+            if size - position < head:
+                self._need = head
+                break
+            if length == 126:
+                length = int.from_bytes(view[position + 2 : position + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(view[position + 2 : position + 10], "big")
+            self._check(first, masked, length)
+            end = position + head + length
+            if size < end:
+                self._need = end - position
+                break
+            if masked:
+                mask = bytes(view[position + head - 4 : position + head])
+                payload = apply_mask(view[position + head : end], mask)
+            else:
+                payload = bytes(view[position + head : end])
+            position = end
+            message = self._frame(first, payload)
+            if message is not None:
+                messages.append(message)
+        return messages, position
 
     def _check(self, first: int, masked: int, length: int) -> None:
         """Refuse a frame by its header, before its payload is read."""
@@ -179,28 +204,57 @@ class ClientFrames:
 class BulkFrameProtocol(WebSocketProtocol13):
     """Tornado's protocol with the bulk reader, for a handler that relays bytes.
 
-    The handler's relay(data) takes each binary message (synchronously, no
-    task per message) and writable() is an awaitable while the far side is
-    full, or None: the next bytes are read from the client only then, so TCP
-    pushes back on the client as before. Text and control messages go where
-    Tornado sends them (on_message; pongs, the close handshake)."""
+    The handler's relay(messages) takes the binary messages of each read
+    (as a list, synchronously, no task per message), and writable() is an awaitable
+    while the far side is full, or None: the next bytes are read from the
+    client only then, so TCP pushes back on the client as before. Text and
+    control messages go where Tornado sends them (on_message; pongs, the close
+    handshake).
+
+    On a plain (not TLS) connection, reads and writes skip Tornado's stream
+    machinery whenever it holds nothing: after a large read the next bytes
+    are taken from the socket straight away while Tornado has none buffered
+    (its read, which waits, when the socket has nothing), and send_binary writes header and
+    payload with one sendmsg while Tornado has nothing waiting to be written,
+    handing Tornado only what the kernel did not take. Either way the bytes
+    keep their order, and Tornado's buffer, which unsent() counts, holds all
+    that is waiting."""
 
     handler: Any
+
+    def _direct_socket(self) -> socket.socket | None:
+        """The client's socket, if bytes may go to and from it directly: not TLS."""
+        stream = self.stream
+        return stream.socket if type(stream) is IOStream else None
 
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
             await super()._receive_frame_loop()
             return
         parser = ClientFrames(self.params.max_message_size)
-        relay: Callable[[bytes], None] = self.handler.relay
+        relay: Callable[[list[bytes]], None] = self.handler.relay
         writable: Callable[[], Any] = self.handler.writable
-        # The stream reads straight into this (recv_into): no buffer made per read.
+        stream = self.stream
+        direct = self._direct_socket()
+        # Reads go straight into this (recv_into): no buffer made per read.
         received = bytearray(READ_SIZE)
         view = memoryview(received)
         work = 0  # bytes read since the loop last gave others a turn
+        size = 0
         try:
             while not self.client_terminated:
-                size = await self.stream.read_into(received, partial=True)
+                # After a large read more is likely there: take it from the socket
+                # while Tornado holds none of the client's bytes (so the next are
+                # the socket's). After a small one (sshd's window adjustments
+                # during a download) Tornado's read, which waits, comes first.
+                bulk, size = size >= DIRECT_READ_AFTER, 0
+                if bulk and direct is not None and not stream._read_buffer_size:
+                    try:
+                        size = direct.recv_into(received)
+                    except OSError:
+                        size = 0  # none yet, or an error: Tornado's read meets it
+                if not size:
+                    size = await stream.read_into(received, partial=True)
                 self._wire_bytes_in += size
                 try:
                     messages = parser.feed(view[:size])
@@ -208,23 +262,30 @@ class BulkFrameProtocol(WebSocketProtocol13):
                     self.close(error.code, error.reason)
                     self._abort()
                     return
+                data: list[bytes] = []  # binary messages not yet relayed
                 for opcode, payload in messages:
                     if self.client_terminated:
                         break
                     if opcode == BINARY:
-                        self._message_bytes_in += len(payload)
-                        relay(payload)
+                        data.append(payload)
                         continue
+                    if data:
+                        self._message_bytes_in += sum(map(len, data))
+                        relay(data)
+                        data = []
                     handled = self._handle_message(opcode, payload)
                     if handled is not None:
                         await handled
+                if data and not self.client_terminated:
+                    self._message_bytes_in += sum(map(len, data))
+                    relay(data)
                 wait = writable()
                 if wait is not None:
                     await wait
                     work = 0
                 else:
-                    # The stream may hand over what it has without ever waiting:
-                    # others' turn now and then, as Tornado's own reader does.
+                    # The socket may have more without ever waiting: others'
+                    # turn now and then, as Tornado's own reader gives it.
                     work += size
                     if work >= YIELD_AFTER:
                         work = 0
@@ -234,15 +295,39 @@ class BulkFrameProtocol(WebSocketProtocol13):
         finally:
             self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
-    def send_binary(self, data: bytes) -> Any:
-        """Write data as one binary message; the Future of the write (no task
-        per message, as write_message makes). Raises StreamClosedError."""
+    def send_binary(self, data: bytes) -> Future[None] | None:
+        """Write data as one binary message. None if the kernel took all of it,
+        else the Future of the write (no task per message, as write_message
+        makes). Raises StreamClosedError."""
         if self._compressor is not None:
             written = self.write_message(data, binary=True)
             written.add_done_callback(lambda f: f.cancelled() or f.exception())
             return written
         self._message_bytes_out += len(data)
-        return self._write_frame(True, BINARY, data)
+        stream = self.stream
+        direct = self._direct_socket()
+        if direct is None or stream._write_buffer or stream.closed():
+            return self._write_frame(True, BINARY, data)
+        length = len(data)  # the server's frames are never masked (RFC 6455, 5.1)
+        if length < 126:
+            header = bytes((0x80 | BINARY, length))
+        elif length <= 0xFFFF:
+            header = struct.pack("!BBH", 0x80 | BINARY, 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x80 | BINARY, 127, length)
+        try:
+            sent = direct.sendmsg((header, data))
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # The connection failed: Tornado's write meets it and closes the stream.
+            return self._write_frame(True, BINARY, data)
+        self._wire_bytes_out += len(header) + length
+        if sent == len(header) + length:
+            return None
+        if sent < len(header):
+            return stream.write(header[sent:] + data)
+        return stream.write(memoryview(data)[sent - len(header) :])
 
     def unsent(self) -> int:
         """Bytes written and not yet in the kernel's socket buffer."""

@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,7 @@ AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 RECONNECT_SECONDS = 5.0
 PING_SECONDS = 30
+MAX_WRITEV_PARTS = 64  # messages written to sshd with one writev at most (IOV_MAX is 1024)
 MAX_CLIENT_VERSION = 255  # bytes of the client's version line that are kept (RFC 4253: 255)
 # How a refusal by the supervisor closes the WebSocket: 1013 is "try again later".
 REFUSALS = {
@@ -161,6 +163,33 @@ class FlowControlledProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # a stream's, which reads and writes
         self.transport = transport
+        self.fd = transport.get_extra_info("socket").fileno()
+
+    def write(self, parts: list[bytes]) -> None:
+        """Write parts, in order. While the transport holds nothing, several
+        go to the socket with one writev (no copy to join them); what the
+        kernel does not take, and everything while something waits, goes
+        through the transport, so its flow control (pause_writing) sees all."""
+        transport = self.transport
+        if len(parts) == 1:
+            transport.write(parts[0])  # asyncio sends it at once when nothing waits
+            return
+        if transport.get_write_buffer_size() or len(parts) > MAX_WRITEV_PARTS:
+            transport.write(b"".join(parts))
+            return
+        try:
+            sent = os.writev(self.fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            transport.write(b"".join(parts))  # the connection failed: asyncio meets it
+            return
+        for index, part in enumerate(parts):
+            if sent < len(part):
+                rest: list[bytes | memoryview] = [memoryview(part)[sent:], *parts[index + 1 :]]
+                transport.write(b"".join(rest))
+                return
+            sent -= len(part)
 
     def data_received(self, data: bytes) -> None:
         # (Activity is not recorded here: update_last_activity is off, and
@@ -176,7 +205,8 @@ class FlowControlledProtocol(asyncio.Protocol):
         except (WebSocketClosedError, StreamClosedError):
             self.transport.close()
             return
-        if self.reading and self.handler.unsent_to_client() > HIGH_WATER:
+        # (None: all of it is in the kernel's buffer, and nothing waits in Tornado's)
+        if flushed is not None and self.reading and self.handler.unsent_to_client() > HIGH_WATER:
             self.reading = False
             self.transport.pause_reading()
             flushed.add_done_callback(self._flushed)
@@ -272,14 +302,16 @@ class FlowControl(upstream.RouteMixin):
             return protocol  # None: not a version Tornado speaks; it refuses the upgrade
         return frames.BulkFrameProtocol(self, False, protocol.params)
 
-    def relay(self, message: bytes) -> None:
-        """Pass bytes from the client on to sshd."""
-        if self.backend is None or self.backend.is_closing():
+    def relay(self, messages: list[bytes]) -> None:
+        """Pass bytes from the client on to sshd: the messages of one read, in order."""
+        backend, protocol = self.backend, self.protocol
+        if backend is None or protocol is None or backend.is_closing():
             return
-        self.bytes_from_client += len(message)
-        if self.client_version is None:
-            self._read_client_version(message)
-        self.backend.write(message)
+        for message in messages:
+            self.bytes_from_client += len(message)
+            if self.client_version is None:
+                self._read_client_version(message)
+        protocol.write(messages)
 
     def writable(self) -> Any:
         """None while sshd's side takes more; else an awaitable, done when it does."""
@@ -287,8 +319,9 @@ class FlowControl(upstream.RouteMixin):
             return None
         return self.protocol.writable.wait()
 
-    def send_binary(self, data: bytes) -> Any:
-        """Send data to the client: the Future of the write."""
+    def send_binary(self, data: bytes) -> asyncio.Future[None] | None:
+        """Send data to the client: the Future of the write, None if all of
+        it is in the kernel's socket buffer already."""
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise WebSocketClosedError
@@ -306,7 +339,7 @@ class FlowControl(upstream.RouteMixin):
         # Text messages (and, with Tornado's own reader, every message).
         if isinstance(message, str):
             message = message.encode("utf-8")
-        self.relay(message)
+        self.relay([message])
         # The next frame is read only when this returns: wait while sshd's side is full.
         wait = self.writable()
         if wait is not None:

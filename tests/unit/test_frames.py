@@ -4,7 +4,9 @@ library sends, by hand. No I/O: these run in milliseconds."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import socket
 import struct
 
@@ -156,3 +158,54 @@ def test_the_tornado_names_the_reader_uses_are_there():
                 owner = getattr(owner, part)
         protocol.stream.close()
     assert missing == []
+
+
+def test_reads_of_any_size_into_one_reused_buffer_give_every_message_whole():
+    # As the route reads: into one bytearray, overwritten by the next read,
+    # split wherever the kernel split it (inside headers, masks, payloads).
+    rng = random.Random(19)
+    sizes = (0, 1, 3, 125, 126, 127, 2000, 32768, 65535, 65536, 70000)
+    messages = [os.urandom(rng.choice(sizes)) for _ in range(80)]
+    wire = b"".join(client_frame(Opcode.BINARY, m) for m in messages)
+    parser, received, got, start = ClientFrames(MAX), bytearray(frames.READ_SIZE), [], 0
+    while start < len(wire):
+        size = min(rng.choice((1, 2, 5, 14, 1000, 40000, frames.READ_SIZE)), len(wire) - start)
+        received[:size] = wire[start : start + size]
+        got += parser.feed(memoryview(received)[:size])
+        received[:] = bytes(len(received))  # the next read overwrites it
+        start += size
+    assert got == [(frames.BINARY, m) for m in messages]
+
+
+def test_messages_sent_past_a_full_socket_buffer_arrive_whole_and_in_order():
+    # send_binary writes straight to the socket while Tornado holds nothing,
+    # and hands Tornado what the kernel did not take: the peer gets every
+    # frame in order, and unsent() counts what waits until it is gone.
+    async def send_and_read() -> tuple[list, int, int]:
+        left, right = socket.socketpair()
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        right.setblocking(False)
+        protocol = frames.BulkFrameProtocol(None, False, _WebSocketParams())
+        protocol.stream = IOStream(left)
+        messages = [os.urandom(n) for n in (1, 125, 126, 65535, 65536, 300_000, 2, 70_000)]
+        written = [protocol.send_binary(m) for m in messages]
+        waiting = protocol.unsent()
+        wire = sum(len(m) + (2 if len(m) < 126 else 4 if len(m) < 65536 else 10) for m in messages)
+        received = bytearray()
+        loop = asyncio.get_running_loop()
+        while len(received) < wire:
+            received += await loop.sock_recv(right, 65536)
+        for future in written:
+            if future is not None:
+                await future
+        got = ClientFrames(MAX, masked=False).feed(received)
+        unsent = protocol.unsent()
+        protocol.stream.close()
+        right.close()
+        assert got == [(frames.BINARY, m) for m in messages]
+        return written, waiting, unsent
+
+    written, waiting, unsent = asyncio.run(send_and_read())
+    assert written[0] is None  # the first went to the kernel whole: no Future made
+    assert waiting > 0  # the rest did not fit: Tornado held it
+    assert unsent == 0
