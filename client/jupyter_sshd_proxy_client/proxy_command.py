@@ -98,8 +98,11 @@ def _read_token_file(path: str) -> str:
     return token
 
 
-def import_websockets() -> types.ModuleType:
+def import_websockets(tls: bool = True) -> types.ModuleType:
     """websockets.sync.client, imported without what the ProxyCommand never uses.
+
+    Without tls (a ws:// URL), ssl (5 ms, most of it OpenSSL's) is a lazy
+    module too: websockets.sync.client imports it but uses it only for wss://.
 
     websockets/version.py imports importlib.metadata (a third of websockets'
     import time, paid on every ssh connection) but uses it only in unreleased
@@ -114,6 +117,8 @@ def import_websockets() -> types.ModuleType:
     """
     if "urllib.request" not in sys.modules:
         _lazy_module("urllib.request")
+    if not tls and "ssl" not in sys.modules:
+        _lazy_module("ssl")
     if "importlib.metadata" in sys.modules:  # already paid for
         from websockets.sync import client
 
@@ -146,11 +151,13 @@ class _ImportedAtFirstUse(types.ModuleType):
 
 
 def _lazy_module(name: str) -> None:
-    """Put a stand-in for module name (a submodule) into sys.modules and its package."""
+    """Put a stand-in for module name into sys.modules (and its package)."""
     parent, _, child = name.rpartition(".")
-    __import__(parent)
+    if parent:
+        __import__(parent)
     sys.modules[name] = stand_in = _ImportedAtFirstUse(name)
-    setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
+    if parent:
+        setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
 
 
 def tell_user(line: str) -> None:
@@ -193,6 +200,9 @@ PROXY_VARIABLES = (
     "all_proxy",
     "ALL_PROXY",
 )
+
+
+SWITCH_INTERVAL = 0.0002  # seconds, while EarlySocket's thread runs
 
 
 class EarlySocket:
@@ -249,6 +259,11 @@ class EarlySocket:
                     sock.close()
                 self.error = error
 
+        # The main thread imports websockets meanwhile, holding the GIL: by
+        # default it would let this thread run (to connect, then to send)
+        # only every 5 ms.
+        self.switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.thread = threading.Thread(target=connect, daemon=True)
         self.thread.start()
 
@@ -258,6 +273,7 @@ class EarlySocket:
         if self.thread is None:
             return None
         self.thread.join()
+        sys.setswitchinterval(self.switch_interval)
         if self.error is not None:
             raise self.error
         return self.sock
@@ -347,16 +363,16 @@ def open_websocket(
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
     secure = url.startswith("wss:")
     early = EarlySocket(url, open_timeout, token, ca_file)
-    connect: Callable[..., ClientConnection] = import_websockets().connect
-    import ssl
+    connect: Callable[..., ClientConnection] = import_websockets(tls=secure).connect
+    import ssl  # (the stand-in for ws://: except ssl.SSLError imports it only on an error)
 
     from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
-
-    from . import tls
 
     try:
         sock = early.result()
         if sock is None:  # websockets connects (through the proxy)
+            from . import tls
+
             context = tls.context(ca_file) if secure else None
             options: dict = {"ssl": context} if context is not None else {}
             options["additional_headers"] = {"Authorization": f"token {token}"}
@@ -380,6 +396,8 @@ def open_websocket(
         raise
     except ssl.SSLError as error:  # first: a failed verification is a ValueError too
         from urllib.parse import urlsplit
+
+        from . import tls
 
         parts = urlsplit(url)
         raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
