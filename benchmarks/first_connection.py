@@ -11,9 +11,10 @@ measures, for websocat and for `python -m jupyter_sshd_proxy_client proxy URL`
   ssh     `ssh -o ProxyCommand=... HOST true` on a new connection, start to
           exit (that, plus key exchange and authentication)
 
-The commands take turns within each run, so a busy machine slows them alike;
-prints the minimum and the median of each and the difference to websocat.
-Loopback only.
+Byte code is written (to a directory of its own) by a first run of each, as
+an installed client has it. The commands take turns within each run, so a
+busy machine slows them alike; prints the minimum and the median of each and
+the difference to websocat. Loopback only.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def main() -> int:
             commands[name] = f"{python} -m jupyter_sshd_proxy_client proxy http://127.0.0.1:{port}/"
         env = {**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": token}
         env = {k: v for k, v in env.items() if "proxy" not in k.lower() or k.startswith("JUPYTER")}
+        # Byte code, as an installed client has it (pip compiles it), kept out
+        # of the checkouts: else an editable install compiles on every run.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         # The first connection starts the supervisor; warm every command once.
         for command in commands.values():
             ssh_seconds(common, command, env)
