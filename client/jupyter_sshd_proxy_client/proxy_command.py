@@ -9,7 +9,6 @@ ssh sends our stderr to /dev/null; tell_user() then writes to the terminal
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -438,6 +437,8 @@ def refusal_body(body: bytes | bytearray | None) -> object:
     to open a terminal), or None. Untrusted: explain() makes it printable."""
     if not body or len(body) > 64 * 1024:
         return None
+    import json  # (only a refusal needs it: not imported on every connection)
+
     try:
         return json.loads(body)
     except ValueError:
