@@ -17,7 +17,9 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import preconnect
 from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
+from .preconnect import PROXY_VARIABLES
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 
@@ -191,16 +193,6 @@ def _terminal_if_stderr_is_null() -> TextIO | None:
         return None
 
 
-PROXY_VARIABLES = (
-    "https_proxy",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "HTTP_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-)
-
-
 SWITCH_INTERVAL = 0.0002  # seconds, while EarlySocket's thread runs
 
 
@@ -246,7 +238,9 @@ class EarlySocket:
                     from . import tls
 
                     context = tls.context(ca_file) or ssl.create_default_context()
-                sock = socket.create_connection((host, port), timeout=timeout)
+                sock = preconnect.take((host, port))  # (python -m: connected already)
+                if sock is None:
+                    sock = socket.create_connection((host, port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                 if secure:
                     sock = context.wrap_socket(sock, server_hostname=host)
