@@ -9,16 +9,17 @@ ssh sends our stderr to /dev/null; tell_user() then writes to the terminal
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
 import sys
 import threading
 import types
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import preconnect
 from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
+from .preconnect import PROXY_VARIABLES
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 
@@ -98,8 +99,11 @@ def _read_token_file(path: str) -> str:
     return token
 
 
-def import_websockets() -> types.ModuleType:
+def import_websockets(tls: bool = True) -> types.ModuleType:
     """websockets.sync.client, imported without what the ProxyCommand never uses.
+
+    Without tls (a ws:// URL), ssl (5 ms, most of it OpenSSL's) is a lazy
+    module too: websockets.sync.client imports it but uses it only for wss://.
 
     websockets/version.py imports importlib.metadata (a third of websockets'
     import time, paid on every ssh connection) but uses it only in unreleased
@@ -114,6 +118,8 @@ def import_websockets() -> types.ModuleType:
     """
     if "urllib.request" not in sys.modules:
         _lazy_module("urllib.request")
+    if not tls and "ssl" not in sys.modules:
+        _lazy_module("ssl")
     if "importlib.metadata" in sys.modules:  # already paid for
         from websockets.sync import client
 
@@ -146,11 +152,13 @@ class _ImportedAtFirstUse(types.ModuleType):
 
 
 def _lazy_module(name: str) -> None:
-    """Put a stand-in for module name (a submodule) into sys.modules and its package."""
+    """Put a stand-in for module name into sys.modules (and its package)."""
     parent, _, child = name.rpartition(".")
-    __import__(parent)
+    if parent:
+        __import__(parent)
     sys.modules[name] = stand_in = _ImportedAtFirstUse(name)
-    setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
+    if parent:
+        setattr(sys.modules[parent], child, stand_in)  # what `import parent.child` does
 
 
 def tell_user(line: str) -> None:
@@ -185,18 +193,19 @@ def _terminal_if_stderr_is_null() -> TextIO | None:
         return None
 
 
-PROXY_VARIABLES = (
-    "https_proxy",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "HTTP_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-)
+SWITCH_INTERVAL = 0.0002  # seconds, while EarlySocket's thread runs
 
 
 class EarlySocket:
-    """Open the TCP connection in a thread while the main thread imports websockets.
+    """Connect and send the upgrade request in a thread while the main thread imports websockets.
+
+    The request is on the wire some 40 ms before websockets could send it, so
+    the server's work (authentication, starting sshd) overlaps the import.
+    Only the request is ours: websockets reads and validates the response
+    (status, Upgrade, Sec-WebSocket-Accept against our key) and does all the
+    framing (see early_connection()). With wss://, the thread also does the
+    TLS handshake, with the context websockets would be given, verifying the
+    host name. The token goes nowhere but into the request.
 
     Our own socket also stops websockets from following redirects, which we
     never do silently. Not where an HTTP(S) proxy is configured: websockets
@@ -204,35 +213,137 @@ class EarlySocket:
     is still recognised by the Hub's final 424).
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, token: str, ca_file: str | None = None) -> None:
         from urllib.parse import urlsplit
 
-        self.sock = None
-        self.error: OSError | None = None
+        self.sock: socket.socket | None = None
+        self.error: BaseException | None = None
         self.thread = None
+        self.key = ""
+        self.request = b""
         if any(os.environ.get(name) for name in PROXY_VARIABLES):
             return
         parts = urlsplit(url)
-        address = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        self.key, self.request = upgrade_request(url, token)
 
         def connect() -> None:
+            sock = None
             try:
-                self.sock = socket.create_connection(address, timeout=timeout)
-                self.sock.settimeout(None)
-            except OSError as error:
+                if secure:  # a bad --ca-file is said before connecting
+                    import ssl
+
+                    from . import tls
+
+                    context = tls.context(ca_file) or ssl.create_default_context()
+                sock = preconnect.take((host, port))  # (python -m: connected already)
+                if sock is None:
+                    sock = socket.create_connection((host, port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+                if secure:
+                    sock = context.wrap_socket(sock, server_hostname=host)
+                sock.sendall(self.request)
+                sock.settimeout(None)
+                self.sock = sock
+            except BaseException as error:  # raised again by result(), in the main thread
+                if sock is not None:
+                    sock.close()
                 self.error = error
 
+        # The main thread imports websockets meanwhile, holding the GIL: by
+        # default it would let this thread run (to connect, then to send)
+        # only every 5 ms.
+        self.switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.thread = threading.Thread(target=connect, daemon=True)
         self.thread.start()
 
     def result(self) -> socket.socket | None:
-        """The connected socket, None to let websockets connect, or the OSError."""
+        """The connected socket with the request sent, None to let websockets
+        connect, or the exception (OSError, ssl.SSLError, TLSError)."""
         if self.thread is None:
             return None
         self.thread.join()
+        sys.setswitchinterval(self.switch_interval)
         if self.error is not None:
             raise self.error
         return self.sock
+
+
+def upgrade_request(url: str, token: str) -> tuple[str, bytes]:
+    """Our Sec-WebSocket-Key and the upgrade request for url, byte for byte
+    what websockets' ClientProtocol.connect() makes with open_websocket()'s
+    headers (a test compares them)."""
+    import binascii
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != (443 if secure else 80):
+        host = f"{host}:{parts.port}"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    key = binascii.b2a_base64(os.urandom(16), newline=False).decode()
+    headers = (
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+        ("Authorization", f"token {token}"),
+        ("User-Agent", USER_AGENT),
+    )
+    lines = [f"GET {resource} HTTP/1.1", *(f"{name}: {value}" for name, value in headers)]
+    return key, ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+USER_AGENT = "jupyter-sshd-proxy"
+
+
+def early_connection(early: EarlySocket) -> type[ClientConnection] | None:
+    """websockets' ClientConnection for a socket whose upgrade request
+    EarlySocket has sent: its handshake() sends nothing, takes our key, and
+    waits for the response as websockets' own does, which validates it."""
+    if early.thread is None:
+        return None
+    from websockets.client import ClientProtocol
+    from websockets.sync.client import ClientConnection
+
+    class EarlyConnection(ClientConnection):
+        def __init__(self, sock: socket.socket, protocol: ClientProtocol, **options: Any) -> None:
+            # Before the thread that reads the response starts: the key that
+            # Sec-WebSocket-Accept must match is the one we sent.
+            protocol.key = early.key
+            super().__init__(sock, protocol, **options)
+
+        def handshake(
+            self,
+            additional_headers: object = None,
+            user_agent_header: str | None = None,
+            timeout: float | None = None,
+        ) -> None:
+            self.request = self.protocol.connect()  # (for websockets' records; not sent)
+            self.request.headers["User-Agent"] = USER_AGENT
+            if not self.response_rcvd.wait(timeout):
+                msg = "timed out while waiting for handshake response"
+                raise TimeoutError(msg)
+            if self.protocol.handshake_exc is not None:
+                raise self.protocol.handshake_exc
+
+    return EarlyConnection
+
+
+class _Wrapped:
+    """The ssl argument for a socket EarlySocket has already wrapped (websockets
+    would wrap it again); its wrap_socket() gives back the socket as it is."""
+
+    @staticmethod
+    def wrap_socket(sock: socket.socket, server_hostname: str | None = None) -> socket.socket:
+        return sock
 
 
 def open_websocket(
@@ -243,31 +354,43 @@ def open_websocket(
     ca_file: str | None = None,
 ) -> ClientConnection:
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
-    early = EarlySocket(url, open_timeout)
-    connect: Callable[..., ClientConnection] = import_websockets().connect
-    import ssl
+    secure = url.startswith("wss:")
+    early = EarlySocket(url, open_timeout, token, ca_file)
+    connect: Callable[..., ClientConnection] = import_websockets(tls=secure).connect
+    import ssl  # (the stand-in for ws://: except ssl.SSLError imports it only on an error)
 
     from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
-    from . import tls
-
-    context = tls.context(ca_file) if url.startswith("wss:") else None
     try:
+        sock = early.result()
+        if sock is None:  # websockets connects (through the proxy)
+            from . import tls
+
+            context = tls.context(ca_file) if secure else None
+            options: dict[str, Any] = {"ssl": context} if context is not None else {}
+            options["additional_headers"] = {"Authorization": f"token {token}"}
+        else:
+            options = {"create_connection": early_connection(early)}
+            if secure:
+                options["ssl"] = _Wrapped()
         return connect(
             url,
-            sock=early.result(),
-            **({"ssl": context} if context is not None else {}),
-            additional_headers={"Authorization": f"token {token}"},
+            sock=sock,
+            **options,
             compression=None,  # SSH traffic is encrypted: it does not compress
             max_size=MAX_MESSAGE,
             ping_interval=ping_interval,
             ping_timeout=ping_interval,
             open_timeout=open_timeout,
             close_timeout=2,  # ssh has gone: do not linger over the goodbye
-            user_agent_header="jupyter-sshd-proxy",
+            user_agent_header=USER_AGENT,
         )
+    except SSHDProxyError:
+        raise
     except ssl.SSLError as error:  # first: a failed verification is a ValueError too
         from urllib.parse import urlsplit
+
+        from . import tls
 
         parts = urlsplit(url)
         raise TLSError(tls.explain(error, parts.hostname, parts.port or 443)) from None
@@ -308,6 +431,8 @@ def refusal_body(body: bytes | bytearray | None) -> object:
     to open a terminal), or None. Untrusted: explain() makes it printable."""
     if not body or len(body) > 64 * 1024:
         return None
+    import json  # (only a refusal needs it: not imported on every connection)
+
     try:
         return json.loads(body)
     except ValueError:

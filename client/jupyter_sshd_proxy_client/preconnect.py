@@ -1,0 +1,86 @@
+"""The ProxyCommand's TCP connection, opened before the command line is parsed.
+
+`python -m jupyter_sshd_proxy_client proxy ...` (what config-ssh writes)
+starts it from __main__, before the command line module, argparse and the
+ProxyCommand's code are imported (some 20 ms): over a link with a round trip
+of tens of milliseconds, that much sooner connected. Only for the command
+lines config-ssh writes; anything else is left to the command line. It
+resolves and connects, and sends nothing: EarlySocket takes the socket if
+it is for the host and port of the URL the command line accepted, and
+connects itself otherwise (and on any error here, so that errors are said
+as always). Not where an HTTP(S) proxy is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+
+PROXY_VARIABLES = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+WITH_VALUE = frozenset({"--token-file", "--ca-file", "--ping-interval", "--user", "--name"})
+FLAGS = frozenset({"--start"})
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+TIMEOUT = 10  # seconds, as open_websocket()'s
+
+_started: dict[tuple[str, int], tuple[threading.Thread, list[socket.socket]]] = {}
+
+
+def start(args: list[str]) -> None:
+    """Connect, in a thread, to the host of the URL in `proxy` args (after "proxy")."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return
+    positional = []
+    rest = iter(args)
+    for arg in rest:
+        if arg in WITH_VALUE:
+            next(rest, None)
+        elif arg not in FLAGS:
+            if arg.startswith("-"):  # --help, --token-file=F, ...: the command line's
+                return
+            positional.append(arg)
+    if not positional:
+        return
+    address = _address(positional[0])
+    if address is None:
+        return
+    connected: list[socket.socket] = []
+
+    def connect() -> None:
+        with contextlib.suppress(OSError):  # EarlySocket tries again, and says why it failed
+            connected.append(socket.create_connection(address, timeout=TIMEOUT))
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    _started[address] = (thread, connected)
+
+
+def _address(url: str) -> tuple[str, int] | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if port is None or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.hostname, port
+
+
+def take(address: tuple[str, int]) -> socket.socket | None:
+    """The socket connected to address by start(), once; else None."""
+    started = _started.pop(address, None)
+    if started is None:
+        return None
+    thread, connected = started
+    thread.join()
+    return connected[0] if connected else None

@@ -1,0 +1,206 @@
+"""The ProxyCommand sends its upgrade request while websockets is still being imported.
+
+The server's work (authentication, starting sshd) then overlaps the
+client's longest start-up step. websockets still reads and validates the
+answer: the request is ours, the WebSocket is websockets'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.sync.server import serve
+from websockets.uri import parse_uri
+
+from jupyter_sshd_proxy_client import proxy_command
+
+from ..support.helpers import VENV_BIN
+
+TOKEN = "early-upgrade-token-0123456789abcdef"
+
+# Runs the ProxyCommand with websockets' import held until the server has seen
+# the upgrade request; if it has not within 5 s, websockets cannot be imported.
+HELD_IMPORT = """
+import os, runpy, sys, time
+
+RELEASED = sys.argv[1]
+
+class HoldWebsockets:
+    def find_spec(self, name, path=None, target=None):
+        if name == "websockets":
+            deadline = time.monotonic() + 5
+            while not os.path.exists(RELEASED):
+                if time.monotonic() > deadline:
+                    raise ImportError("no upgrade request before websockets")
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, HoldWebsockets())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:8888/user/alice/sshd/",
+        "ws://[::1]:8888/sshd/",
+        "wss://hub.example.org/user/j%C3%B6rg/sshd/",
+        "wss://hub.example.org:8443/user/a/sshd/",
+        "ws://localhost/sshd/",
+    ],
+)
+def test_our_upgrade_request_is_the_one_websockets_would_send(url):
+    key, request = proxy_command.upgrade_request(url, TOKEN)
+    protocol = ClientProtocol(parse_uri(url))
+    protocol.key = key
+    expected = protocol.connect()
+    expected.headers.update({"Authorization": f"token {TOKEN}"})
+    expected.headers.setdefault("User-Agent", proxy_command.USER_AGENT)
+    assert request == expected.serialize()
+    assert len(key) == 24
+    assert key != proxy_command.upgrade_request(url, TOKEN)[0]
+
+
+def test_the_request_is_on_the_wire_before_websockets_is_imported(tmp_path):
+    released = tmp_path / "websockets-may-import"
+    seen: list[tuple[bool, str | None]] = []
+
+    def process_request(connection, request):
+        # Recorded before the flag lets the client import websockets.
+        seen.append((released.exists(), request.headers.get("Authorization")))
+        released.touch()
+
+    def handler(connection):
+        connection.send(b"SSH-2.0-OpenSSH_test\r\n")
+        connection.recv(timeout=10)  # until the client closes
+
+    with serve(handler, "127.0.0.1", 0, process_request=process_request) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", HELD_IMPORT, str(released), "proxy",
+             f"http://127.0.0.1:{port}/"],
+            input=b"", capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        server.shutdown()
+    assert seen == [(False, f"token {TOKEN}")], result.stderr
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+def test_websockets_still_checks_the_answer_to_our_request(tmp_path):
+    """A 101 whose Sec-WebSocket-Accept is not for our key is refused, by websockets."""
+
+    def process_response(connection, request, response):
+        del response.headers["Sec-WebSocket-Accept"]
+        response.headers["Sec-WebSocket-Accept"] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        return response
+
+    with serve(lambda c: None, "127.0.0.1", 0, process_response=process_response) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+        result = subprocess.run(
+            [str(VENV_BIN / "jupyter-sshd-proxy"), "proxy", f"http://127.0.0.1:{port}/"],
+            input=b"", capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        server.shutdown()
+    assert result.returncode == 255
+    assert result.stderr.decode() == (
+        f"jupyter-sshd-proxy: WebSocket handshake with ws://127.0.0.1:{port}/sshd/ failed: "
+        "invalid Sec-WebSocket-Accept header: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\n"
+    )
+    assert TOKEN not in result.stderr.decode()
+
+
+# Runs `python -m jupyter_sshd_proxy_client` with the command line module
+# (argparse, the ProxyCommand's code) held until the server has seen a TCP
+# connection. Held in exec_module, not find_spec: other threads can import.
+HELD_CLI = """
+import importlib.machinery, os, runpy, sys, time
+
+RELEASED = sys.argv[1]
+
+class HoldCLI:
+    def find_spec(self, name, path=None, target=None):
+        if name != "jupyter_sshd_proxy_client.cli":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        execute = spec.loader.exec_module
+
+        def held(module):
+            deadline = time.monotonic() + 5
+            while not os.path.exists(RELEASED):
+                if time.monotonic() > deadline:
+                    raise ImportError("no connection before the command line")
+                time.sleep(0.01)
+            execute(module)
+
+        spec.loader.exec_module = held
+        return spec
+
+sys.meta_path.insert(0, HoldCLI())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socket(tmp_path):
+    """`python -m jupyter_sshd_proxy_client proxy URL` (config-ssh's ProxyCommand)
+    connects before importing the command line; EarlySocket then sends on that
+    socket: one TCP connection, not two. A relay in front of a websockets
+    server sees the connections."""
+    released = tmp_path / "cli-may-import"
+    accepted: list[bool] = []
+
+    def handler(connection):
+        connection.send(b"SSH-2.0-OpenSSH_test\r\n")
+        connection.recv(timeout=10)
+
+    def copy(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    with serve(handler, "127.0.0.1", 0) as server, socket.create_server(("127.0.0.1", 0)) as relay:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        backend = server.socket.getsockname()
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = relay.accept()
+                except OSError:  # closed at the end of the test
+                    return
+                accepted.append(released.exists())
+                released.touch()
+                upstream = socket.create_connection(backend)
+                threading.Thread(target=copy, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=copy, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        port = relay.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", HELD_CLI, str(released), "proxy",
+             f"http://127.0.0.1:{port}/"],
+            input=b"", capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        server.shutdown()
+    assert accepted == [False], result.stderr
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
