@@ -79,10 +79,17 @@ async def serve(argv: list[str] | None = None) -> None:
     from jupyterhub.services.auth import HubAuth
 
     args = parse_args(argv)
+    hub_auth = HubAuth(allow_token_in_url=False)
+    if not hub_auth.access_scopes:  # HubAuth would then take any token of a user
+        msg = (
+            "no access scope to check tokens against (JUPYTERHUB_SERVICE_NAME and "
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES are unset); set JUPYTERHUB_SERVICE_NAME=ssh-ca, "
+            "as the Hub does for the services it starts"
+        )
+        raise SSHDProxyError(msg)
     authority = authority_from(args)
     url = urlsplit(args.url or os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8765"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    hub_auth = HubAuth(allow_token_in_url=False)
     app = make_app(authority, hub_auth, prefix)
     app.listen(url.port or 80, url.hostname or "127.0.0.1")
     log.info(

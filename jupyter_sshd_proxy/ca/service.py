@@ -149,7 +149,9 @@ class SignHandler(BaseHandler):
         if model.get("kind", "user") != "user":
             raise web.HTTPError(403, "only a Hub user's token can have a user certificate")
         scopes = self.hub_auth.access_scopes
-        if scopes and not self.hub_auth.check_scopes(scopes, model):
+        if not scopes:  # fail closed: __main__ refuses to start so
+            raise web.HTTPError(500, "the authority has no access scope to check tokens against")
+        if not self.hub_auth.check_scopes(scopes, model):
             needed = next((s for s in sorted(scopes) if "!service=" in s), min(scopes))
             raise web.HTTPError(403, f"the token lacks the scope {needed}")
         hub_user = model["name"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from jupyter_sshd_proxy.ca import signing, state
 from jupyter_sshd_proxy.ca.service import Authority
 from jupyter_sshd_proxy_client.errors import PreflightError
 
-from ..support.helpers import make_key
+from ..support.helpers import free_port, make_key
 
 
 @pytest.fixture
@@ -185,3 +186,27 @@ def test_a_rotated_key_is_published_beside_the_signing_key(authority, tmp_path):
     bad.write_text("not a key\n")
     with pytest.raises(PreflightError, match="holds a line that is not a public key"):
         state.read_public_keys(str(bad))
+
+
+def test_the_service_refuses_to_start_without_a_scope_to_check(tmp_path):
+    """Started outside the Hub with no JUPYTERHUB_SERVICE_NAME (an external
+    service), HubAuth has no access scope: any token of a user, whatever its
+    scopes, would have had certificates. The service must not start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env["JUPYTERHUB_API_TOKEN"] = "x" * 32  # an external service's own token
+    env["JUPYTERHUB_API_URL"] = "http://127.0.0.1:9/hub/api"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, env=env, timeout=20, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the authority served with no scope to check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ssh-ca: no access scope to check tokens against (JUPYTERHUB_SERVICE_NAME and "
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES are unset); set JUPYTERHUB_SERVICE_NAME=ssh-ca, "
+        "as the Hub does for the services it starts"
+    )
+    assert "x" * 32 not in result.stderr
