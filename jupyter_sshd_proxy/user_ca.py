@@ -102,11 +102,26 @@ def answer_keys(body: bytes, url: str) -> list[PublicKey]:
     return parse_keys(answer["keys"], url)
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The keys decide who logs in: they come from the URL the operator gave,
+    never from wherever its answer points (another host, http:// after
+    https://, ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        fp.close()
+        msg = (
+            f"{req.full_url} redirects ({code}) to {newurl}; give that URL itself "
+            "(c.SSHDProxy.trusted_user_ca_keys): the keys are never fetched from a redirect"
+        )
+        raise NotTrusted(msg)
+
+
 def fetch_keys(url: str, timeout: float = FETCH_TIMEOUT) -> list[PublicKey]:
     """GET the authority's public keys (no token: they are public)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    opener = urllib.request.build_opener(NoRedirect)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             body = response.read(MAX_ANSWER + 1)
     except OSError as error:
         reason = getattr(error, "reason", None) or error
