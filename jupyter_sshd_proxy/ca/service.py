@@ -66,6 +66,12 @@ class Authority:
             if checked.fingerprint != key.fingerprint:
                 msg = "public_key refused: ssh-keygen reads another key than the line holds"
                 raise signing.SigningError(msg)
+            if checked.type == "RSA" and checked.bits < signing.RSA_MIN_BITS:
+                msg = (
+                    f"public_key refused: a {checked.bits}-bit RSA key is too weak to certify "
+                    f"({signing.RSA_MIN_BITS} bits at least); use an ed25519 key"
+                )
+                raise signing.SigningError(msg)
             serial = state.next_serial(self.state_dir)
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
             argv = signing.sign_argv(

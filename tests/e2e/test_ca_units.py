@@ -210,3 +210,25 @@ def test_the_service_refuses_to_start_without_a_scope_to_check(tmp_path):
         "as the Hub does for the services it starts"
     )
     assert "x" * 32 not in result.stderr
+
+
+def test_a_weak_rsa_key_is_not_certified(authority, tmp_path):
+    """sshd takes RSA keys of 1024 bits (RequiredRSASize): the authority does
+    not certify one; 2048 bits is the least it signs."""
+    for bits in (1024, 2048):
+        path = tmp_path / f"rsa{bits}"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", str(bits), "-N", "", "-f", str(path)],
+            check=True,
+        )
+        key = signing.public_key(path.with_suffix(".pub").read_text())
+        if bits == 2048:
+            assert authority.sign("ann", key, 600)["key_type"] == "ssh-rsa"
+            continue
+        with pytest.raises(signing.SigningError) as refused:
+            authority.sign("ann", key, 600)
+        assert str(refused.value) == (
+            "public_key refused: a 1024-bit RSA key is too weak to certify (2048 bits at "
+            "least); use an ed25519 key"
+        )
+        assert refused.value.status == 400
