@@ -229,6 +229,8 @@ def config_ssh_hub(
             except OSError as error:
                 msg = f"cannot make the directory {directory}: {error.strerror or error}"
                 raise ConfigSSHError(msg) from None
+        if certified:  # before any file is replaced: a refusal leaves the last setup working
+            certificates.ensure(base, me.user, token, identity, certificate, ca_file)
         with _locked_both(ssh_config, known_hosts_path):
             known_hosts = _pin(_read(known_hosts_path), name, found)
             current = _read(ssh_config)
@@ -240,8 +242,6 @@ def config_ssh_hub(
             _write(known_hosts_path, _encode(known_hosts), 0o644)
             _write(token_path, token.encode() + b"\n", 0o600)
             _write(info_path(token_path), _encode(json.dumps(info, indent=1) + "\n"), 0o600)
-            if certified:
-                certificates.ensure(base, me.user, token, identity, certificate, ca_file)
             _write(ssh_config, _encode(config), _mode(ssh_config))
     except BaseException:
         if info is not old_info and info.get("token_id") and not store_pasted_token:

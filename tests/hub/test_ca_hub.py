@@ -412,3 +412,31 @@ def test_config_ssh_uploads_no_key_and_a_renewal_at_connect_time_is_used(hub, un
             f"jupyter-sshd-proxy: the token file {own / (NAME + '.token')} is empty; "
             "run config-ssh again"
         ) in failed.stderr
+
+
+def test_a_run_whose_certificate_is_refused_leaves_the_last_setup_working(hub, unix, tokens):
+    """config-ssh again, with a key the authority refuses: it fails with one
+    line, and ~/.ssh/config, known_hosts, the token and its info file are
+    as they were, byte for byte; ssh still logs in as before."""
+    with laptop_home() as home:
+        config = home / ".ssh/config"
+        args = ["config-ssh", f"{hub.url}/", "--name", NAME, "--ssh-config", str(config),
+                "--no-connection-sharing"]  # fmt: skip
+        assert run_cli(*args, token=tokens[ANN], timeout=120).returncode == 0
+        own = home / ".ssh/jupyter-sshd-proxy"
+        kept = [config, own / "known_hosts", own / f"{NAME}.token", own / f"{NAME}.hub.json"]
+        kept = [path for path in kept if path.exists()]
+        assert len(kept) == 4, sorted(own.iterdir())
+        before = {path: path.read_bytes() for path in kept}
+
+        weak = home / ".ssh/id_rsa"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(weak)], check=True
+        )
+        failed = run_cli(*args, "--identity", str(weak), token=tokens[ANN], timeout=120)
+        assert failed.returncode == 1
+        assert "too weak to certify" in failed.stderr.splitlines()[-1]
+        assert {path: path.read_bytes() for path in kept} == before
+        done = laptop_ssh(home, "echo $JUPYTERHUB_USER")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{ANN}\n"
