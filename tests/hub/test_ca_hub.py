@@ -440,3 +440,21 @@ def test_a_run_whose_certificate_is_refused_leaves_the_last_setup_working(hub, u
         done = laptop_ssh(home, "echo $JUPYTERHUB_USER")
         assert done.returncode == 0, done.stderr
         assert done.stdout == f"{ANN}\n"
+
+
+def test_a_dry_run_asks_the_authority_for_nothing_and_writes_nothing(hub, unix, tokens):
+    """config-ssh checks its block with `ssh -G`, and ssh -G runs a Match's
+    exec: the certificate command must not run then (a --dry-run would ask
+    the authority with the stored token, and write a certificate)."""
+    with laptop_home() as home:
+        args = ["config-ssh", f"{hub.url}/", "--name", NAME, "--ssh-config",
+                str(home / ".ssh/config"), "--no-connection-sharing"]  # fmt: skip
+        assert run_cli(*args, token=tokens[ANN], timeout=120).returncode == 0
+        cert = home / f".ssh/jupyter-sshd-proxy/{NAME}-cert.pub"
+        cert.unlink()  # the next connection would get one
+        events = hub.workdir / "ca-events.log"
+        issued = events.read_text().count('"serial"')
+        dry = run_cli(*args, "--dry-run", token=tokens[ANN], timeout=120)
+        assert dry.returncode == 0, dry.stderr
+        assert not cert.exists()
+        assert events.read_text().count('"serial"') == issued
