@@ -118,6 +118,23 @@ class BaseHandler(web.RequestHandler):
         self.authority = authority
         self.hub_auth = hub_auth
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """tornado's, without the query string, where a client may have put its
+        token (tornado logs request.uri), and with the message as an argument,
+        never as a format."""
+        request = self.request
+        if isinstance(value, web.HTTPError):
+            if value.log_message:
+                log.warning(
+                    "ssh-ca: %d %s %s: %s", value.status_code, request.method, request.path,
+                    value.log_message,
+                )  # fmt: skip
+            return
+        log.error(
+            "ssh-ca: uncaught error in %s %s", request.method, request.path,
+            exc_info=(typ, value, tb),
+        )  # fmt: skip
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
         message = error.log_message if isinstance(error, web.HTTPError) else None

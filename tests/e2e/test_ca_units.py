@@ -14,7 +14,7 @@ from jupyter_sshd_proxy.ca import signing, state
 from jupyter_sshd_proxy.ca.service import Authority
 from jupyter_sshd_proxy_client.errors import PreflightError
 
-from ..support.helpers import free_port, make_key
+from ..support.helpers import connectable, free_port, http_request, make_key, wait_for
 
 
 @pytest.fixture
@@ -232,3 +232,37 @@ def test_a_weak_rsa_key_is_not_certified(authority, tmp_path):
             "least); use an ed25519 key"
         )
         assert refused.value.status == 400
+
+
+def test_a_token_in_the_url_is_never_logged(tmp_path):
+    """A client that puts its token in the query string is refused (401), and
+    the service's log (tornado's warning of each refusal included) holds
+    neither the token nor the query."""
+    secret = "s3cr3t" * 6
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env.update(
+        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
+    )  # fmt: skip
+    log = tmp_path / "ca.log"
+    with open(log, "wb") as stream:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{port}"],
+            stdout=stream, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: connectable(port), 30, "the authority listening")
+        for path in (f"/sign?token={secret}", f"/sign?x=%25s{secret}"):
+            status, body = http_request(port, "POST", path, None, body=b"{}")
+            assert status == 401, body
+        status, _ = http_request(port, "POST", f"/sign?token={secret}", None, body=b"{")
+        assert status == 401
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    text = log.read_text()
+    assert "401 POST /sign" in text  # the refusals are logged
+    assert secret not in text
+    assert "?" not in text
