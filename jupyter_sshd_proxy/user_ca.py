@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,13 +121,31 @@ def fetch_keys(url: str, timeout: float = FETCH_TIMEOUT) -> list[PublicKey]:
     """GET the authority's public keys (no token: they are public)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     opener = urllib.request.build_opener(NoRedirect)
+    # timeout bounds each read; the deadline bounds them all: sshd is prepared
+    # in the Jupyter server's event loop, and an answer that trickles must
+    # not hold it.
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
         with opener.open(request, timeout=timeout) as response:
-            body = response.read(MAX_ANSWER + 1)
+            while size <= MAX_ANSWER:
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"cannot fetch the certificate authority's keys from {url}: "
+                        f"no whole answer within {timeout:g}s"
+                    )
+                    raise NotTrusted(msg)
+                chunk = response.read1(MAX_ANSWER + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError as error:
         reason = getattr(error, "reason", None) or error
         msg = f"cannot fetch the certificate authority's keys from {url}: {reason}"
         raise NotTrusted(msg) from None
+    body = b"".join(chunks)
     if len(body) > MAX_ANSWER:
         msg = f"{url} answered more than {MAX_ANSWER} bytes"
         raise NotTrusted(msg)
