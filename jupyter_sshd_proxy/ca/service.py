@@ -162,11 +162,14 @@ class KeysHandler(BaseHandler):
 class SignHandler(BaseHandler):
     async def post(self) -> None:
         assert self.hub_auth is not None
-        if not self.hub_auth.get_token(self, in_cookie=False):
+        token = self.hub_auth.get_token(self, in_cookie=False)
+        if not token:
             raise web.HTTPError(
                 401, "no token: send your Hub token in the Authorization header (token <token>)"
             )
-        model = await self.hub_auth.get_user(self, sync=False)
+        # Asked each time, never from HubAuth's cache (5 minutes): a revoked
+        # token, or a user removed from the Hub, gets no certificate at once.
+        model = await self.hub_auth.user_for_token(token, use_cache=False, sync=False)
         if not model:
             raise web.HTTPError(401, "the Hub does not know this token (expired or revoked?)")
         if model.get("kind", "user") != "user":

@@ -458,3 +458,24 @@ def test_a_dry_run_asks_the_authority_for_nothing_and_writes_nothing(hub, unix, 
         assert dry.returncode == 0, dry.stderr
         assert not cert.exists()
         assert events.read_text().count('"serial"') == issued
+
+
+def test_a_revoked_token_gets_no_certificate_at_once(hub, ann_key):
+    """The docs promise that revoking a user's tokens stops new certificates
+    at once: HubAuth's cache (5 minutes) must not keep the token alive."""
+    body = {"public_key": ann_key.with_suffix(".pub").read_text()}
+    status, reply = hub.api(
+        "POST", f"/hub/api/users/{ANN}/tokens",
+        {"note": "revoked soon", "expires_in": 3600, "scopes": [f"access:services!service={CA}"]},
+    )  # fmt: skip
+    assert status == 201, reply
+    token, token_id = reply["token"], reply["id"]
+    code, answer = sign(hub, token, body)
+    assert code == 200, answer
+    status, reply = hub.api("DELETE", f"/hub/api/users/{ANN}/tokens/{token_id}")
+    assert status == 204, reply
+    code, answer = sign(hub, token, body)
+    assert (code, answer) == (
+        401,
+        {"message": "the Hub does not know this token (expired or revoked?)"},
+    )
