@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -237,7 +238,7 @@ def test_a_weak_rsa_key_is_not_certified(authority, tmp_path):
 def test_a_token_in_the_url_is_never_logged(tmp_path):
     """A client that puts its token in the query string is refused (401), and
     the service's log (tornado's warning of each refusal included) holds
-    neither the token nor the query."""
+    neither the token nor the query. A body of 1 MiB is refused unread."""
     secret = "s3cr3t" * 6
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
@@ -259,6 +260,11 @@ def test_a_token_in_the_url_is_never_logged(tmp_path):
             assert status == 401, body
         status, _ = http_request(port, "POST", f"/sign?token={secret}", None, body=b"{")
         assert status == 401
+        # A body is read whole before the token is looked at: tornado's
+        # default limit (100 MB) let anyone hold that much memory per request.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"POST /sign HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            assert connection.recv(100).startswith(b"HTTP/1.1 400 ")  # refused unread
     finally:
         service.terminate()
         service.wait(timeout=30)
