@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,16 +103,49 @@ def answer_keys(body: bytes, url: str) -> list[PublicKey]:
     return parse_keys(answer["keys"], url)
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The keys decide who logs in: they come from the URL the operator gave,
+    never from wherever its answer points (another host, http:// after
+    https://, ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        fp.close()
+        msg = (
+            f"{req.full_url} redirects ({code}) to {newurl}; give that URL itself "
+            "(c.SSHDProxy.trusted_user_ca_keys): the keys are never fetched from a redirect"
+        )
+        raise NotTrusted(msg)
+
+
 def fetch_keys(url: str, timeout: float = FETCH_TIMEOUT) -> list[PublicKey]:
     """GET the authority's public keys (no token: they are public)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    opener = urllib.request.build_opener(NoRedirect)
+    # timeout bounds each read; the deadline bounds them all: sshd is prepared
+    # in the Jupyter server's event loop, and an answer that trickles must
+    # not hold it.
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read(MAX_ANSWER + 1)
+        with opener.open(request, timeout=timeout) as response:
+            while size <= MAX_ANSWER:
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"cannot fetch the certificate authority's keys from {url}: "
+                        f"no whole answer within {timeout:g}s"
+                    )
+                    raise NotTrusted(msg)
+                chunk = response.read1(MAX_ANSWER + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError as error:
         reason = getattr(error, "reason", None) or error
         msg = f"cannot fetch the certificate authority's keys from {url}: {reason}"
         raise NotTrusted(msg) from None
+    body = b"".join(chunks)
     if len(body) > MAX_ANSWER:
         msg = f"{url} answered more than {MAX_ANSWER} bytes"
         raise NotTrusted(msg)

@@ -41,6 +41,14 @@ SERVICE = "ssh-ca"
 PRINCIPAL_PREFIX = "hub:"
 RENEW_MARGIN = 60  # seconds: never keep a certificate that ends sooner
 MAX_LINE = 16 * 1024
+# The labels of `ssh-keygen -L` that parse_listing reads: each is printed
+# once, at the start of its line. The key ID and the principals are printed
+# as they are, newlines included, so a certificate whose key ID or principal
+# holds "\n        Type: ..." prints a label twice: it is refused.
+LISTING_LABELS = (
+    "Type", "Public key", "Signing CA", "Key ID", "Serial", "Valid", "Principals",
+    "Critical Options", "Extensions",
+)  # fmt: skip
 
 
 def service_scope(service: str = SERVICE) -> str:
@@ -96,7 +104,11 @@ def read_certificate(path: str) -> Certificate | None:
 
 def parse_listing(text: str) -> Certificate | None:
     """`ssh-keygen -L` output (run with TZ=UTC), or None if it is not a certificate's."""
-    fields = dict(re.findall(r"(?m)^\s+([A-Za-z ]+): ?(.*)$", text))
+    found = re.findall(r"(?m)^\s+([A-Za-z ]+): ?(.*)$", text)
+    labels = [label for label, _ in found]
+    if any(labels.count(label) != 1 for label in LISTING_LABELS):
+        return None  # a label forged by the key ID or a principal, or one missing
+    fields = dict(found)
     kind = re.fullmatch(
         r"\S+-cert-v01@openssh\.com (user|host) certificate", fields.get("Type", "")
     )

@@ -168,14 +168,17 @@ def config_ssh_hub(
             known_hosts=known_hosts_path,
             control_dir=control_dir,
         )
+        # ssh -G runs a Match's exec: the block it checks runs `false` there
+        # instead of the certificate command (a check, and --dry-run, ask the
+        # authority for nothing and write no certificate).
+        checked_block = block
         if certified:
+            argv = _certificate_argv(base, me.user, token_path, ca_file, identity, certificate)
             block = certificates.with_certificate(
-                block,
-                certificates.match_lines(
-                    name,
-                    _certificate_argv(base, me.user, token_path, ca_file, identity, certificate),
-                    certificate,
-                ),
+                block, certificates.match_lines(name, argv, certificate)
+            )
+            checked_block = certificates.with_certificate(
+                checked_block, certificates.match_lines(name, ["false"], certificate)
             )
     except ValueError as error:
         raise ConfigSSHError(str(error)) from None
@@ -187,7 +190,9 @@ def config_ssh_hub(
         _check_writable(path)
     if not os.path.exists(identity):
         _check_writable(identity)
-    _check_all_with_ssh(ssh_config, new_config, block, stanzas)
+    _check_all_with_ssh(
+        ssh_config, _put_block(ssh_config, old_config, name, checked_block), block, stanzas
+    )
 
     if dry_run:
         out.write(_diff(ssh_config, old_config, new_config))
@@ -229,6 +234,8 @@ def config_ssh_hub(
             except OSError as error:
                 msg = f"cannot make the directory {directory}: {error.strerror or error}"
                 raise ConfigSSHError(msg) from None
+        if certified:  # before any file is replaced: a refusal leaves the last setup working
+            certificates.ensure(base, me.user, token, identity, certificate, ca_file)
         with _locked_both(ssh_config, known_hosts_path):
             known_hosts = _pin(_read(known_hosts_path), name, found)
             current = _read(ssh_config)
@@ -236,12 +243,11 @@ def config_ssh_hub(
             if current != old_config:  # another program changed it meanwhile: check again
                 if not name_given:
                     _check_same_server(ssh_config, current, name, base)
-                _check_all_with_ssh(ssh_config, config, block, stanzas)
+                checked = _put_block(ssh_config, current, name, checked_block)
+                _check_all_with_ssh(ssh_config, checked, block, stanzas)
             _write(known_hosts_path, _encode(known_hosts), 0o644)
             _write(token_path, token.encode() + b"\n", 0o600)
             _write(info_path(token_path), _encode(json.dumps(info, indent=1) + "\n"), 0o600)
-            if certified:
-                certificates.ensure(base, me.user, token, identity, certificate, ca_file)
             _write(ssh_config, _encode(config), _mode(ssh_config))
     except BaseException:
         if info is not old_info and info.get("token_id") and not store_pasted_token:

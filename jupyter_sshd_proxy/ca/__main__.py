@@ -27,6 +27,8 @@ from jupyter_sshd_proxy_client.errors import SSHDProxyError
 from . import signing, state
 from .service import Authority, event_logger, log, make_app
 
+MAX_BODY = 64 * 1024  # bytes of a request's body (tornado's default: 100 MB)
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
@@ -79,12 +81,21 @@ async def serve(argv: list[str] | None = None) -> None:
     from jupyterhub.services.auth import HubAuth
 
     args = parse_args(argv)
+    hub_auth = HubAuth(allow_token_in_url=False)
+    if not hub_auth.access_scopes:  # HubAuth would then take any token of a user
+        msg = (
+            "no access scope to check tokens against (JUPYTERHUB_SERVICE_NAME and "
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES are unset); set JUPYTERHUB_SERVICE_NAME=ssh-ca, "
+            "as the Hub does for the services it starts"
+        )
+        raise SSHDProxyError(msg)
     authority = authority_from(args)
     url = urlsplit(args.url or os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8765"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    hub_auth = HubAuth(allow_token_in_url=False)
     app = make_app(authority, hub_auth, prefix)
-    app.listen(url.port or 80, url.hostname or "127.0.0.1")
+    # tornado reads a body whole before the handler looks at the token: keep
+    # it to what a request needs (a key line is at most 16 KiB).
+    app.listen(url.port or 80, url.hostname or "127.0.0.1", max_body_size=MAX_BODY)
     log.info(
         "ssh-ca: signing with %s (%s) on %s%s; principals hub:<user>, validity %ds (at most %ds)",
         authority.ca_key, authority.signing_key.fingerprint, url.netloc, prefix,

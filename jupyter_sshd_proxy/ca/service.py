@@ -66,6 +66,12 @@ class Authority:
             if checked.fingerprint != key.fingerprint:
                 msg = "public_key refused: ssh-keygen reads another key than the line holds"
                 raise signing.SigningError(msg)
+            if checked.type == "RSA" and checked.bits < signing.RSA_MIN_BITS:
+                msg = (
+                    f"public_key refused: a {checked.bits}-bit RSA key is too weak to certify "
+                    f"({signing.RSA_MIN_BITS} bits at least); use an ed25519 key"
+                )
+                raise signing.SigningError(msg)
             serial = state.next_serial(self.state_dir)
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
             argv = signing.sign_argv(
@@ -112,6 +118,23 @@ class BaseHandler(web.RequestHandler):
         self.authority = authority
         self.hub_auth = hub_auth
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """tornado's, without the query string, where a client may have put its
+        token (tornado logs request.uri), and with the message as an argument,
+        never as a format."""
+        request = self.request
+        if isinstance(value, web.HTTPError):
+            if value.log_message:
+                log.warning(
+                    "ssh-ca: %d %s %s: %s", value.status_code, request.method, request.path,
+                    value.log_message,
+                )  # fmt: skip
+            return
+        log.error(
+            "ssh-ca: uncaught error in %s %s", request.method, request.path,
+            exc_info=(typ, value, tb),
+        )  # fmt: skip
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
         message = error.log_message if isinstance(error, web.HTTPError) else None
@@ -139,17 +162,22 @@ class KeysHandler(BaseHandler):
 class SignHandler(BaseHandler):
     async def post(self) -> None:
         assert self.hub_auth is not None
-        if not self.hub_auth.get_token(self, in_cookie=False):
+        token = self.hub_auth.get_token(self, in_cookie=False)
+        if not token:
             raise web.HTTPError(
                 401, "no token: send your Hub token in the Authorization header (token <token>)"
             )
-        model = await self.hub_auth.get_user(self, sync=False)
+        # Asked each time, never from HubAuth's cache (5 minutes): a revoked
+        # token, or a user removed from the Hub, gets no certificate at once.
+        model = await self.hub_auth.user_for_token(token, use_cache=False, sync=False)
         if not model:
             raise web.HTTPError(401, "the Hub does not know this token (expired or revoked?)")
         if model.get("kind", "user") != "user":
             raise web.HTTPError(403, "only a Hub user's token can have a user certificate")
         scopes = self.hub_auth.access_scopes
-        if scopes and not self.hub_auth.check_scopes(scopes, model):
+        if not scopes:  # fail closed: __main__ refuses to start so
+            raise web.HTTPError(500, "the authority has no access scope to check tokens against")
+        if not self.hub_auth.check_scopes(scopes, model):
             needed = next((s for s in sorted(scopes) if "!service=" in s), min(scopes))
             raise web.HTTPError(403, f"the token lacks the scope {needed}")
         hub_user = model["name"]

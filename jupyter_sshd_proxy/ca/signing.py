@@ -20,6 +20,9 @@ PRINCIPAL_PREFIX = "hub:"
 HUB_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,200}")
 DEFAULT_VALIDITY = 12 * 3600
 MAX_VALIDITY = 24 * 3600
+# sshd takes RSA keys of 1024 bits (RequiredRSASize); a certificate lends a
+# key the Hub's trust, so the authority asks for more.
+RSA_MIN_BITS = 2048
 BACKDATE = 300  # the certificate is valid from five minutes ago: clocks drift
 # What a certificate lets its holder do, before the server's own sshd
 # policy (c.SSHDProxy.policy) limits it further: the server decides.

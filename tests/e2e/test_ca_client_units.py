@@ -106,3 +106,31 @@ def test_the_match_lines_and_where_they_go():
     )
     with pytest.raises(ValueError, match="double quote"):
         certificates.match_lines("myhub", ["/a/b", "x"], '/a/"b')
+
+
+@pytest.mark.parametrize("forged", ["Type", "Public key", "Signing CA", "Principals"])
+def test_a_key_id_that_forges_lines_of_the_listing_is_refused(keys, forged):
+    """ssh-keygen -L prints the key ID as it is, newlines included: a hostile
+    authority's key ID must not stand in for the fields that follow it."""
+    user, ca, other = keys
+    fake = {
+        "Type": "ssh-ed25519-cert-v01@openssh.com user certificate",
+        "Public key": f"ED25519-CERT {public(user).fingerprint}",
+        "Signing CA": f"ED25519 {public(ca).fingerprint} (using ssh-ed25519)",
+        "Principals": "\n                hub:ann\n        Critical Options: (none)",
+    }
+    key_id = f'x"\n        {forged}: {fake[forged]}\n        Note: "'
+    # A host certificate of another key, signed by another authority, naming
+    # hub:ann and root: whichever line is forged, the rest is wrong.
+    signer = other if forged == "Signing CA" else ca
+    certified = other if forged == "Public key" else user
+    options = ["-n", "hub:ann,root" if forged == "Principals" else "hub:ann", "-V", "-5m:+1h"]
+    if forged == "Type":
+        options.append("-h")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(signer), "-I", key_id, *options, f"{certified}.pub"],
+        check=True,
+    )
+    cert = certificates.read_certificate(f"{certified}-cert.pub")
+    found = certificates.problem(cert, public(user), "ann", [public(ca)], time.time())
+    assert found == "it is not a certificate ssh-keygen can read"

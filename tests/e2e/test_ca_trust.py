@@ -92,6 +92,11 @@ def test_trust_writes_the_keys_and_this_hub_users_principal_only(ca_line, tmp_pa
     [
         ("ca.pub", None, "JUPYTERHUB_USER is not set, so no Hub user's certificate can be trusted"),
         ("ca.pub", "a,b", "the Hub user name 'a,b' cannot be an SSH certificate principal"),
+        # A newline would write a second principal line: hub:ann, then ben's.
+        ("ca.pub", "ann\nhub:ben", "the Hub user name 'ann\\nhub:ben' cannot be an SSH"),
+        ("ca.pub", "ann\n", "the Hub user name 'ann\\n' cannot be an SSH"),
+        ("ca.pub", "*", "the Hub user name '*' cannot be an SSH"),
+        ("ca.pub", "ANN\u212a", "the Hub user name 'ANN\u212a' cannot be an SSH"),
         ("missing.pub", "ann", "cannot read the certificate authority's keys from "),
         ("http://127.0.0.1:9/keys", "ann", "cannot fetch the certificate authority's keys from"),
     ],

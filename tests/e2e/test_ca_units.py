@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,7 +15,7 @@ from jupyter_sshd_proxy.ca import signing, state
 from jupyter_sshd_proxy.ca.service import Authority
 from jupyter_sshd_proxy_client.errors import PreflightError
 
-from ..support.helpers import make_key
+from ..support.helpers import connectable, free_port, http_request, make_key, wait_for
 
 
 @pytest.fixture
@@ -185,3 +187,88 @@ def test_a_rotated_key_is_published_beside_the_signing_key(authority, tmp_path):
     bad.write_text("not a key\n")
     with pytest.raises(PreflightError, match="holds a line that is not a public key"):
         state.read_public_keys(str(bad))
+
+
+def test_the_service_refuses_to_start_without_a_scope_to_check(tmp_path):
+    """Started outside the Hub with no JUPYTERHUB_SERVICE_NAME (an external
+    service), HubAuth has no access scope: any token of a user, whatever its
+    scopes, would have had certificates. The service must not start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env["JUPYTERHUB_API_TOKEN"] = "x" * 32  # an external service's own token
+    env["JUPYTERHUB_API_URL"] = "http://127.0.0.1:9/hub/api"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, env=env, timeout=20, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the authority served with no scope to check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ssh-ca: no access scope to check tokens against (JUPYTERHUB_SERVICE_NAME and "
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES are unset); set JUPYTERHUB_SERVICE_NAME=ssh-ca, "
+        "as the Hub does for the services it starts"
+    )
+    assert "x" * 32 not in result.stderr
+
+
+def test_a_weak_rsa_key_is_not_certified(authority, tmp_path):
+    """sshd takes RSA keys of 1024 bits (RequiredRSASize): the authority does
+    not certify one; 2048 bits is the least it signs."""
+    for bits in (1024, 2048):
+        path = tmp_path / f"rsa{bits}"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", str(bits), "-N", "", "-f", str(path)],
+            check=True,
+        )
+        key = signing.public_key(path.with_suffix(".pub").read_text())
+        if bits == 2048:
+            assert authority.sign("ann", key, 600)["key_type"] == "ssh-rsa"
+            continue
+        with pytest.raises(signing.SigningError) as refused:
+            authority.sign("ann", key, 600)
+        assert str(refused.value) == (
+            "public_key refused: a 1024-bit RSA key is too weak to certify (2048 bits at "
+            "least); use an ed25519 key"
+        )
+        assert refused.value.status == 400
+
+
+def test_a_token_in_the_url_is_never_logged(tmp_path):
+    """A client that puts its token in the query string is refused (401), and
+    the service's log (tornado's warning of each refusal included) holds
+    neither the token nor the query. A body of 1 MiB is refused unread."""
+    secret = "s3cr3t" * 6
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env.update(
+        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
+    )  # fmt: skip
+    log = tmp_path / "ca.log"
+    with open(log, "wb") as stream:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{port}"],
+            stdout=stream, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: connectable(port), 30, "the authority listening")
+        for path in (f"/sign?token={secret}", f"/sign?x=%25s{secret}"):
+            status, body = http_request(port, "POST", path, None, body=b"{}")
+            assert status == 401, body
+        status, _ = http_request(port, "POST", f"/sign?token={secret}", None, body=b"{")
+        assert status == 401
+        # A body is read whole before the token is looked at: tornado's
+        # default limit (100 MB) let anyone hold that much memory per request.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"POST /sign HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            assert connection.recv(100).startswith(b"HTTP/1.1 400 ")  # refused unread
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    text = log.read_text()
+    assert "401 POST /sign" in text  # the refusals are logged
+    assert secret not in text
+    assert "?" not in text

@@ -412,3 +412,70 @@ def test_config_ssh_uploads_no_key_and_a_renewal_at_connect_time_is_used(hub, un
             f"jupyter-sshd-proxy: the token file {own / (NAME + '.token')} is empty; "
             "run config-ssh again"
         ) in failed.stderr
+
+
+def test_a_run_whose_certificate_is_refused_leaves_the_last_setup_working(hub, unix, tokens):
+    """config-ssh again, with a key the authority refuses: it fails with one
+    line, and ~/.ssh/config, known_hosts, the token and its info file are
+    as they were, byte for byte; ssh still logs in as before."""
+    with laptop_home() as home:
+        config = home / ".ssh/config"
+        args = ["config-ssh", f"{hub.url}/", "--name", NAME, "--ssh-config", str(config),
+                "--no-connection-sharing"]  # fmt: skip
+        assert run_cli(*args, token=tokens[ANN], timeout=120).returncode == 0
+        own = home / ".ssh/jupyter-sshd-proxy"
+        kept = [config, own / "known_hosts", own / f"{NAME}.token", own / f"{NAME}.hub.json"]
+        kept = [path for path in kept if path.exists()]
+        assert len(kept) == 4, sorted(own.iterdir())
+        before = {path: path.read_bytes() for path in kept}
+
+        weak = home / ".ssh/id_rsa"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(weak)], check=True
+        )
+        failed = run_cli(*args, "--identity", str(weak), token=tokens[ANN], timeout=120)
+        assert failed.returncode == 1
+        assert "too weak to certify" in failed.stderr.splitlines()[-1]
+        assert {path: path.read_bytes() for path in kept} == before
+        done = laptop_ssh(home, "echo $JUPYTERHUB_USER")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{ANN}\n"
+
+
+def test_a_dry_run_asks_the_authority_for_nothing_and_writes_nothing(hub, unix, tokens):
+    """config-ssh checks its block with `ssh -G`, and ssh -G runs a Match's
+    exec: the certificate command must not run then (a --dry-run would ask
+    the authority with the stored token, and write a certificate)."""
+    with laptop_home() as home:
+        args = ["config-ssh", f"{hub.url}/", "--name", NAME, "--ssh-config",
+                str(home / ".ssh/config"), "--no-connection-sharing"]  # fmt: skip
+        assert run_cli(*args, token=tokens[ANN], timeout=120).returncode == 0
+        cert = home / f".ssh/jupyter-sshd-proxy/{NAME}-cert.pub"
+        cert.unlink()  # the next connection would get one
+        events = hub.workdir / "ca-events.log"
+        issued = events.read_text().count('"serial"')
+        dry = run_cli(*args, "--dry-run", token=tokens[ANN], timeout=120)
+        assert dry.returncode == 0, dry.stderr
+        assert not cert.exists()
+        assert events.read_text().count('"serial"') == issued
+
+
+def test_a_revoked_token_gets_no_certificate_at_once(hub, ann_key):
+    """The docs promise that revoking a user's tokens stops new certificates
+    at once: HubAuth's cache (5 minutes) must not keep the token alive."""
+    body = {"public_key": ann_key.with_suffix(".pub").read_text()}
+    status, reply = hub.api(
+        "POST", f"/hub/api/users/{ANN}/tokens",
+        {"note": "revoked soon", "expires_in": 3600, "scopes": [f"access:services!service={CA}"]},
+    )  # fmt: skip
+    assert status == 201, reply
+    token, token_id = reply["token"], reply["id"]
+    code, answer = sign(hub, token, body)
+    assert code == 200, answer
+    status, reply = hub.api("DELETE", f"/hub/api/users/{ANN}/tokens/{token_id}")
+    assert status == 204, reply
+    code, answer = sign(hub, token, body)
+    assert (code, answer) == (
+        401,
+        {"message": "the Hub does not know this token (expired or revoked?)"},
+    )
