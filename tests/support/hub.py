@@ -3,14 +3,19 @@ that user's own system account (LocalProcessSpawner, the Hub running as root).""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import secrets
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jupyter_sshd_proxy import procfs
 
 from .helpers import (
     REPO,
@@ -162,12 +167,35 @@ c.JupyterHub.load_roles = [
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        # What the Hub started (its proxy, services, users' servers): a Hub
+        # that does not end within the timeout is killed and cannot stop them.
+        started = {pid: procfs.cmdline(pid) for pid in procfs.descendants(self.process.pid)}
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+        end_left_behind(started)
+
+
+def end_left_behind(started: dict[int, str], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL, each of these processes that is still the one
+    seen (same pid, same command line)."""
+
+    def left() -> list[int]:
+        return [
+            pid for pid, line in started.items()
+            if procfs.alive(pid) and procfs.cmdline(pid) == line
+        ]  # fmt: skip
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 @dataclass
