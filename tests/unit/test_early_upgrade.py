@@ -204,3 +204,62 @@ def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socke
     assert accepted == [False], result.stderr
     assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
     assert result.returncode == 0, result.stderr
+
+
+class Listener:
+    """A loopback listener that records the first line of each connection and
+    answers 403: the server (it must see nothing) or the proxy."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:  # closed at the end of the test
+                return
+            with client, contextlib.suppress(OSError):
+                client.settimeout(10)
+                self.lines.append(client.recv(65536).split(b"\r\n", 1)[0])
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("variable", ["ws_proxy", "WS_PROXY", "https_proxy"])
+@pytest.mark.parametrize("python_m", [True, False], ids=["python-m", "entry-point"])
+def test_every_proxy_variable_websockets_reads_keeps_us_off_the_direct_path(variable, python_m):
+    """websockets takes its proxy from urllib.request: every <scheme>_proxy
+    variable (ws_proxy, wss_proxy, socks_proxy...). The early paths looked at
+    https/http/all_proxy only: with ws_proxy set, they connected straight to
+    the server, token and all, past the proxy the user had set."""
+    server, proxy = Listener(), Listener()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({"JUPYTER_SSHD_PROXY_TOKEN": TOKEN, variable: f"http://127.0.0.1:{proxy.port}"})
+    command = (
+        [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client"]
+        if python_m
+        else [str(VENV_BIN / "jupyter-sshd-proxy")]
+    )
+    try:
+        result = subprocess.run(
+            [*command, "proxy", f"http://127.0.0.1:{server.port}/"],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        server.close()
+        proxy.close()
+    assert server.lines == []
+    assert proxy.lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1".encode()]
+    assert result.returncode == 255
+    assert result.stderr.decode() == (
+        f"jupyter-sshd-proxy: WebSocket handshake with ws://127.0.0.1:{server.port}/sshd/ "
+        "failed: proxy rejected connection: HTTP 403\n"
+    )
