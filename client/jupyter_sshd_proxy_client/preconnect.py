@@ -75,16 +75,28 @@ def proxy_configured() -> bool:
 
 
 def _address(url: str) -> tuple[str, int] | None:
+    """The (host, port) that the command line will connect to for url, or None
+    where it may not (it would refuse url, or spell its host otherwise: IDNA
+    for other letters): nowhere else, not even for a moment (ftp://h:21/, a
+    port 0 that is not port 80)."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+        port = parts.port
     except ValueError:
         return None
-    if port is None or not parts.hostname or "@" in parts.netloc:
+    host = parts.hostname
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or not host
+        or not host.isascii()
+        or "%" in host
+        or "@" in parts.netloc
+        or port == 0
+    ):
         return None
-    return parts.hostname, port
+    return host, DEFAULT_PORTS[parts.scheme] if port is None else port
 
 
 def take(address: tuple[str, int]) -> socket.socket | None:

@@ -263,3 +263,49 @@ def test_every_proxy_variable_websockets_reads_keeps_us_off_the_direct_path(vari
         f"jupyter-sshd-proxy: WebSocket handshake with ws://127.0.0.1:{server.port}/sshd/ "
         "failed: proxy rejected connection: HTTP 403\n"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8888/user/a/", "https://HUB.example.org:443/", "http://[::1]:8888/",
+        "https://hub.example.org./", "http://hub:00080/", "wss://h/", "http://h:65535/",
+        "HTTP://h/", "http://127.0.0.1:0/", "ftp://h:21/", "gopher://h:25/", "http://%68ub/",
+        "http://Bücher.Example/u/", "http://h\u3002example/", "http://[::1%25eth0]:80/",
+        "http://h:65536/", "http://h: 80/", "http://u@h/", "http:///x",
+    ],
+)  # fmt: skip
+def test_the_early_connection_goes_only_where_the_command_line_will(url):
+    """python -m's early parse of the URL, against the command line's: it
+    connected to port 80 for a URL with port 0, to ftp://h:21/ (both refused
+    by the command line), and to a host with other letters under a spelling
+    EarlySocket never asks for (the socket then stayed open, unused)."""
+    from urllib.parse import urlsplit
+
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.errors import BadURLError
+    from jupyter_sshd_proxy_client.urls import websocket_url
+
+    try:
+        parts = urlsplit(websocket_url(url))
+        wanted = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
+    except BadURLError:
+        wanted = None
+    assert preconnect._address(url) in (None, wanted)
+
+
+def test_a_url_the_command_line_refuses_is_never_connected_to():
+    server = Listener()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    url = f"ftp://127.0.0.1:{server.port}/"
+    try:
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy", url],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert result.returncode == 255
+    assert result.stderr.decode().startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL")
+    assert server.lines == []
