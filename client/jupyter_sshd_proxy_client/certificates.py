@@ -265,16 +265,12 @@ def _renew(
 
 
 def read_token(token_file: str) -> str:
-    try:
-        with open(token_file, encoding="utf-8") as stream:
-            token = stream.read(4096).strip()
-    except OSError as error:
-        msg = f"cannot read the token file {token_file}: {error.strerror}; run config-ssh again"
-        raise ConfigSSHError(msg) from None
-    if not token:
-        msg = f"the token file {token_file} is empty; run config-ssh again"
-        raise ConfigSSHError(msg)
-    return token
+    """The token in token_file, checked as the ProxyCommand checks it (a regular
+    file of ours, mode 600, visible ASCII only), and registered as a secret:
+    never printed, whatever fails later."""
+    from .proxy_command import read_token as checked_token
+
+    return checked_token(token_file)
 
 
 def main_certificate(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ ssh-keygen and a certificate authority made here (no Hub)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import threading
@@ -207,3 +208,35 @@ def test_an_expired_certificate_is_not_kept_when_the_hub_stalls(keys, stalled_hu
     assert result.stderr == (
         f"jupyter-sshd-proxy: no complete answer from {stalled_hub}services/ssh-ca/ within 10s\n"
     )
+
+
+def test_a_token_file_with_a_line_break_never_prints_the_token(keys, tmp_path):
+    """The certificate command read its token file with fewer checks than the
+    ProxyCommand: a token with a line break inside reached http.client,
+    whose ValueError (the header, token and all) became the last-resort line
+    on stderr, which ssh shows on the terminal before every connection."""
+    from ..support.attack_server import ScriptedServer
+
+    user, ca, _ = keys
+    keys_answer = json.dumps({"keys": [Path(f"{ca}.pub").read_text().strip()]}).encode()
+
+    def hub(sock, request, stop):
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(keys_answer)
+            + keys_answer
+        )
+
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-part-one\nsecret-part-two\n")
+    token_file.chmod(0o600)
+    with ScriptedServer(hub) as server:
+        result, _ = certificate_command(server.url, user, f"{user}-cert.pub", token_file)
+    assert result.returncode == 1
+    assert "secret-part" not in result.stderr
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} does not hold a token: it has spaces, "
+        "control characters or non-ASCII letters in it, which a token never has; copy the "
+        "token again\n"
+    )
+    assert [request.path for request in server.requests] in ([], ["/services/ssh-ca/keys"])
