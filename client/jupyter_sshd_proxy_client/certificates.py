@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import os
 import re
 import subprocess
@@ -270,6 +271,10 @@ def read_token(token_file: str) -> str:
     never printed, whatever fails later."""
     from .proxy_command import read_token as checked_token
 
+    with contextlib.suppress(OSError):  # (checked_token says why it cannot be read)
+        if os.path.getsize(token_file) == 0:
+            msg = f"the token file {token_file} is empty; run config-ssh again"
+            raise ConfigSSHError(msg)
     return checked_token(token_file)
 
 
