@@ -387,6 +387,15 @@ def open_websocket(
         )
     except SSHDProxyError:
         raise
+    except ImportError as error:
+        if "python-socks" not in str(error):
+            raise
+        msg = (
+            f"a SOCKS proxy is set for {url} (socks_proxy, or a socks5:// proxy URL), and "
+            "connecting through one needs python-socks: install it beside "
+            "jupyter-sshd-proxy (pip install python-socks), or unset that proxy"
+        )
+        raise ProxyError(msg) from None
     except ssl.SSLError as error:  # first: a failed verification is a ValueError too
         from urllib.parse import urlsplit
 

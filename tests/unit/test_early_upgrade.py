@@ -309,3 +309,26 @@ def test_a_url_the_command_line_refuses_is_never_connected_to():
     assert result.returncode == 255
     assert result.stderr.decode().startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL")
     assert server.lines == []
+
+
+def test_a_socks_proxy_without_python_socks_is_one_line_naming_the_fix():
+    """Set, a SOCKS proxy is honoured (no early connection past it): where
+    python-socks is missing, websockets' ImportError was called a bug in
+    jupyter-sshd-proxy; it is the user's setting, and one line says so."""
+    import importlib.util
+
+    if importlib.util.find_spec("python_socks") is not None:
+        pytest.skip("python-socks is installed here")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({"JUPYTER_SSHD_PROXY_TOKEN": TOKEN, "socks_proxy": "socks5h://127.0.0.1:1"})
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy",
+         "http://127.0.0.1:1/"],
+        stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 255
+    assert result.stderr.decode() == (
+        "jupyter-sshd-proxy: a SOCKS proxy is set for ws://127.0.0.1:1/sshd/ (socks_proxy, "
+        "or a socks5:// proxy URL), and connecting through one needs python-socks: install "
+        "it beside jupyter-sshd-proxy (pip install python-socks), or unset that proxy\n"
+    )
