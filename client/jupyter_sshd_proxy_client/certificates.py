@@ -12,7 +12,9 @@ certificate the connection offers is the one the command has just checked
 or renewed. The command renews when the certificate is missing, is not for
 this key, user or authority, or has less than a quarter of its life left
 (and at least RENEW_MARGIN seconds); it fails (exit 1, one line on stderr,
-no CertificateFile) when no valid certificate can be had.
+no CertificateFile) when no valid certificate can be had. A certificate due
+for renewal but still valid is kept, with one line, when the authority
+cannot renew it within RENEW_TIMEOUT seconds an answer.
 
 Everything the authority answers is untrusted: the certificate is written
 (atomically) only after `ssh-keygen -L` shows a user certificate of our key,
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ClientError, ConfigSSHError, HubError, UntrustedAnswer
@@ -40,6 +45,11 @@ from .untrusted import shown
 SERVICE = "ssh-ca"
 PRINCIPAL_PREFIX = "hub:"
 RENEW_MARGIN = 60  # seconds: never keep a certificate that ends sooner
+# Seconds for the authority's keys and for its certificate; when a
+# certificate valid now is on hand (the Match exec holds ssh meanwhile),
+# RENEW_TIMEOUT for each.
+TIMEOUTS = (10, 30)
+RENEW_TIMEOUT = 5
 MAX_LINE = 16 * 1024
 # The labels of `ssh-keygen -L` that parse_listing reads: each is printed
 # once, at the start of its line. The key ID and the principals are printed
@@ -56,12 +66,22 @@ def service_scope(service: str = SERVICE) -> str:
     return f"access:services!service={service}"
 
 
-def authority_keys(base: str, ca_file: str | None, service: str = SERVICE) -> list[PublicKey]:
-    """The authority's public keys, or [] when the Hub runs none (no token needed)."""
-    api = ServerAPI(f"{base}services/{service}/", "", ca_file=ca_file)
+def authority_keys(
+    base: str,
+    ca_file: str | None,
+    service: str = SERVICE,
+    timeout: float = 10,
+    unreachable_ok: bool = True,
+) -> list[PublicKey]:
+    """The authority's public keys, or [] when the Hub runs none (no token
+    needed); a Hub that cannot be reached runs none, unless not unreachable_ok
+    (then its APIError or TLSError is raised)."""
+    api = ServerAPI(f"{base}services/{service}/", "", ca_file=ca_file, timeout=timeout)
     try:
         code, body = api.call("GET", "keys")
     except ClientError:
+        if not unreachable_ok:
+            raise
         return []
     if code != 200 or not isinstance(body, dict) or not isinstance(body.get("keys"), list):
         return []
@@ -179,19 +199,51 @@ def ensure(
     ca_file: str | None = None,
     service: str = SERVICE,
     now: float | None = None,
+    keep_valid: Callable[[str], None] | None = None,
 ) -> str:
-    """A certificate valid now in `certificate`: "kept" or "renewed"."""
+    """A certificate valid now in `certificate`: "kept" or "renewed".
+
+    With keep_valid (the Match exec's), a certificate that is due for renewal
+    but still valid is kept when the authority cannot renew it (a Hub down
+    or stalled: each answer then has RENEW_TIMEOUT seconds), and keep_valid
+    is told why in one line: ssh still offers a certificate that works."""
     key = public_key(identity)
     now = time.time() if now is None else now
     current = read_certificate(certificate) if os.path.exists(certificate) else None
     usable = current is not None and problem(current, key, user, [], now) is None
     if usable and current is not None and not needs_renewal(current, now):
         return "kept"
-    cas = authority_keys(base, ca_file, service)
+    if not (usable and current is not None and keep_valid is not None):
+        _renew(base, user, token, key, certificate, ca_file, service, TIMEOUTS)
+        return "renewed"
+    try:
+        _renew(base, user, token, key, certificate, ca_file, service, (RENEW_TIMEOUT,) * 2)
+    except ClientError as error:
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(current.valid_before))
+        keep_valid(
+            f"cannot renew the certificate {certificate}: {error}; the current one is "
+            f"valid until {until} UTC"
+        )
+        return "kept"
+    return "renewed"
+
+
+def _renew(
+    base: str,
+    user: str,
+    token: str,
+    key: PublicKey,
+    certificate: str,
+    ca_file: str | None,
+    service: str,
+    timeouts: tuple[float, float],
+) -> None:
+    """Ask the authority to certify key; write the certificate once checked."""
+    cas = authority_keys(base, ca_file, service, timeouts[0], unreachable_ok=False)
     if not cas:
         msg = f"the Hub at {base} answers no certificate authority at services/{service}/"
         raise HubError(msg)
-    api = ServerAPI(f"{base}services/{service}/", token, ca_file=ca_file, timeout=30)
+    api = ServerAPI(f"{base}services/{service}/", token, ca_file=ca_file, timeout=timeouts[1])
     code, body = api.call("POST", "sign", {"public_key": f"{key.type} {key.blob}"})
     if code != 200:
         raise HubError(
@@ -211,29 +263,32 @@ def ensure(
         msg = f"the Hub's certificate authority sent a certificate that is refused: {why}"
         raise UntrustedAnswer(msg)
     write_atomically(certificate, (line + "\n").encode(), 0o600)
-    return "renewed"
 
 
 def read_token(token_file: str) -> str:
-    try:
-        with open(token_file, encoding="utf-8") as stream:
-            token = stream.read(4096).strip()
-    except OSError as error:
-        msg = f"cannot read the token file {token_file}: {error.strerror}; run config-ssh again"
-        raise ConfigSSHError(msg) from None
-    if not token:
-        msg = f"the token file {token_file} is empty; run config-ssh again"
-        raise ConfigSSHError(msg)
-    return token
+    """The token in token_file, checked as the ProxyCommand checks it (a regular
+    file of ours, mode 600, visible ASCII only), and registered as a secret:
+    never printed, whatever fails later."""
+    from .proxy_command import read_token as checked_token
+
+    with contextlib.suppress(OSError):  # (checked_token says why it cannot be read)
+        if os.path.getsize(token_file) == 0:
+            msg = f"the token file {token_file} is empty; run config-ssh again"
+            raise ConfigSSHError(msg)
+    return checked_token(token_file)
 
 
 def main_certificate(args: argparse.Namespace) -> int:
     """`jupyter-sshd-proxy certificate HUB_URL ...`, as the Match exec line runs it."""
     from .hub_urls import hub_url
+    from .untrusted import printable
+
+    def keep_valid(why: str) -> None:
+        print(f"jupyter-sshd-proxy: {printable(why, 2000)}", file=sys.stderr)
 
     ensure(
         hub_url(args.url), args.user, read_token(args.token_file), args.identity,
-        args.certificate, args.ca_file, args.service,
+        args.certificate, args.ca_file, args.service, keep_valid=keep_valid,
     )  # fmt: skip
     return 0
 

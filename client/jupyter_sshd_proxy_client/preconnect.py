@@ -8,7 +8,7 @@ lines config-ssh writes; anything else is left to the command line. It
 resolves and connects, and sends nothing: EarlySocket takes the socket if
 it is for the host and port of the URL the command line accepted, and
 connects itself otherwise (and on any error here, so that errors are said
-as always). Not where an HTTP(S) proxy is configured.
+as always). Not where a proxy is configured (proxy_configured()).
 """
 
 from __future__ import annotations
@@ -16,16 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 
-PROXY_VARIABLES = (
-    "https_proxy",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "HTTP_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-)
 WITH_VALUE = frozenset({"--token-file", "--ca-file", "--ping-interval", "--user", "--name"})
 FLAGS = frozenset({"--start"})
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
@@ -36,7 +29,7 @@ _started: dict[tuple[str, int], tuple[threading.Thread, list[socket.socket]]] = 
 
 def start(args: list[str]) -> None:
     """Connect, in a thread, to the host of the URL in `proxy` args (after "proxy")."""
-    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+    if proxy_configured():
         return
     positional = []
     rest = iter(args)
@@ -63,17 +56,47 @@ def start(args: list[str]) -> None:
     _started[address] = (thread, connected)
 
 
+def proxy_configured() -> bool:
+    """Whether websockets may connect through a proxy (it then opens the socket
+    itself). It takes urllib.request's settings: every <scheme>_proxy variable
+    with a value (https_proxy, and also ws_proxy, wss_proxy, socks_proxy, in
+    any case), and where there is none, on macOS and Windows, the system's
+    settings (which cost importing urllib.request to read). Connecting
+    straight to the server there would bypass the proxy the user set."""
+    for name, value in os.environ.items():
+        lower = name.lower()
+        if value and lower.endswith("_proxy") and lower != "no_proxy":
+            return True
+    if sys.platform == "darwin" or os.name == "nt":
+        import urllib.request
+
+        return any(scheme != "no" for scheme in urllib.request.getproxies())
+    return False
+
+
 def _address(url: str) -> tuple[str, int] | None:
+    """The (host, port) that the command line will connect to for url, or None
+    where it may not (it would refuse url, or spell its host otherwise: IDNA
+    for other letters): nowhere else, not even for a moment (ftp://h:21/, a
+    port 0 that is not port 80)."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+        port = parts.port
     except ValueError:
         return None
-    if port is None or not parts.hostname or "@" in parts.netloc:
+    host = parts.hostname
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or not host
+        or not host.isascii()
+        or "%" in host
+        or "@" in parts.netloc
+        or port == 0
+    ):
         return None
-    return parts.hostname, port
+    return host, DEFAULT_PORTS[parts.scheme] if port is None else port
 
 
 def take(address: tuple[str, int]) -> socket.socket | None:

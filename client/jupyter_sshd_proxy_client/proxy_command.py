@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import preconnect
 from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
-from .preconnect import PROXY_VARIABLES
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
 
@@ -208,8 +207,9 @@ class EarlySocket:
     host name. The token goes nowhere but into the request.
 
     Our own socket also stops websockets from following redirects, which we
-    never do silently. Not where an HTTP(S) proxy is configured: websockets
-    connects through the proxy then (and follows redirects; a stopped server
+    never do silently. Not where a proxy is configured (any <scheme>_proxy
+    variable, see preconnect.proxy_configured()): websockets connects
+    through the proxy then (and follows redirects; a stopped server
     is still recognised by the Hub's final 424).
     """
 
@@ -221,7 +221,7 @@ class EarlySocket:
         self.thread = None
         self.key = ""
         self.request = b""
-        if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        if preconnect.proxy_configured():
             return
         parts = urlsplit(url)
         secure = parts.scheme == "wss"
@@ -387,6 +387,15 @@ def open_websocket(
         )
     except SSHDProxyError:
         raise
+    except ImportError as error:
+        if "python-socks" not in str(error):
+            raise
+        msg = (
+            f"a SOCKS proxy is set for {url} (socks_proxy, or a socks5:// proxy URL), and "
+            "connecting through one needs python-socks: install it beside "
+            "jupyter-sshd-proxy (pip install python-socks), or unset that proxy"
+        )
+        raise ProxyError(msg) from None
     except ssl.SSLError as error:  # first: a failed verification is a ValueError too
         from urllib.parse import urlsplit
 

@@ -3,15 +3,20 @@ ssh-keygen and a certificate authority made here (no Hub)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from jupyter_sshd_proxy_client import certificates
 from jupyter_sshd_proxy_client.keys.grammar import parse_key
 
-from ..support.helpers import make_key
+from ..support.helpers import VENV_BIN, make_key
 
 
 @pytest.fixture
@@ -134,3 +139,104 @@ def test_a_key_id_that_forges_lines_of_the_listing_is_refused(keys, forged):
     cert = certificates.read_certificate(f"{certified}-cert.pub")
     found = certificates.problem(cert, public(user), "ann", [public(ca)], time.time())
     assert found == "it is not a certificate ssh-keygen can read"
+
+
+@pytest.fixture
+def stalled_hub():
+    """A Hub that accepts connections and never answers (its URL)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    for sock in held:
+        sock.close()
+
+
+def certificate_command(hub: str, user, certificate, token_file):
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "certificate",
+         "--token-file", str(token_file), "--user", "ann", "--identity", str(user),
+         "--certificate", str(certificate), hub],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return result, time.monotonic() - started
+
+
+def test_a_certificate_still_valid_is_kept_when_the_hub_stalls(keys, stalled_hub, tmp_path):
+    """The Match exec runs before every connection. With a certificate due
+    for renewal (a quarter of its life left) but valid for 20 more minutes,
+    a Hub that stalled held ssh 10 s, then failed the exec: ssh then offered
+    no certificate, and the login failed though the certificate was good."""
+    user, ca, _ = keys
+    certificate = sign(ca, user, "-n", "hub:ann", "-V", "-3h:+20m")
+    before = Path(certificate).read_text()
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token-42\n")
+    token_file.chmod(0o600)
+    result, seconds = certificate_command(stalled_hub, user, certificate, token_file)
+    until = certificates.read_certificate(certificate).valid_before
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: cannot renew the certificate {certificate}: no complete answer "
+        f"from {stalled_hub}services/ssh-ca/ within 5s; the current one is valid until "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(until))} UTC\n"
+    )
+    assert seconds < 8
+    assert Path(certificate).read_text() == before
+
+
+def test_an_expired_certificate_is_not_kept_when_the_hub_stalls(keys, stalled_hub, tmp_path):
+    user, ca, _ = keys
+    certificate = sign(ca, user, "-n", "hub:ann", "-V", "-3h:-1m")
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token-42\n")
+    token_file.chmod(0o600)
+    result, _ = certificate_command(stalled_hub, user, certificate, token_file)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: no complete answer from {stalled_hub}services/ssh-ca/ within 10s\n"
+    )
+
+
+def test_a_token_file_with_a_line_break_never_prints_the_token(keys, tmp_path):
+    """The certificate command read its token file with fewer checks than the
+    ProxyCommand: a token with a line break inside reached http.client,
+    whose ValueError (the header, token and all) became the last-resort line
+    on stderr, which ssh shows on the terminal before every connection."""
+    from ..support.attack_server import ScriptedServer
+
+    user, ca, _ = keys
+    keys_answer = json.dumps({"keys": [Path(f"{ca}.pub").read_text().strip()]}).encode()
+
+    def hub(sock, request, stop):
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(keys_answer)
+            + keys_answer
+        )
+
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-part-one\nsecret-part-two\n")
+    token_file.chmod(0o600)
+    with ScriptedServer(hub) as server:
+        result, _ = certificate_command(server.url, user, f"{user}-cert.pub", token_file)
+    assert result.returncode == 1
+    assert "secret-part" not in result.stderr
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: token file {token_file} does not hold a token: it has spaces, "
+        "control characters or non-ASCII letters in it, which a token never has; copy the "
+        "token again\n"
+    )
+    assert [request.path for request in server.requests] in ([], ["/services/ssh-ca/keys"])

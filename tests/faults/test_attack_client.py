@@ -818,3 +818,112 @@ def test_held_eight_config_ssh_runs_at_once_all_land(hostile, laptop):
         assert f"Host n{i}\n" in config
         assert f"n{i} ssh-ed25519 {ED25519}\n" in known
     assert config.endswith("\n" + EXISTING_CONFIG)  # the blocks on top, the user's text kept
+
+
+# ------------------------------------- the early path (python -m, EarlySocket)
+
+PYTHON_M = [sys.executable, "-m", "jupyter_sshd_proxy_client"]
+
+
+def early_proxy(url: str, *more: str, python_m: bool = True):
+    """The ProxyCommand as config-ssh writes it (python -m), or its entry point."""
+    env = {k: v for k, v in env_with_token(TOKEN).items() if not k.lower().endswith("_proxy")}
+    return subprocess.run(
+        [*(PYTHON_M if python_m else [CLI]), "proxy", *more, url], stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("python_m", [True, False], ids=["python-m", "entry-point"])
+@pytest.mark.parametrize(
+    ("names", "host", "trusted", "why"),
+    [
+        (["localhost"], "127.0.0.1", True, "is not valid for 127.0.0.1 (IP address mismatch"),
+        (["other.test"], "localhost", True, "is not valid for localhost (Hostname mismatch"),
+        (["127.0.0.1"], "127.0.0.1", False, "cannot verify the certificate of"),
+        (None, "127.0.0.1", False, "failed: TLS/SSL connection has been closed (EOF)"),
+    ],
+    ids=["ip-mismatch", "name-mismatch", "unknown-ca", "plain-http"],
+)
+def test_held_the_early_path_sends_the_token_only_after_tls_is_verified(
+    tmp_path, python_m, names, host, trusted, why
+):
+    """The upgrade request leaves from a thread while websockets imports; for
+    wss:// it is sent only once the certificate is verified for the URL's
+    host, as websockets would verify it. What the server decrypts (or, with
+    no TLS at all, reads) never holds the token."""
+    import socket as socketlib
+    import ssl
+
+    from ..support.tls import make_ca
+
+    ca = make_ca(tmp_path, names or ["127.0.0.1"])
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            sock, _ = listener.accept()
+            with sock:
+                sock.settimeout(10)
+                if names is not None:
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    context.load_cert_chain(ca.cert_file, ca.key_file)
+                    with (
+                        contextlib.suppress(ssl.SSLError),
+                        context.wrap_socket(sock, server_side=True) as tls,
+                    ):
+                        received.append(tls.recv(65536))
+                    return
+                received.append(sock.recv(65536))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    more = ["--ca-file", str(ca.ca_file)] if trusted else []
+    try:
+        result = early_proxy(f"https://{host}:{port}/", *more, python_m=python_m)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert result.returncode == 255
+    assert result.stderr.startswith("jupyter-sshd-proxy: TLS"), result.stderr
+    assert why in result.stderr
+    one_line(result.stderr)
+    assert not any(TOKEN.encode() in data or b"GET " in data for data in received)
+
+
+def test_held_a_101_with_the_first_frames_in_the_same_packet():
+    banner = b"SSH-2.0-OpenSSH_test\r\n"
+    frames = b"\x82" + bytes([len(banner)]) + banner + b"\x88\x02\x03\xe8"
+
+    def answer(sock, request, stop):
+        sock.sendall(websocket_accept(request) + frames)
+
+    with ScriptedServer(answer) as server:
+        env = {k: v for k, v in env_with_token(TOKEN).items() if not k.endswith("_proxy")}
+        result = subprocess.run(
+            [*PYTHON_M, "proxy", server.url], stdin=subprocess.DEVNULL, capture_output=True,
+            env=env, timeout=30,
+        )  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (0, banner, b"")
+
+
+def test_held_a_refusal_with_escapes_and_our_token_is_printed_clean():
+    body = b'{"message": "\\u001b]0;pwned\\u0007\\u001b[2J ' + TOKEN.encode() + b' \\u202eevil"}'
+
+    def answer(sock, request, stop):
+        sock.sendall(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    with ScriptedServer(answer) as server:
+        result = early_proxy(server.url)
+    assert result.returncode == 255
+    assert result.stderr == (
+        f"jupyter-sshd-proxy: the server refused (403) the sshd route at {server.url}sshd/".replace(
+            "http://", "ws://"
+        )
+        + ": ]0;pwned[2J <token> evil\n"
+    )

@@ -167,6 +167,13 @@ def test_names_that_differ_only_in_case_are_both_left_out(laptop):
         123,
         None,
         "alice\x1b[2J",
+        # What the Match exec line of a Hub with an authority would carry:
+        # ssh's %-tokens, its quotes and comments, a shell's quotes.
+        "ann%h",
+        'ann"x',
+        "ann#x",
+        "ann'x",
+        "ann$(id)",
     ],
 )
 def test_a_bad_user_name_is_refused_and_nothing_written(user, laptop):

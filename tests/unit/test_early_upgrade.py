@@ -204,3 +204,131 @@ def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socke
     assert accepted == [False], result.stderr
     assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
     assert result.returncode == 0, result.stderr
+
+
+class Listener:
+    """A loopback listener that records the first line of each connection and
+    answers 403: the server (it must see nothing) or the proxy."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:  # closed at the end of the test
+                return
+            with client, contextlib.suppress(OSError):
+                client.settimeout(10)
+                self.lines.append(client.recv(65536).split(b"\r\n", 1)[0])
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("variable", ["ws_proxy", "WS_PROXY", "https_proxy"])
+@pytest.mark.parametrize("python_m", [True, False], ids=["python-m", "entry-point"])
+def test_every_proxy_variable_websockets_reads_keeps_us_off_the_direct_path(variable, python_m):
+    """websockets takes its proxy from urllib.request: every <scheme>_proxy
+    variable (ws_proxy, wss_proxy, socks_proxy...). The early paths looked at
+    https/http/all_proxy only: with ws_proxy set, they connected straight to
+    the server, token and all, past the proxy the user had set."""
+    server, proxy = Listener(), Listener()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({"JUPYTER_SSHD_PROXY_TOKEN": TOKEN, variable: f"http://127.0.0.1:{proxy.port}"})
+    command = (
+        [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client"]
+        if python_m
+        else [str(VENV_BIN / "jupyter-sshd-proxy")]
+    )
+    try:
+        result = subprocess.run(
+            [*command, "proxy", f"http://127.0.0.1:{server.port}/"],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        server.close()
+        proxy.close()
+    assert server.lines == []
+    assert proxy.lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1".encode()]
+    assert result.returncode == 255
+    assert result.stderr.decode() == (
+        f"jupyter-sshd-proxy: WebSocket handshake with ws://127.0.0.1:{server.port}/sshd/ "
+        "failed: proxy rejected connection: HTTP 403\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8888/user/a/", "https://HUB.example.org:443/", "http://[::1]:8888/",
+        "https://hub.example.org./", "http://hub:00080/", "wss://h/", "http://h:65535/",
+        "HTTP://h/", "http://127.0.0.1:0/", "ftp://h:21/", "gopher://h:25/", "http://%68ub/",
+        "http://Bücher.Example/u/", "http://h\u3002example/", "http://[::1%25eth0]:80/",
+        "http://h:65536/", "http://h: 80/", "http://u@h/", "http:///x",
+    ],
+)  # fmt: skip
+def test_the_early_connection_goes_only_where_the_command_line_will(url):
+    """python -m's early parse of the URL, against the command line's: it
+    connected to port 80 for a URL with port 0, to ftp://h:21/ (both refused
+    by the command line), and to a host with other letters under a spelling
+    EarlySocket never asks for (the socket then stayed open, unused)."""
+    from urllib.parse import urlsplit
+
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.errors import BadURLError
+    from jupyter_sshd_proxy_client.urls import websocket_url
+
+    try:
+        parts = urlsplit(websocket_url(url))
+        wanted = (parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80))
+    except BadURLError:
+        wanted = None
+    assert preconnect._address(url) in (None, wanted)
+
+
+def test_a_url_the_command_line_refuses_is_never_connected_to():
+    server = Listener()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    url = f"ftp://127.0.0.1:{server.port}/"
+    try:
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy", url],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert result.returncode == 255
+    assert result.stderr.decode().startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL")
+    assert server.lines == []
+
+
+def test_a_socks_proxy_without_python_socks_is_one_line_naming_the_fix():
+    """Set, a SOCKS proxy is honoured (no early connection past it): where
+    python-socks is missing, websockets' ImportError was called a bug in
+    jupyter-sshd-proxy; it is the user's setting, and one line says so."""
+    import importlib.util
+
+    if importlib.util.find_spec("python_socks") is not None:
+        pytest.skip("python-socks is installed here")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({"JUPYTER_SSHD_PROXY_TOKEN": TOKEN, "socks_proxy": "socks5h://127.0.0.1:1"})
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy",
+         "http://127.0.0.1:1/"],
+        stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 255
+    assert result.stderr.decode() == (
+        "jupyter-sshd-proxy: a SOCKS proxy is set for ws://127.0.0.1:1/sshd/ (socks_proxy, "
+        "or a socks5:// proxy URL), and connecting through one needs python-socks: install "
+        "it beside jupyter-sshd-proxy (pip install python-socks), or unset that proxy\n"
+    )
