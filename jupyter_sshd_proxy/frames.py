@@ -43,6 +43,8 @@ MAX_CONTROL_PAYLOAD = 125
 READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
 DIRECT_READ_AFTER = 32 * 1024  # a read at least this large: try the socket at once
 YIELD_AFTER = READ_SIZE  # bytes read without waiting before others get a turn (as Tornado)
+FRAME_COST = 1024  # a frame counts as this many bytes toward YIELD_AFTER (as Tornado)
+MAX_FRAMES_PER_FEED = YIELD_AFTER // FRAME_COST  # frames parsed and handled in one turn, at most
 # What the reader uses of Tornado's WebSocketProtocol13 beyond its documented API.
 TORNADO_NAMES = (
     "_receive_frame_loop",
@@ -81,11 +83,24 @@ class ClientFrames:
     the fragments of a message. It keeps at most one incomplete frame (and
     the fragments of one message), so at most max_message_size and a read.
     A message larger than max_message_size is refused as soon as its header
-    says so, before its payload is read."""
+    says so, before its payload is read.
 
-    def __init__(self, max_message_size: int, masked: bool = True) -> None:
+    One feed() parses at most max_frames frames: a read full of tiny frames
+    (43,690 empty pings fit in 256 KiB) would otherwise be handled in one
+    go, in the event loop that serves everything else. The frames past that
+    are kept (backlog is then true) for the next feed(b""); frames counts
+    every frame parsed, so the reader can give others a turn by frames as
+    well as by bytes."""
+
+    def __init__(
+        self, max_message_size: int, masked: bool = True, max_frames: int = MAX_FRAMES_PER_FEED
+    ) -> None:
         self.max_message_size = max_message_size
         self.masked = masked  # a client must mask every frame (RFC 6455, 5.1)
+        self.max_frames = max_frames
+        self.backlog = False  # complete frames kept for the next feed: max_frames was reached
+        self.frames = 0  # frames parsed so far
+        self._budget = max_frames  # frames this feed may still parse
         self._buffer = bytearray()
         self._need = 2  # bytes the buffer must hold before parsing is worth it
         self._fragments: list[bytes] | None = None  # of a data message not yet final
@@ -95,7 +110,15 @@ class ClientFrames:
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         buffer = self._buffer
         messages: list[tuple[int, bytes]] = []
+        backlog, self.backlog, self._budget = self.backlog, False, self.max_frames
         with memoryview(data) as view:
+            if backlog:  # frames left by the last feed: they come before data
+                buffer += view
+                with memoryview(buffer) as kept:
+                    found, position = self._parse(kept)
+                messages += found
+                del buffer[:position]
+                return messages
             start = 0
             while buffer:  # a frame begun in an earlier read: complete it first
                 take = self._need - len(buffer)
@@ -108,7 +131,7 @@ class ClientFrames:
                     found, position = self._parse(kept)
                 messages += found
                 del buffer[:position]
-            # The rest is parsed where it lies; only an incomplete frame at its end is kept.
+            # The rest is parsed where it lies; only what is left of it is kept.
             with view[start:] as rest:
                 found, position = self._parse(rest)
                 messages += found
@@ -123,6 +146,9 @@ class ClientFrames:
         while True:
             if size - position < 2:
                 self._need = 2
+                break
+            if not self._budget:
+                self.backlog = True
                 break
             first, second = view[position], view[position + 1]
             length, head = second & 0x7F, 2
@@ -151,6 +177,8 @@ class ClientFrames:
             else:
                 payload = bytes(view[position + head : end])
             position = end
+            self._budget -= 1
+            self.frames += 1
             message = self._frame(first, payload)
             if message is not None:
                 messages.append(message)
@@ -239,29 +267,37 @@ class BulkFrameProtocol(WebSocketProtocol13):
         # Reads go straight into this (recv_into): no buffer made per read.
         received = bytearray(READ_SIZE)
         view = memoryview(received)
-        work = 0  # bytes read since the loop last gave others a turn
+        work = 0  # bytes read (and frames, at FRAME_COST) since others last had a turn
         size = 0
         try:
             while not self.client_terminated:
-                # After a large read more is likely there: take it from the socket
-                # while Tornado holds none of the client's bytes (so the next are
-                # the socket's). After a small one (sshd's window adjustments
-                # during a download) Tornado's read, which waits, comes first.
-                bulk, size = size >= DIRECT_READ_AFTER, 0
-                if bulk and direct is not None and not stream._read_buffer_size:
-                    try:
-                        size = direct.recv_into(received)
-                    except OSError:
-                        size = 0  # none yet, or an error: Tornado's read meets it
-                if not size:
-                    size = await stream.read_into(received, partial=True)
-                self._wire_bytes_in += size
+                frames_before = parser.frames
+                if parser.backlog:
+                    # Frames of the last read are still to be handled: no read now.
+                    chunk = view[:0]
+                else:
+                    # After a large read more is likely there: take it from the socket
+                    # while Tornado holds none of the client's bytes (so the next are
+                    # the socket's). After a small one (sshd's window adjustments
+                    # during a download) Tornado's read, which waits, comes first.
+                    bulk, size = size >= DIRECT_READ_AFTER, 0
+                    if bulk and direct is not None and not stream._read_buffer_size:
+                        try:
+                            size = direct.recv_into(received)
+                        except OSError:
+                            size = 0  # none yet, or an error: Tornado's read meets it
+                    if not size:
+                        size = await stream.read_into(received, partial=True)
+                    self._wire_bytes_in += size
+                    work += size
+                    chunk = view[:size]
                 try:
-                    messages = parser.feed(view[:size])
+                    messages = parser.feed(chunk)
                 except FrameError as error:
                     self.close(error.code, error.reason)
                     self._abort()
                     return
+                work += FRAME_COST * (parser.frames - frames_before)
                 data: list[bytes] = []  # binary messages not yet relayed
                 for opcode, payload in messages:
                     if self.client_terminated:
@@ -283,13 +319,11 @@ class BulkFrameProtocol(WebSocketProtocol13):
                 if wait is not None:
                     await wait
                     work = 0
-                else:
+                elif work >= YIELD_AFTER:
                     # The socket may have more without ever waiting: others'
                     # turn now and then, as Tornado's own reader gives it.
-                    work += size
-                    if work >= YIELD_AFTER:
-                        work = 0
-                        await asyncio.sleep(0)
+                    work = 0
+                    await asyncio.sleep(0)
         except StreamClosedError:
             self._abort()
         finally:

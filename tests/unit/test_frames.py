@@ -209,3 +209,86 @@ def test_messages_sent_past_a_full_socket_buffer_arrive_whole_and_in_order():
     assert written[0] is None  # the first went to the kernel whole: no Future made
     assert waiting > 0  # the rest did not fit: Tornado held it
     assert unsent == 0
+
+
+def test_one_feed_parses_at_most_max_frames_and_keeps_the_rest_in_order():
+    parser = ClientFrames(MAX, max_frames=3)
+    wire = b"".join(client_frame(Opcode.BINARY, bytes([i])) for i in range(8))
+    tail = client_frame(Opcode.BINARY, b"tail")
+    wire += tail[:-2]
+    assert parser.feed(wire) == [(frames.BINARY, bytes([i])) for i in range(3)]
+    assert parser.backlog
+    assert parser.feed(b"") == [(frames.BINARY, bytes([i])) for i in range(3, 6)]
+    assert parser.feed(b"") == [(frames.BINARY, bytes([i])) for i in range(6, 8)]
+    assert not parser.backlog  # what is left is the start of a frame
+    assert parser.feed(tail[-2:]) == [(frames.BINARY, b"tail")]
+    assert parser.frames == 9
+
+
+def test_a_backlog_fed_more_bytes_keeps_their_order():
+    rng = random.Random(7)
+    messages = [os.urandom(rng.choice((0, 1, 5, 200))) for _ in range(500)]
+    wire = b"".join(client_frame(Opcode.BINARY, m) for m in messages)
+    parser, got, start = ClientFrames(MAX, max_frames=10), [], 0
+    while start < len(wire) or parser.backlog:
+        size = rng.choice((0, 1, 3, 50, 4000))
+        got += parser.feed(wire[start : start + size])
+        start += size
+    assert got == [(frames.BINARY, m) for m in messages]
+
+
+class RecordingHandler:
+    """What BulkFrameProtocol calls on its handler, noting the event loop's
+    turn (a ticker task counts them) in which each frame was handled."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.handled: list[int] = []  # the turn of each message, in order
+        self.closed = asyncio.Event()
+
+    def relay(self, messages: list[bytes]) -> None:
+        self.handled += [self.turn] * len(messages)
+
+    def writable(self) -> None:
+        return None
+
+    def on_ping(self, data: bytes) -> None:
+        self.handled.append(self.turn)
+
+    def on_ws_connection_close(self, code, reason) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("opcode", [Opcode.BINARY, Opcode.PING])
+def test_a_read_full_of_tiny_frames_gives_others_a_turn(opcode):
+    # 256 KiB of empty frames is 43,690 of them: handled in one go, the
+    # Jupyter server answered nothing else meanwhile (a ping flood held its
+    # event loop for 0.7 s per read; /api/status took 5 s). Tornado's own
+    # reader gives others a turn every 256 frames; so does this one now.
+    async def flood() -> list[int]:
+        left, right = socket.socketpair()
+        handler = RecordingHandler()
+        protocol = frames.BulkFrameProtocol(handler, False, _WebSocketParams())
+        protocol.stream = IOStream(left)
+        wire = Frame(opcode, b"").serialize(mask=True, extensions=[]) * 43_690
+        right.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, len(wire))
+        right.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(right, wire)  # queued for left: one read can take a lot
+        right.shutdown(socket.SHUT_WR)
+
+        async def ticker() -> None:
+            while True:
+                handler.turn += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.wait_for(protocol._receive_frame_loop(), 30)
+        ticking.cancel()
+        right.close()
+        return handler.handled
+
+    handled = asyncio.run(flood())
+    assert len(handled) == 43_690
+    per_turn = max(handled.count(turn) for turn in set(handled))
+    assert per_turn <= 256  # frames.MAX_FRAMES_PER_FEED
