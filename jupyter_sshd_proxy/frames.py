@@ -13,7 +13,9 @@ BulkFrameProtocol is Tornado's WebSocketProtocol13 with that reader in place
 of its own; everything else (the upgrade, pings and pongs, the close
 handshake, writing) stays Tornado's, and so do its limits: a message larger
 than websocket_max_message_size closes the connection with 1009, a protocol
-error ends it. The names of Tornado's protocol it uses are in TORNADO_NAMES
+error with 1002 (text or a close reason that is not UTF-8: 1007), after the
+messages that came before it; nothing after a close frame is read. The
+names of Tornado's protocol it uses are in TORNADO_NAMES
 (tests/unit/test_frames.py checks them against the installed Tornado). With
 permessage-deflate (never asked by ssh clients: the bytes are encrypted)
 Tornado's own reader is used.
@@ -38,7 +40,9 @@ except ImportError:  # a build of websockets without its C extension
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 DATA_OPCODES = (TEXT, BINARY)
 CONTROL_OPCODES = (CLOSE, PING, PONG)
-PROTOCOL_ERROR, MESSAGE_TOO_BIG = 1002, 1009  # close codes
+PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG = 1002, 1007, 1009  # close codes
+# The close codes a client may send (RFC 6455, 7.4; 1012-1014 are IANA's, as websockets has them).
+CLIENT_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)))
 MAX_CONTROL_PAYLOAD = 125
 READ_SIZE = 256 * 1024  # bytes taken from Tornado's stream at a time, at most
 DIRECT_READ_AFTER = 32 * 1024  # a read at least this large: try the socket at once
@@ -67,11 +71,15 @@ TORNADO_NAMES = (
 
 
 class FrameError(Exception):
-    """The client broke the protocol: the connection ends with code (and reason)."""
+    """The client broke the protocol: the connection ends with code (and reason).
+
+    messages: those that came whole before the frame that broke it, in
+    order (Tornado's reader, frame by frame, had handled them already)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
+        self.messages: list[tuple[int, bytes]] = []
 
 
 class ClientFrames:
@@ -100,6 +108,7 @@ class ClientFrames:
         self.max_frames = max_frames
         self.backlog = False  # complete frames kept for the next feed: max_frames was reached
         self.frames = 0  # frames parsed so far
+        self.closed = False  # a close frame came: what follows it is not parsed
         self._budget = max_frames  # frames this feed may still parse
         self._buffer = bytearray()
         self._need = 2  # bytes the buffer must hold before parsing is worth it
@@ -108,42 +117,53 @@ class ClientFrames:
         self._opcode = 0  # the opcode of that message
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
-        buffer = self._buffer
+        """The messages completed by data. Raises FrameError, which holds the
+        messages that came before the frame that broke the protocol. After
+        a close frame nothing more is parsed (RFC 6455, 5.5.1)."""
         messages: list[tuple[int, bytes]] = []
+        try:
+            self._feed(data, messages)
+        except FrameError as error:
+            error.messages = messages
+            raise
+        return messages
+
+    def _feed(self, data: bytes | memoryview, messages: list[tuple[int, bytes]]) -> None:
+        buffer = self._buffer
+        if self.closed:
+            return
         backlog, self.backlog, self._budget = self.backlog, False, self.max_frames
         with memoryview(data) as view:
             if backlog:  # frames left by the last feed: they come before data
                 buffer += view
                 with memoryview(buffer) as kept:
-                    found, position = self._parse(kept)
-                messages += found
+                    position = self._parse(kept, messages)
                 del buffer[:position]
-                return messages
+                return
             start = 0
             while buffer:  # a frame begun in an earlier read: complete it first
                 take = self._need - len(buffer)
                 if take > len(view) - start:
                     buffer += view[start:]
-                    return messages
+                    return
                 buffer += view[start : start + take]
                 start += take
                 with memoryview(buffer) as kept:
-                    found, position = self._parse(kept)
-                messages += found
+                    position = self._parse(kept, messages)
                 del buffer[:position]
             # The rest is parsed where it lies; only what is left of it is kept.
             with view[start:] as rest:
-                found, position = self._parse(rest)
-                messages += found
+                position = self._parse(rest, messages)
                 if position < len(rest):
                     buffer += rest[position:]
-        return messages
 
-    def _parse(self, view: memoryview) -> tuple[list[tuple[int, bytes]], int]:
-        """The messages in the complete frames at the start of view, and where they end."""
-        messages: list[tuple[int, bytes]] = []
+    def _parse(self, view: memoryview, messages: list[tuple[int, bytes]]) -> int:
+        """Add the messages in the complete frames at the start of view to
+        messages; where they end (all of view after a close frame: discarded)."""
         size, position = len(view), 0
         while True:
+            if self.closed:
+                return size
             if size - position < 2:
                 self._need = 2
                 break
@@ -182,7 +202,7 @@ class ClientFrames:
             message = self._frame(first, payload)
             if message is not None:
                 messages.append(message)
-        return messages, position
+        return position
 
     def _check(self, first: int, masked: int, length: int) -> None:
         """Refuse a frame by its header, before its payload is read."""
@@ -212,11 +232,14 @@ class ClientFrames:
 
     def _frame(self, first: int, payload: bytes) -> tuple[int, bytes] | None:
         opcode, final = first & 0x0F, first & 0x80
+        if opcode == CLOSE:
+            self.closed = True
+            _check_close(payload)
         if opcode in CONTROL_OPCODES:
             return opcode, payload
         if opcode != CONTINUATION:
             if final:
-                return opcode, payload
+                return _checked(opcode, payload)
             self._opcode, self._fragments, self._fragments_size = opcode, [payload], len(payload)
             return None
         assert self._fragments is not None  # _check refused a continuation of nothing
@@ -226,7 +249,35 @@ class ClientFrames:
             return None
         message = (self._opcode, b"".join(self._fragments))
         self._fragments, self._fragments_size = None, 0
-        return message
+        return _checked(*message)
+
+
+def _check_close(payload: bytes) -> None:
+    """Refuse a close frame whose body is not a code a client may send and a
+    UTF-8 reason (RFC 6455, 5.5.1 and 7.4). Tornado's own reader echoed any
+    code (1005 and 1006 among them, which must never be sent) and dropped
+    the connection without a word on a reason that was not UTF-8."""
+    if not payload:
+        return
+    if len(payload) == 1:
+        raise FrameError(PROTOCOL_ERROR, "a close frame with a one-byte body")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in CLIENT_CLOSE_CODES:
+        raise FrameError(PROTOCOL_ERROR, f"close code {code} is not one a client may send")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(INVALID_DATA, "a close reason that is not UTF-8") from None
+
+
+def _checked(opcode: int, payload: bytes) -> tuple[int, bytes]:
+    """A whole data message; a text one must be UTF-8 (RFC 6455, 8.1)."""
+    if opcode == TEXT:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError(INVALID_DATA, "a text message that is not UTF-8") from None
+    return opcode, payload
 
 
 class BulkFrameProtocol(WebSocketProtocol13):
@@ -291,12 +342,13 @@ class BulkFrameProtocol(WebSocketProtocol13):
                     self._wire_bytes_in += size
                     work += size
                     chunk = view[:size]
+                failure: FrameError | None = None
                 try:
                     messages = parser.feed(chunk)
                 except FrameError as error:
-                    self.close(error.code, error.reason)
-                    self._abort()
-                    return
+                    # What came before the bad frame is handled first, as
+                    # Tornado's reader, frame by frame, did.
+                    messages, failure = error.messages, error
                 work += FRAME_COST * (parser.frames - frames_before)
                 data: list[bytes] = []  # binary messages not yet relayed
                 for opcode, payload in messages:
@@ -315,6 +367,10 @@ class BulkFrameProtocol(WebSocketProtocol13):
                 if data and not self.client_terminated:
                     self._message_bytes_in += sum(map(len, data))
                     relay(data)
+                if failure is not None:
+                    self.close(failure.code, failure.reason)
+                    self._abort()
+                    return
                 wait = writable()
                 if wait is not None:
                     await wait

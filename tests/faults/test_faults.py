@@ -380,6 +380,28 @@ def test_bad_input_closes_that_connection_only(tight, tight_ssh, what, frames):
         echo.close(tight_ssh)
 
 
+@pytest.mark.parametrize(
+    ("what", "wire", "code"),
+    [
+        # Was 1002: the junk after the close frame was parsed (RFC 6455, 5.5.1: ignored).
+        ("close then junk", b"\x88\x82\0\0\0\0\x03\xe8" + b"\x82\x01x", 1000),
+        # Was no close frame at all: Tornado's decode of the reason raised.
+        ("a reason not UTF-8", b"\x88\x84\0\0\0\0\x03\xe8\xff\xfe", 1007),
+        # Was echoed: 1006 must never be sent in a close frame.
+        ("code 1006", b"\x88\x82\0\0\0\0\x03\xee", 1002),
+    ],
+)
+def test_a_close_frame_is_answered_as_rfc_6455_says(tight, what, wire, code):
+    ws = RawWebSocket(tight)
+    try:
+        assert ws.receive()[1].startswith(b"SSH-2.0-")
+        ws.sock.sendall(wire)
+        assert ws.closed_by_server(within=2) == code
+    finally:
+        ws.close()
+    assert "Traceback" not in tight.log()
+
+
 def test_a_thousand_rapid_upgrades(tight, tight_ssh):
     rapid_upgrades(tight, tight_ssh, 1000)
 

@@ -292,3 +292,61 @@ def test_a_read_full_of_tiny_frames_gives_others_a_turn(opcode):
     assert len(handled) == 43_690
     per_turn = max(handled.count(turn) for turn in set(handled))
     assert per_turn <= 256  # frames.MAX_FRAMES_PER_FEED
+
+
+def test_messages_before_a_bad_frame_come_with_the_error():
+    # Tornado's reader, frame by frame, handed these over before it met the
+    # bad frame; the bulk reader lost them (they were in the same read).
+    wire = client_frame(Opcode.BINARY, b"last bytes") + client_frame(Opcode.PING, b"p")
+    with pytest.raises(FrameError) as refused:
+        ClientFrames(MAX).feed(wire + unmasked(0x82, b"x"))
+    assert refused.value.code == 1002
+    assert refused.value.messages == [(frames.BINARY, b"last bytes"), (frames.PING, b"p")]
+
+
+def test_nothing_after_a_close_frame_is_parsed():
+    # RFC 6455, 5.5.1: after a close frame, no more frames. What follows it
+    # (even frames that would be refused) is ignored: the close is echoed.
+    close = client_frame(Opcode.CLOSE, struct.pack("!H", 1000))
+    after = client_frame(Opcode.BINARY, b"late") + unmasked(0x82, b"x") + bytes(20)
+    for piece in (1, 3, 10_000):
+        parser = ClientFrames(MAX, max_frames=2)
+        got = feed_in_pieces(parser, client_frame(Opcode.BINARY, b"data") + close + after, piece)
+        got += parser.feed(b"")
+        assert got == [(frames.BINARY, b"data"), (frames.CLOSE, b"\x03\xe8")]
+        assert parser.feed(after) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "reason"),
+    [
+        (b"\x03", 1002, "a close frame with a one-byte body"),
+        *(
+            (struct.pack("!H", code), 1002, f"close code {code} is not one a client may send")
+            for code in (0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535)
+        ),
+        (struct.pack("!H", 1000) + b"\xff\xfe", 1007, "a close reason that is not UTF-8"),
+    ],
+)
+def test_a_close_frame_a_client_may_not_send_is_refused(body, code, reason):
+    # Tornado echoed any code (1005 and 1006 must never be on the wire) and
+    # dropped the connection without a close frame on a reason not UTF-8.
+    with pytest.raises(FrameError) as refused:
+        ClientFrames(MAX).feed(client_frame(Opcode.CLOSE, body))
+    assert (refused.value.code, refused.value.reason) == (code, reason)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", struct.pack("!H", 1000), struct.pack("!H", 4999) + "é".encode()]
+)
+def test_a_close_frame_a_client_may_send_is_handed_over(body):
+    assert ClientFrames(MAX).feed(client_frame(Opcode.CLOSE, body)) == [(frames.CLOSE, body)]
+
+
+def test_a_text_message_that_is_not_utf8_is_refused_with_1007():
+    parser = ClientFrames(MAX)
+    wire = client_frame(Opcode.TEXT, b"ok \xc3", fin=False) + client_frame(Opcode.CONT, b"\xa9")
+    assert parser.feed(wire) == [(frames.TEXT, "ok é".encode())]  # split inside a character
+    with pytest.raises(FrameError) as refused:
+        parser.feed(client_frame(Opcode.TEXT, b"\xc3("))
+    assert (refused.value.code, refused.value.reason) == (1007, "a text message that is not UTF-8")
