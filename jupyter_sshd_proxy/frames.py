@@ -112,8 +112,9 @@ class ClientFrames:
         self._budget = max_frames  # frames this feed may still parse
         self._buffer = bytearray()
         self._need = 2  # bytes the buffer must hold before parsing is worth it
-        self._fragments: list[bytes] | None = None  # of a data message not yet final
-        self._fragments_size = 0
+        # The payload so far of a data message not yet final: one bytearray, so a
+        # fragment costs its payload only (empty ones nothing), as in Tornado.
+        self._fragments: bytearray | None = None
         self._opcode = 0  # the opcode of that message
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
@@ -225,7 +226,7 @@ class ClientFrames:
                     else "a new message before the last one was finished"
                 )
                 raise FrameError(PROTOCOL_ERROR, msg)
-            if self._fragments_size + length > self.max_message_size:
+            if len(self._fragments or b"") + length > self.max_message_size:
                 raise FrameError(MESSAGE_TOO_BIG, "message too big")
         else:
             raise FrameError(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
@@ -240,15 +241,14 @@ class ClientFrames:
         if opcode != CONTINUATION:
             if final:
                 return _checked(opcode, payload)
-            self._opcode, self._fragments, self._fragments_size = opcode, [payload], len(payload)
+            self._opcode, self._fragments = opcode, bytearray(payload)
             return None
         assert self._fragments is not None  # _check refused a continuation of nothing
-        self._fragments.append(payload)
-        self._fragments_size += len(payload)
+        self._fragments += payload
         if not final:
             return None
-        message = (self._opcode, b"".join(self._fragments))
-        self._fragments, self._fragments_size = None, 0
+        message = (self._opcode, bytes(self._fragments))
+        self._fragments = None
         return _checked(*message)
 
 

@@ -9,6 +9,7 @@ import os
 import random
 import socket
 import struct
+import tracemalloc
 
 import pytest
 from tornado.iostream import IOStream
@@ -350,3 +351,25 @@ def test_a_text_message_that_is_not_utf8_is_refused_with_1007():
     with pytest.raises(FrameError) as refused:
         parser.feed(client_frame(Opcode.TEXT, b"\xc3("))
     assert (refused.value.code, refused.value.reason) == (1007, "a text message that is not UTF-8")
+
+
+@pytest.mark.parametrize("fragment", [0, 1])
+def test_the_fragments_of_a_message_cost_their_payload_only(fragment):
+    # The fragments were kept as a list of bytes objects: 8 bytes per empty
+    # continuation frame, never counted against the message limit (64 MiB of
+    # them grew the Jupyter server by 86 MiB, without end), and ~56 bytes per
+    # 1-byte one (2 MiB of payload: 113 MiB). Tornado's reader extends one
+    # bytearray.
+    parser = ClientFrames(MAX, masked=False)
+    parser.feed(unmasked(0x02, b""))
+    continuation = unmasked(0x00, bytes(fragment)) * 20_000
+    tracemalloc.start()
+    try:
+        parser.feed(continuation)
+        while parser.backlog:
+            parser.feed(b"")
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held <= 2 * fragment * 20_000 + 64 * 1024
+    assert parser.feed(unmasked(0x80, b"!")) == [(frames.BINARY, bytes(fragment) * 20_000 + b"!")]
