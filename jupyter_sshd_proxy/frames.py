@@ -208,6 +208,8 @@ class ClientFrames:
     def _check(self, first: int, masked: int, length: int) -> None:
         """Refuse a frame by its header, before its payload is read."""
         opcode = first & 0x0F
+        if length >> 63:
+            raise FrameError(PROTOCOL_ERROR, "a 64-bit length with its top bit set")
         if first & 0x70:
             msg = "reserved bits set, and no extension was agreed"
             raise FrameError(PROTOCOL_ERROR, msg)

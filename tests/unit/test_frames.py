@@ -134,6 +134,9 @@ def test_fragments_over_the_limit_together_are_refused():
         (unmasked(0xC2, b"x"), "reserved bits set, and no extension was agreed"),
         (unmasked(0x83, b"x"), "unknown opcode 0x3"),
         (unmasked(0x8B, b"x"), "unknown opcode 0xb"),
+        # RFC 6455, 5.2: the most significant bit of a 64-bit length must be 0 (was 1009).
+        (struct.pack("!BBQ", 0x82, 127, 1 << 63), "a 64-bit length with its top bit set"),
+        (struct.pack("!BBQ", 0x82, 127, 2**64 - 1), "a 64-bit length with its top bit set"),
     ],
 )
 def test_protocol_errors(wire, reason):
