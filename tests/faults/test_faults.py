@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -401,6 +402,60 @@ def test_a_close_frame_is_answered_as_rfc_6455_says(tight, what, wire, code):
     finally:
         ws.close()
     assert "Traceback" not in tight.log()
+
+
+def _flood(server, start: bytes, unit: bytes, size: int) -> list[float]:
+    """Send start, then size bytes of unit frames from a thread; meanwhile
+    time /api/status. The latencies seen. (On a server that pings every 30 s:
+    no pong is sent meanwhile.)"""
+    ws = RawWebSocket(server, timeout=None)
+    try:
+        assert ws.receive()[1].startswith(b"SSH-2.0-")
+
+        def drain() -> None:  # the pongs; none sent (they would cut into the flood)
+            with contextlib.suppress(OSError):
+                while ws.sock.recv(65536):
+                    pass
+
+        threading.Thread(target=drain, daemon=True).start()
+        block = unit * (256 * 1024 // len(unit))
+        ws.sock.sendall(start)
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(size // len(block)):
+                    ws.sock.sendall(block)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        latencies = []
+        while sender.is_alive():
+            started = time.monotonic()
+            assert server.request("GET", "/api/status")[0] == 200
+            latencies.append(time.monotonic() - started)
+        sender.join()
+        return latencies
+    finally:
+        ws.close()
+
+
+def test_a_flood_of_tiny_frames_leaves_the_server_answering(server):
+    """Was broken: the bulk reader handled a whole read (43,690 empty pings
+    in 256 KiB) before others had a turn; /api/status took 4.7 s during a
+    ping flood. Now 256 frames a turn, as Tornado's reader."""
+    latencies = _flood(server, b"", b"\x89\x80\0\0\0\0", 4 * MiB)
+    figure("/api/status during a ping flood, slowest", f"{max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 1.0
+
+
+def test_empty_continuation_frames_do_not_grow_the_server(server):
+    """Was broken: each fragment of a message was kept as an object of its
+    own, and empty ones count nothing against the message limit: 64 MiB of
+    them grew the Jupyter server by 86 MiB, without end."""
+    with PeakMemory(server.process.pid) as peak:
+        _flood(server, b"\x02\x80\0\0\0\0", b"\x00\x80\0\0\0\0", 12 * MiB)
+    figure("Jupyter RSS growth, 12 MiB of empty continuations", f"{peak.growth / MiB:.1f} MiB")
+    assert peak.growth < 6 * MiB
 
 
 def test_a_thousand_rapid_upgrades(tight, tight_ssh):
