@@ -17,7 +17,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -380,11 +382,116 @@ def test_bad_input_closes_that_connection_only(tight, tight_ssh, what, frames):
         echo.close(tight_ssh)
 
 
+@pytest.mark.parametrize(
+    ("what", "wire", "code"),
+    [
+        # Was 1002: the junk after the close frame was parsed (RFC 6455, 5.5.1: ignored).
+        ("close then junk", b"\x88\x82\0\0\0\0\x03\xe8" + b"\x82\x01x", 1000),
+        # Was no close frame at all: Tornado's decode of the reason raised.
+        ("a reason not UTF-8", b"\x88\x84\0\0\0\0\x03\xe8\xff\xfe", 1007),
+        # Was echoed: 1006 must never be sent in a close frame.
+        ("code 1006", b"\x88\x82\0\0\0\0\x03\xee", 1002),
+    ],
+)
+def test_a_close_frame_is_answered_as_rfc_6455_says(tight, what, wire, code):
+    ws = RawWebSocket(tight)
+    try:
+        assert ws.receive()[1].startswith(b"SSH-2.0-")
+        ws.sock.sendall(wire)
+        assert ws.closed_by_server(within=2) == code
+    finally:
+        ws.close()
+    assert "Traceback" not in tight.log()
+
+
+def _flood(server, start: bytes, unit: bytes, size: int) -> list[float]:
+    """Send start, then size bytes of unit frames from a thread; meanwhile
+    time /api/status. The latencies seen. (On a server that pings every 30 s:
+    no pong is sent meanwhile.)"""
+    ws = RawWebSocket(server, timeout=None)
+    try:
+        assert ws.receive()[1].startswith(b"SSH-2.0-")
+
+        def drain() -> None:  # the pongs; none sent (they would cut into the flood)
+            with contextlib.suppress(OSError):
+                while ws.sock.recv(65536):
+                    pass
+
+        threading.Thread(target=drain, daemon=True).start()
+        block = unit * (256 * 1024 // len(unit))
+        ws.sock.sendall(start)
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(size // len(block)):
+                    ws.sock.sendall(block)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        latencies = []
+        while sender.is_alive():
+            started = time.monotonic()
+            assert server.request("GET", "/api/status")[0] == 200
+            latencies.append(time.monotonic() - started)
+        sender.join()
+        return latencies
+    finally:
+        ws.close()
+
+
+def test_a_flood_of_tiny_frames_leaves_the_server_answering(server):
+    """Was broken: the bulk reader handled a whole read (43,690 empty pings
+    in 256 KiB) before others had a turn; /api/status took 4.7 s during a
+    ping flood. Now 256 frames a turn, as Tornado's reader."""
+    latencies = _flood(server, b"", b"\x89\x80\0\0\0\0", 4 * MiB)
+    figure("/api/status during a ping flood, slowest", f"{max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 1.0
+
+
+def test_empty_continuation_frames_do_not_grow_the_server(server):
+    """Was broken: each fragment of a message was kept as an object of its
+    own, and empty ones count nothing against the message limit: 64 MiB of
+    them grew the Jupyter server by 86 MiB, without end."""
+    with PeakMemory(server.process.pid) as peak:
+        _flood(server, b"\x02\x80\0\0\0\0", b"\x00\x80\0\0\0\0", 12 * MiB)
+    figure("Jupyter RSS growth, 12 MiB of empty continuations", f"{peak.growth / MiB:.1f} MiB")
+    assert peak.growth < 6 * MiB
+
+
 def test_a_thousand_rapid_upgrades(tight, tight_ssh):
     rapid_upgrades(tight, tight_ssh, 1000)
 
 
 # Data integrity.
+
+
+CHAOS_PROXY = Path(__file__).parent.parent / "support" / "chaos_proxy.py"
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"), [("chaos", 8 * MiB), ("tiny", 256 * 1024), ("pipelined", 2 * MiB)]
+)
+def test_held_random_frame_boundaries_keep_every_byte(tight, setup, client_key, mode, size):
+    """Held: frames cut anywhere (headers and mask keys across reads, 1-byte
+    writes), fragmented messages with pings and pongs between fragments,
+    non-minimal lengths, frames sent before the 101: the bulk reader's and
+    the direct reads' bytes reach sshd whole and in order (ssh checks every
+    packet's MAC), and `cat` gives every byte back."""
+    data = os.urandom(size)
+    for seed in range(2):
+        ssh = SSHClient(tight, client_key, setup.known_hosts)
+        options = [
+            f"ProxyCommand={shlex.quote(sys.executable)} {CHAOS_PROXY} {tight.port} {seed} {mode}"
+            if option.startswith("ProxyCommand=")
+            else option
+            for option in ssh.options()
+        ]
+        result = subprocess.run(
+            ["ssh", *options, ssh.host_alias, "cat"], input=data, capture_output=True,
+            timeout=60, check=False, env={**os.environ, "CHAOS_TOKEN": tight.token},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == data, f"seed {seed}: {len(result.stdout)} bytes back of {size}"
 
 
 def test_twenty_concurrent_transfers_both_ways(once, server, ours, tmp_path):
