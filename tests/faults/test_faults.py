@@ -439,7 +439,7 @@ def _flood(server, start: bytes, unit: bytes, size: int) -> list[float]:
         ws.close()
 
 
-def test_a_flood_of_tiny_frames_leaves_the_server_answering(server):
+def test_a_flood_of_tiny_frames_leaves_the_server_answering(once, server):
     """Was broken: the bulk reader handled a whole read (43,690 empty pings
     in 256 KiB) before others had a turn; /api/status took 4.7 s during a
     ping flood. Now 256 frames a turn, as Tornado's reader."""
@@ -448,7 +448,7 @@ def test_a_flood_of_tiny_frames_leaves_the_server_answering(server):
     assert max(latencies) < 1.0
 
 
-def test_empty_continuation_frames_do_not_grow_the_server(server):
+def test_empty_continuation_frames_do_not_grow_the_server(once, server):
     """Was broken: each fragment of a message was kept as an object of its
     own, and empty ones count nothing against the message limit: 64 MiB of
     them grew the Jupyter server by 86 MiB, without end."""
@@ -471,7 +471,7 @@ CHAOS_PROXY = Path(__file__).parent.parent / "support" / "chaos_proxy.py"
 @pytest.mark.parametrize(
     ("mode", "size"), [("chaos", 8 * MiB), ("tiny", 256 * 1024), ("pipelined", 2 * MiB)]
 )
-def test_held_random_frame_boundaries_keep_every_byte(tight, setup, client_key, mode, size):
+def test_held_random_frame_boundaries_keep_every_byte(once, tight, setup, client_key, mode, size):
     """Held: frames cut anywhere (headers and mask keys across reads, 1-byte
     writes), fragmented messages with pings and pongs between fragments,
     non-minimal lengths, frames sent before the 101: the bulk reader's and
