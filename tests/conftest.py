@@ -4,6 +4,7 @@ import gc
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ RUN_DIR = (
     / f"run-{os.getpid()}"
 )
 
+
+# A suite started in the background by a non-interactive shell (`cmd &`,
+# nohup) inherits SIGINT ignored, and so would every process it starts:
+# JupyterHub stops its services and users' servers with SIGINT first, and
+# waits 10 s before SIGTERM when they ignore it. Run as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 STALLS_SEEN: list[str] = []  # reported by the tests, in this process or a worker's
 
