@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
 from urllib.parse import urlsplit
 
@@ -101,7 +102,15 @@ async def serve(argv: list[str] | None = None) -> None:
         authority.ca_key, authority.signing_key.fingerprint, url.netloc, prefix,
         authority.default_validity, authority.max_validity,
     )  # fmt: skip
-    await asyncio.Event().wait()
+    # The Hub stops a service with SIGINT, then SIGTERM 10 s later: stop at
+    # either, even where SIGINT came ignored (a Hub started with nohup or `&`
+    # passes that on, and Python then raises no KeyboardInterrupt).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("ssh-ca: stopping")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -272,3 +273,33 @@ def test_a_token_in_the_url_is_never_logged(tmp_path):
     assert "401 POST /sign" in text  # the refusals are logged
     assert secret not in text
     assert "?" not in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_service_stops_at_the_hubs_signal_even_with_sigint_ignored(tmp_path, signum):
+    """The Hub stops a service with SIGINT (SIGTERM 10 s later). A Hub started
+    with nohup or `&` hands SIGINT down ignored: the service still stops at
+    once, and says so."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env.update(
+        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
+    )  # fmt: skip
+    log = tmp_path / "ca.log"
+    with open(log, "wb") as stream:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{port}"],
+            stdout=stream, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )  # fmt: skip
+    try:
+        wait_for(lambda: connectable(port), 30, "the authority listening")
+        service.send_signal(signum)
+        assert service.wait(timeout=5) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(timeout=10)
+    assert log.read_text().splitlines()[-1].endswith("] ssh-ca: stopping")
