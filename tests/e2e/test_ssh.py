@@ -54,7 +54,7 @@ def test_session_sees_the_server_environment(setup, account, client_key):
 
 def test_binary_stdin_stdout_round_trip_16_mib(ssh):
     data = os.urandom(16 * 1024 * 1024)
-    result = ssh.ssh("cat", input=data)  # a websocat stall costs STALL_TIMEOUT
+    result = ssh.ssh("cat", input=data)  # a websocat stall costs WEBSOCAT_TRY_TIMEOUT
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) == len(data)
     assert sha256(result.stdout) == sha256(data)

@@ -43,6 +43,9 @@ UPGRADE_HEADERS = {
 WEBSOCAT_STALLS: list[str] = []
 STALL_TIMEOUT = 30
 STALL_RETRIES = 2
+# Each try through websocat: its transfers here take a second or two, and a
+# stall never ends, so waiting the whole STALL_TIMEOUT only slows the suite.
+WEBSOCAT_TRY_TIMEOUT = 15
 
 
 def run_retrying_stalls(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -431,7 +434,9 @@ class SSHClient:
 
     def _run(self, argv, timeout, **kwargs) -> subprocess.CompletedProcess:
         if self.proxy == "websocat":
-            return run_retrying_stalls(argv, timeout, env=self.env, **kwargs)
+            return run_retrying_stalls(
+                argv, min(timeout, WEBSOCAT_TRY_TIMEOUT), env=self.env, **kwargs
+            )
         # Our client gets no second chance: a stall fails the test.
         return subprocess.run(
             argv, capture_output=True, timeout=timeout, check=False, env=self.env, **kwargs
