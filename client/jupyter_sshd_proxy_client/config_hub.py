@@ -53,7 +53,7 @@ from .config_ssh import (
     _put_block,
     _read,
     _write,
-    default_ssh_config,
+    local_paths,
 )
 from .errors import APIError, ConfigSSHError, HubError, ProxyError, SSHDProxyError
 from .hub import (
@@ -109,13 +109,9 @@ def config_ssh_hub(
         raise ConfigSSHError(str(error)) from None
     if base.startswith("http://") and not is_loopback(base):
         say("http:// sends the token unencrypted; use https://")
-    ssh_config = os.path.abspath(ssh_config or default_ssh_config())
-    ssh_dir = os.path.dirname(ssh_config)
-    own_dir = os.path.join(ssh_dir, "jupyter-sshd-proxy")
-    known_hosts_path = os.path.join(own_dir, "known_hosts")
-    token_path = os.path.join(own_dir, f"{name}.token")
-    identity = os.path.abspath(os.path.expanduser(identity or os.path.join(ssh_dir, "id_ed25519")))
-    ca_file = os.path.abspath(ca_file) if ca_file else None
+    ssh_config, ssh_dir, own_dir, known_hosts_path, token_path, identity, ca_file = local_paths(
+        ssh_config, name, identity, ca_file
+    )
     control_dir = own_dir if connection_sharing and os.name != "nt" else None
     if control_dir is not None and not ssh_files.sharing_fits(control_dir):
         control_dir = None

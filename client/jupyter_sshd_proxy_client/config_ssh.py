@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from . import ssh_files, untrusted
 from .errors import BadURLError, ConfigSSHError
@@ -97,13 +97,9 @@ def config_ssh(
             "jupyter-sshd-proxy: http:// sends the token unencrypted; use https://",
             file=sys.stderr,
         )
-    ssh_config = os.path.abspath(ssh_config or default_ssh_config())
-    ssh_dir = os.path.dirname(ssh_config)
-    own_dir = os.path.join(ssh_dir, "jupyter-sshd-proxy")
-    known_hosts_path = os.path.join(own_dir, "known_hosts")
-    token_path = os.path.join(own_dir, f"{name}.token")
-    identity = os.path.abspath(os.path.expanduser(identity or os.path.join(ssh_dir, "id_ed25519")))
-    ca_file = os.path.abspath(ca_file) if ca_file else None
+    ssh_config, ssh_dir, own_dir, known_hosts_path, token_path, identity, ca_file = local_paths(
+        ssh_config, name, identity, ca_file
+    )
     control_dir, made_by_ssh, sharing_off = None, False, None
     if connection_sharing and os.name != "nt":
         control_dir, made_by_ssh, sharing_off = _control_dir(own_dir)
@@ -188,6 +184,35 @@ def config_ssh(
         f"{identity}.pub authorized, Host block in {ssh_config}\n"
     )
     return 0
+
+
+class LocalPaths(NamedTuple):
+    """Where config-ssh keeps what it writes for the ssh name `name`."""
+
+    ssh_config: str
+    ssh_dir: str
+    own_dir: str  # the state directory: tokens, pinned host keys, control sockets
+    known_hosts: str
+    token: str
+    identity: str
+    ca_file: str | None
+
+
+def local_paths(
+    ssh_config: str | None, name: str, identity: str | None, ca_file: str | None
+) -> LocalPaths:
+    ssh_config = os.path.abspath(ssh_config or default_ssh_config())
+    ssh_dir = os.path.dirname(ssh_config)
+    own_dir = os.path.join(ssh_dir, "jupyter-sshd-proxy")
+    return LocalPaths(
+        ssh_config,
+        ssh_dir,
+        own_dir,
+        os.path.join(own_dir, "known_hosts"),
+        os.path.join(own_dir, f"{name}.token"),
+        os.path.abspath(os.path.expanduser(identity or os.path.join(ssh_dir, "id_ed25519"))),
+        os.path.abspath(ca_file) if ca_file else None,
+    )
 
 
 def _check_state_dir(own_dir: str) -> None:
