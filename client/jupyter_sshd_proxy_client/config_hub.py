@@ -43,6 +43,7 @@ from typing import Any, TextIO
 from . import certificates, ssh_files, untrusted
 from .config_ssh import (
     _check_same_server,
+    _check_state_dir,
     _check_with_ssh,
     _check_writable,
     _diff,
@@ -121,6 +122,7 @@ def config_ssh_hub(
         )
     pattern = _pattern_possible()
 
+    _check_state_dir(own_dir)
     if not name_given:  # (before the token goes anywhere)
         _check_same_server(ssh_config, _read(ssh_config), name, base)
 

@@ -369,3 +369,25 @@ def test_host_names_with_a_quote_or_backslash_never_match_the_pattern(laptop):
     config = (laptop / ".ssh" / "config").read_text()
     (pattern,) = [line for line in config.splitlines() if line.startswith("Host myhub.*")]
     assert pattern.endswith(' "!*\'*" "!*\\*"')
+
+
+def test_a_state_directory_others_may_change_is_refused_for_a_hub_too(laptop):
+    """The Hub's form keeps its token, pins and control sockets in the same
+    directory as the per-server form, and refuses it on the same terms:
+    before the pasted token goes anywhere."""
+    own = laptop / ".ssh" / "jupyter-sshd-proxy"
+    own.mkdir()
+    own.chmod(0o777)
+    before = (laptop / ".ssh" / "config").read_bytes()
+    with HostileServer() as hub:
+        a_hub(hub, {"": server_model("")})
+        result = config_ssh(hub, laptop)
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"jupyter-sshd-proxy: the state directory {own} is writable by others (mode 0777): "
+        "they could change the pinned host keys and the control sockets; make it yours "
+        f"alone with: chmod 700 {own}\n",
+    )
+    assert [request for request in hub.requests if request[0] != "GET"] == []
+    assert (laptop / ".ssh" / "config").read_bytes() == before
+    assert list(own.iterdir()) == []
