@@ -236,24 +236,30 @@ def test_a_weak_rsa_key_is_not_certified(authority, tmp_path):
         assert refused.value.status == 400
 
 
+def start_authority(tmp_path, port: int, log, **popen) -> subprocess.Popen:
+    """The service on port, as the Hub starts it (its Hub unreachable), its
+    output in log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env.update(
+        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
+    )  # fmt: skip
+    with open(log, "wb") as stream:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
+             f"--url=http://127.0.0.1:{port}"],
+            stdout=stream, stderr=subprocess.STDOUT, env=env, **popen,
+        )  # fmt: skip
+
+
 def test_a_token_in_the_url_is_never_logged(tmp_path):
     """A client that puts its token in the query string is refused (401), and
     the service's log (tornado's warning of each refusal included) holds
     neither the token nor the query. A body of 1 MiB is refused unread."""
     secret = "s3cr3t" * 6
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env.update(
-        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
-        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
-    )  # fmt: skip
     log = tmp_path / "ca.log"
-    with open(log, "wb") as stream:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
-             f"--url=http://127.0.0.1:{port}"],
-            stdout=stream, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    service = start_authority(tmp_path, port, log)
     try:
         wait_for(lambda: connectable(port), 30, "the authority listening")
         for path in (f"/sign?token={secret}", f"/sign?x=%25s{secret}"):
@@ -281,19 +287,10 @@ def test_the_service_stops_at_the_hubs_signal_even_with_sigint_ignored(tmp_path,
     with nohup or `&` hands SIGINT down ignored: the service still stops at
     once, and says so."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env.update(
-        JUPYTERHUB_SERVICE_NAME="ssh-ca", JUPYTERHUB_API_TOKEN="x" * 32,
-        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",
-    )  # fmt: skip
     log = tmp_path / "ca.log"
-    with open(log, "wb") as stream:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_sshd_proxy.ca", f"--state-dir={tmp_path / 'ca'}",
-             f"--url=http://127.0.0.1:{port}"],
-            stdout=stream, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        )  # fmt: skip
+    service = start_authority(
+        tmp_path, port, log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
     try:
         wait_for(lambda: connectable(port), 30, "the authority listening")
         service.send_signal(signum)
