@@ -42,6 +42,7 @@ from ..support.faults import (
     rapid_upgrades,
     server_answers,
     sha256_file,
+    start_supervisor,
 )
 from ..support.helpers import (
     SSHClient,
@@ -588,33 +589,15 @@ def test_a_socket_directory_others_could_enter_is_retried_with_one_line(setup, t
     """The supervisor alone, asked for a socket in a directory that other
     accounts could enter: it does not listen there (one line, status says why)
     until the directory is private, then serves."""
-    from jupyter_sshd_proxy import sshd
-
     if not setup.account.is_current:
         pytest.skip("runs the supervisor as this user")
-    user = sshd.current_user()
-    sshd_path = sshd.find_program("sshd", "", "sshd_path")
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    config = state / "sshd_config"
     socket_dir = tmp_path / "socket"
     socket_dir.mkdir()
     socket_dir.chmod(0o755)
     socket_path = socket_dir / "socket"
-    config.write_text(
-        sshd.render_sshd_config(
-            host_keys=sshd.ensure_host_keys("ssh-keygen", str(setup.host_key_dir), user),
-            authorized_keys_files=[str(setup.authorized_keys)],
-            user=user,
-            log_level="INFO",
-            version=sshd.sshd_version(sshd_path),
-        )
-    )
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_sshd_proxy.supervisor", f"--state-dir={state}",
-         f"--socket={socket_path}", f"--sshd={sshd_path}", f"--config={config}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    supervisor = start_supervisor(setup, state, socket_path)
     expected = (
         f"cannot listen on {socket_path}: its directory {socket_dir} is mode 0755, so other "
         "accounts could connect; it must be 0700"

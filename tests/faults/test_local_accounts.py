@@ -17,13 +17,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from ..support.faults import start_supervisor
 from ..support.helpers import Account, SSHClient, wait_for
 from ..support.servers import remember_pid
 
@@ -173,33 +173,14 @@ def test_a_connection_from_another_account_is_closed_even_if_it_gets_through(
     """The third wall: were the directory and the socket opened up (by mistake,
     by hand), the supervisor still closes a connection from another account at
     once (SO_PEERCRED), starts no sshd for it, and says so in one line."""
-    from jupyter_sshd_proxy import sshd
-
     if not setup.account.is_current:
         pytest.skip("runs the supervisor as this user")
-    user = sshd.current_user()
-    sshd_path = sshd.find_program("sshd", "", "sshd_path")
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     # Where the attacker could reach it once opened up (tmp_path's parents are 0700).
     socket_dir = Path(tempfile.mkdtemp(prefix="jsp-socket-"))
     socket_path = socket_dir / "socket"
-    config = state / "sshd_config"
-    config.write_text(
-        sshd.render_sshd_config(
-            host_keys=sshd.ensure_host_keys("ssh-keygen", str(setup.host_key_dir), user),
-            authorized_keys_files=[str(setup.authorized_keys)],
-            user=user,
-            log_level="INFO",
-            version=sshd.sshd_version(sshd_path),
-        )
-    )
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_sshd_proxy.supervisor",
-         f"--state-dir={state}", f"--socket={socket_path}", f"--sshd={sshd_path}",
-         f"--config={config}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    supervisor = start_supervisor(setup, state, socket_path)
     try:
         wait_for(lambda: (state / "status.json").exists() and json.loads(
             (state / "status.json").read_text())["serving"], 15, "the supervisor")  # fmt: skip

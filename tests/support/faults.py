@@ -12,8 +12,10 @@ import shlex
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -391,3 +393,28 @@ def move_and_verify(ssh: SSHClient, tmp_path, sessions: int, size: int) -> int:
     result = ssh.ssh("rm -f " + " ".join(names))
     assert result.returncode == 0, result.stderr
     return 2 * sessions * size
+
+
+def start_supervisor(setup, state: Path, socket_path: Path) -> subprocess.Popen:
+    """The per-user supervisor alone, as this user, serving socket_path with an
+    sshd configured from setup (its host keys and authorized_keys); its
+    stderr piped. state: a directory of this user's, mode 0700."""
+    from jupyter_sshd_proxy import sshd
+
+    user = sshd.current_user()
+    sshd_path = sshd.find_program("sshd", "", "sshd_path")
+    config = state / "sshd_config"
+    config.write_text(
+        sshd.render_sshd_config(
+            host_keys=sshd.ensure_host_keys("ssh-keygen", str(setup.host_key_dir), user),
+            authorized_keys_files=[str(setup.authorized_keys)],
+            user=user,
+            log_level="INFO",
+            version=sshd.sshd_version(sshd_path),
+        )
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_sshd_proxy.supervisor", f"--state-dir={state}",
+         f"--socket={socket_path}", f"--sshd={sshd_path}", f"--config={config}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
