@@ -35,9 +35,10 @@ def served():
                     if stop.wait(0.2):
                         return
                 return
-            if self.path == "/moved":
+            if self.path in ("/moved", "/moved-odd"):
                 self.send_response(302)
-                self.send_header("Location", f"http://127.0.0.1:{port}/keys")
+                odd = "\x1b]0;owned\x07" if self.path == "/moved-odd" else ""
+                self.send_header("Location", f"http://127.0.0.1:{port}/keys{odd}")
                 self.end_headers()
                 return
             self.send_response(200)
@@ -74,6 +75,17 @@ def test_a_redirect_is_not_followed(served):
         user_ca.fetch_keys(f"{served}/moved")
     assert str(raised.value) == (
         f"{served}/moved redirects (302) to {served}/keys; give that URL itself "
+        "(c.SSHDProxy.trusted_user_ca_keys): the keys are never fetched from a redirect"
+    )
+
+
+def test_a_redirect_to_a_url_with_control_characters_is_told_without_them(served):
+    """The Location header is the answer's: urllib percent-quotes it before the
+    line that tells it reaches the Jupyter server's log. (An attack that held.)"""
+    with pytest.raises(user_ca.NotTrusted) as raised:
+        user_ca.fetch_keys(f"{served}/moved-odd")
+    assert str(raised.value) == (
+        f"{served}/moved-odd redirects (302) to {served}/keys%1B]0;owned%07; give that URL itself "
         "(c.SSHDProxy.trusted_user_ca_keys): the keys are never fetched from a redirect"
     )
 
