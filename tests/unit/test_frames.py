@@ -16,8 +16,8 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 from websockets.frames import Frame, Opcode
 
-from jupyter_sshd_proxy import frames
-from jupyter_sshd_proxy.frames import ClientFrames, FrameError
+from jupyter_sshd_proxy import frames, wsframes
+from jupyter_sshd_proxy.wsframes import ClientFrames, FrameError
 
 MAX = 10 * 1024 * 1024  # tornado's websocket_max_message_size
 
@@ -46,7 +46,7 @@ def feed_in_pieces(parser: ClientFrames, wire: bytes, size: int) -> list[tuple[i
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 300_000])
 def test_each_length_encoding_in_one_read(length):
     data = os.urandom(length)
-    assert ClientFrames(MAX).feed(client_frame(Opcode.BINARY, data)) == [(frames.BINARY, data)]
+    assert ClientFrames(MAX).feed(client_frame(Opcode.BINARY, data)) == [(wsframes.BINARY, data)]
 
 
 @pytest.mark.parametrize("piece", [1, 2, 3, 7, 1000, 65536, 262144])
@@ -54,7 +54,7 @@ def test_many_frames_split_anywhere(piece):
     messages = [os.urandom(n) for n in (0, 5, 125, 126, 4000, 65536, 70000, 1)]
     wire = b"".join(client_frame(Opcode.BINARY, m) for m in messages)
     got = feed_in_pieces(ClientFrames(MAX), wire, piece)
-    assert got == [(frames.BINARY, m) for m in messages]
+    assert got == [(wsframes.BINARY, m) for m in messages]
 
 
 def test_fragmented_message_is_joined_with_control_frames_between():
@@ -69,11 +69,11 @@ def test_fragmented_message_is_joined_with_control_frames_between():
     )
     for piece in (1, 5, len(wire)):
         assert feed_in_pieces(ClientFrames(MAX), wire, piece) == [
-            (frames.PING, b"are you there"),
-            (frames.PONG, b""),
-            (frames.BINARY, b"SSH-2.0-OpenSSH_9.9\r\n"),
-            (frames.TEXT, "é".encode()),
-            (frames.CLOSE, b"\x03\xe8bye"),
+            (wsframes.PING, b"are you there"),
+            (wsframes.PONG, b""),
+            (wsframes.BINARY, b"SSH-2.0-OpenSSH_9.9\r\n"),
+            (wsframes.TEXT, "é".encode()),
+            (wsframes.CLOSE, b"\x03\xe8bye"),
         ]
 
 
@@ -81,7 +81,7 @@ def test_nothing_comes_out_before_a_frame_is_complete():
     parser = ClientFrames(MAX)
     wire = client_frame(Opcode.BINARY, b"x" * 1000)
     assert parser.feed(wire[:-1]) == []
-    assert parser.feed(wire[-1:]) == [(frames.BINARY, b"x" * 1000)]
+    assert parser.feed(wire[-1:]) == [(wsframes.BINARY, b"x" * 1000)]
     assert parser.feed(b"") == []
 
 
@@ -98,9 +98,9 @@ def test_unmasked_frames_where_masking_is_not_asked():
     parser = ClientFrames(MAX, masked=False)
     wire = unmasked(0x82, b"a" * 70000) + unmasked(0x89, b"p") + unmasked(0x81, b"t")
     assert feed_in_pieces(parser, wire, 999) == [
-        (frames.BINARY, b"a" * 70000),
-        (frames.PING, b"p"),
-        (frames.TEXT, b"t"),
+        (wsframes.BINARY, b"a" * 70000),
+        (wsframes.PING, b"p"),
+        (wsframes.TEXT, b"t"),
     ]
 
 
@@ -171,14 +171,14 @@ def test_reads_of_any_size_into_one_reused_buffer_give_every_message_whole():
     sizes = (0, 1, 3, 125, 126, 127, 2000, 32768, 65535, 65536, 70000)
     messages = [os.urandom(rng.choice(sizes)) for _ in range(80)]
     wire = b"".join(client_frame(Opcode.BINARY, m) for m in messages)
-    parser, received, got, start = ClientFrames(MAX), bytearray(frames.READ_SIZE), [], 0
+    parser, received, got, start = ClientFrames(MAX), bytearray(wsframes.READ_SIZE), [], 0
     while start < len(wire):
-        size = min(rng.choice((1, 2, 5, 14, 1000, 40000, frames.READ_SIZE)), len(wire) - start)
+        size = min(rng.choice((1, 2, 5, 14, 1000, 40000, wsframes.READ_SIZE)), len(wire) - start)
         received[:size] = wire[start : start + size]
         got += parser.feed(memoryview(received)[:size])
         received[:] = bytes(len(received))  # the next read overwrites it
         start += size
-    assert got == [(frames.BINARY, m) for m in messages]
+    assert got == [(wsframes.BINARY, m) for m in messages]
 
 
 def test_messages_sent_past_a_full_socket_buffer_arrive_whole_and_in_order():
@@ -206,7 +206,7 @@ def test_messages_sent_past_a_full_socket_buffer_arrive_whole_and_in_order():
         unsent = protocol.unsent()
         protocol.stream.close()
         right.close()
-        assert got == [(frames.BINARY, m) for m in messages]
+        assert got == [(wsframes.BINARY, m) for m in messages]
         return written, waiting, unsent
 
     written, waiting, unsent = asyncio.run(send_and_read())
@@ -220,12 +220,12 @@ def test_one_feed_parses_at_most_max_frames_and_keeps_the_rest_in_order():
     wire = b"".join(client_frame(Opcode.BINARY, bytes([i])) for i in range(8))
     tail = client_frame(Opcode.BINARY, b"tail")
     wire += tail[:-2]
-    assert parser.feed(wire) == [(frames.BINARY, bytes([i])) for i in range(3)]
+    assert parser.feed(wire) == [(wsframes.BINARY, bytes([i])) for i in range(3)]
     assert parser.backlog
-    assert parser.feed(b"") == [(frames.BINARY, bytes([i])) for i in range(3, 6)]
-    assert parser.feed(b"") == [(frames.BINARY, bytes([i])) for i in range(6, 8)]
+    assert parser.feed(b"") == [(wsframes.BINARY, bytes([i])) for i in range(3, 6)]
+    assert parser.feed(b"") == [(wsframes.BINARY, bytes([i])) for i in range(6, 8)]
     assert not parser.backlog  # what is left is the start of a frame
-    assert parser.feed(tail[-2:]) == [(frames.BINARY, b"tail")]
+    assert parser.feed(tail[-2:]) == [(wsframes.BINARY, b"tail")]
     assert parser.frames == 9
 
 
@@ -238,7 +238,7 @@ def test_a_backlog_fed_more_bytes_keeps_their_order():
         size = rng.choice((0, 1, 3, 50, 4000))
         got += parser.feed(wire[start : start + size])
         start += size
-    assert got == [(frames.BINARY, m) for m in messages]
+    assert got == [(wsframes.BINARY, m) for m in messages]
 
 
 class RecordingHandler:
@@ -295,7 +295,7 @@ def test_a_read_full_of_tiny_frames_gives_others_a_turn(opcode):
     handled = asyncio.run(flood())
     assert len(handled) == 43_690
     per_turn = max(handled.count(turn) for turn in set(handled))
-    assert per_turn <= 256  # frames.MAX_FRAMES_PER_FEED
+    assert per_turn <= 256  # wsframes.MAX_FRAMES_PER_FEED
 
 
 def test_messages_before_a_bad_frame_come_with_the_error():
@@ -305,7 +305,7 @@ def test_messages_before_a_bad_frame_come_with_the_error():
     with pytest.raises(FrameError) as refused:
         ClientFrames(MAX).feed(wire + unmasked(0x82, b"x"))
     assert refused.value.code == 1002
-    assert refused.value.messages == [(frames.BINARY, b"last bytes"), (frames.PING, b"p")]
+    assert refused.value.messages == [(wsframes.BINARY, b"last bytes"), (wsframes.PING, b"p")]
 
 
 def test_nothing_after_a_close_frame_is_parsed():
@@ -317,7 +317,7 @@ def test_nothing_after_a_close_frame_is_parsed():
         parser = ClientFrames(MAX, max_frames=2)
         got = feed_in_pieces(parser, client_frame(Opcode.BINARY, b"data") + close + after, piece)
         got += parser.feed(b"")
-        assert got == [(frames.BINARY, b"data"), (frames.CLOSE, b"\x03\xe8")]
+        assert got == [(wsframes.BINARY, b"data"), (wsframes.CLOSE, b"\x03\xe8")]
         assert parser.feed(after) == []
 
 
@@ -344,13 +344,13 @@ def test_a_close_frame_a_client_may_not_send_is_refused(body, code, reason):
     "body", [b"", struct.pack("!H", 1000), struct.pack("!H", 4999) + "é".encode()]
 )
 def test_a_close_frame_a_client_may_send_is_handed_over(body):
-    assert ClientFrames(MAX).feed(client_frame(Opcode.CLOSE, body)) == [(frames.CLOSE, body)]
+    assert ClientFrames(MAX).feed(client_frame(Opcode.CLOSE, body)) == [(wsframes.CLOSE, body)]
 
 
 def test_a_text_message_that_is_not_utf8_is_refused_with_1007():
     parser = ClientFrames(MAX)
     wire = client_frame(Opcode.TEXT, b"ok \xc3", fin=False) + client_frame(Opcode.CONT, b"\xa9")
-    assert parser.feed(wire) == [(frames.TEXT, "ok é".encode())]  # split inside a character
+    assert parser.feed(wire) == [(wsframes.TEXT, "ok é".encode())]  # split inside a character
     with pytest.raises(FrameError) as refused:
         parser.feed(client_frame(Opcode.TEXT, b"\xc3("))
     assert (refused.value.code, refused.value.reason) == (1007, "a text message that is not UTF-8")
@@ -375,4 +375,4 @@ def test_the_fragments_of_a_message_cost_their_payload_only(fragment):
     finally:
         tracemalloc.stop()
     assert held <= 2 * fragment * 20_000 + 64 * 1024
-    assert parser.feed(unmasked(0x80, b"!")) == [(frames.BINARY, bytes(fragment) * 20_000 + b"!")]
+    assert parser.feed(unmasked(0x80, b"!")) == [(wsframes.BINARY, bytes(fragment) * 20_000 + b"!")]
