@@ -56,8 +56,13 @@ TORNADO_NAMES = (
     "client_terminated",
     "stream",
     "stream._write_buffer",
+    "stream._read_buffer",
     "stream._read_buffer_size",
+    "stream._state",
     "stream.socket",
+    "stream.io_loop",
+    "_ping_coroutine",
+    "server_terminated",
     "params",
     "handler",
 )
@@ -83,6 +88,41 @@ class BulkFrameProtocol(WebSocketProtocol13):
     that is waiting."""
 
     handler: Any
+    handed_off = False  # the connection is a relay's now (relay.py)
+
+    def can_hand_off(self) -> bool:
+        """Whether the client's socket can go to another process: a plain
+        one (TLS state cannot), no compression, nothing of ours unsent."""
+        return (
+            self._direct_socket() is not None
+            and self._compressor is None
+            and self._decompressor is None
+            and not self.stream._write_buffer
+            and not self.is_closing()
+        )
+
+    def hand_off(self) -> tuple[socket.socket, bytes]:
+        """Take the client's socket away from Tornado: (it, the bytes of the
+        client's that Tornado has read and not handled). Tornado never reads,
+        writes or pings on it again, and closing the stream closes nothing."""
+        stream = self.stream
+        buffered = bytes(stream._read_buffer[: stream._read_buffer_size])
+        stream._read_buffer_size = 0
+        if stream._state is not None:
+            stream.io_loop.remove_handler(stream.socket)
+            stream._state = None
+        client = socket.socket(fileno=stream.socket.detach())
+        if self._ping_coroutine:
+            self._ping_coroutine.cancel()
+            self._ping_coroutine = None
+        self.handed_off = True
+        return client, buffered
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.handed_off:
+            self.handler.end_relay()  # the relay closes the WebSocket
+            return
+        super().close(code, reason)
 
     def _direct_socket(self) -> socket.socket | None:
         """The client's socket, if bytes may go to and from it directly: not TLS."""
@@ -90,6 +130,14 @@ class BulkFrameProtocol(WebSocketProtocol13):
         return stream.socket if type(stream) is IOStream else None
 
     async def _receive_frame_loop(self) -> None:
+        if self.handed_off:
+            try:
+                await self.handler.relayed()
+            finally:
+                self.client_terminated = self.server_terminated = True
+                self.stream.close()
+                self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+            return
         if self._decompressor is not None:
             await super()._receive_frame_loop()
             return

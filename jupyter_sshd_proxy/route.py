@@ -57,9 +57,11 @@ each, added to per chunk by the flow control), a refusal and why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +72,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketProtocol, WebSocketProtocol13
 
-from . import frames, reports, upstream
+from . import frames, relay, reports, upstream
 from .ledger import hub_user
 
 ROUTE_NAME = "sshd"  # the name of our jupyter_serverproxy_servers entry point
@@ -80,7 +82,8 @@ HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 RECONNECT_SECONDS = 5.0
 PING_SECONDS = 30
 MAX_WRITEV_PARTS = 64  # messages written to sshd with one writev at most (IOV_MAX is 1024)
-MAX_CLIENT_VERSION = 255  # bytes of the client's version line that are kept (RFC 4253: 255)
+MAX_CLIENT_VERSION = relay.MAX_CLIENT_VERSION
+MAX_REPORT = 65536  # bytes of a line from the relay, at most
 # How a refusal by the supervisor closes the WebSocket: 1013 is "try again later".
 REFUSALS = {
     "limit": (
@@ -158,7 +161,6 @@ class FlowControlledProtocol(asyncio.Protocol):
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
-        self.greeting: bytes | None = b""  # the supervisor's first line, until it is read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # a stream's, which reads and writes
@@ -194,10 +196,6 @@ class FlowControlledProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # (Activity is not recorded here: update_last_activity is off, and
         # activity.py counts SSH use from sshd's processes.)
-        if self.greeting is not None:
-            data = self._read_greeting(data)
-            if not data:
-                return
         size = len(data)
         self.handler.bytes_to_client += size
         try:
@@ -210,21 +208,6 @@ class FlowControlledProtocol(asyncio.Protocol):
             self.reading = False
             self.transport.pause_reading()
             flushed.add_done_callback(self._flushed)
-
-    def _read_greeting(self, data: bytes) -> bytes:
-        """The bytes after the supervisor's line, once it has come (reports.py)."""
-        greeting = (self.greeting or b"") + data  # (never None here: see data_received)
-        read = reports.read_greeting(greeting)
-        if read is None:
-            self.greeting = greeting
-            return b""
-        self.greeting = None
-        kind, value, rest = read
-        if kind == "connection":
-            self.handler._identified(value)
-        elif kind == "refused":
-            self.handler._refused_by_supervisor(value)
-        return rest
 
     def _flushed(self, future: asyncio.Future[None]) -> None:
         """Everything written to the client so far is in the kernel's buffer."""
@@ -255,12 +238,16 @@ class FlowControl(upstream.RouteMixin):
 
     backend: asyncio.Transport | None = None
     protocol: FlowControlledProtocol | None = None
+    relay_control: socket.socket | None = None  # to the relay, once handed over
+    connected = False  # to sshd: through backend, or through a relay
 
     if TYPE_CHECKING:  # Accounted's, mixed in before this
         bytes_from_client: int
         client_version: str | None
 
         def _read_client_version(self, message: bytes) -> None: ...
+        def _identified(self, connection_id: str) -> None: ...
+        def _refused_by_supervisor(self, reason: str) -> None: ...
 
     @property
     def ping_interval(self) -> float:
@@ -271,14 +258,34 @@ class FlowControl(upstream.RouteMixin):
         return self.settings.get("websocket_ping_timeout") or self.ping_interval
 
     async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None:
+        backend = await self._connect_supervisor()
+        if backend is None:
+            self.close()
+            return
+        if not await self._read_greeting(backend):
+            backend.close()
+            return
+        if await self._hand_off(backend):
+            self.connected = True
+            return
+        transport, protocol = await asyncio.get_running_loop().create_unix_connection(
+            lambda: FlowControlledProtocol(self), sock=backend
+        )
+        self.backend, self.protocol = transport, protocol
+        self.connected = True
+
+    async def _connect_supervisor(self) -> socket.socket | None:
+        """A connection to the supervisor's socket; None when nothing listens there."""
+        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + RECONNECT_SECONDS
         while True:
+            backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            backend.setblocking(False)
             try:
-                transport, protocol = await self.connect_backend(
-                    lambda: FlowControlledProtocol(self)
-                )
-                break
+                await loop.sock_connect(backend, str(self.unix_socket))
+                return backend
             except OSError:
+                backend.close()
                 # Refused, or the socket not there yet: the supervisor is
                 # being restarted after it died, and listens again within a
                 # fraction of a second.
@@ -289,10 +296,134 @@ class FlowControl(upstream.RouteMixin):
                         self.backend_address,
                         RECONNECT_SECONDS,
                     )
-                    self.close()
-                    return
+                    return None
                 await asyncio.sleep(0.05)
-        self.backend, self.protocol = transport, protocol
+
+    async def _read_greeting(self, backend: socket.socket) -> bool:
+        """Read the supervisor's first line (reports.py), and nothing after it.
+        False when it refused the connection (the WebSocket is closing) or hung up."""
+        loop = asyncio.get_running_loop()
+        while True:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(backend, readable.set_result, None)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(backend)
+            try:
+                peeked = backend.recv(reports.MAX_GREETING, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                peeked = b""
+            if not peeked:
+                self.close()
+                return False
+            read = reports.read_greeting(peeked)
+            if read is None:  # not all of the line yet
+                await asyncio.sleep(0.001)
+                continue
+            kind, value, rest = read
+            backend.recv(len(peeked) - len(rest))  # the line; sshd's bytes stay
+            if kind == "connection":
+                self._identified(value)
+            elif kind == "refused":
+                self._refused_by_supervisor(value)
+                return False
+            return True
+
+    async def _hand_off(self, backend: socket.socket) -> bool:
+        """Give the connection to a relay process (relay.py): True if it has it.
+        False, with nothing changed, where it cannot go: a TLS connection, a
+        supervisor without a relay socket."""
+        connection = self.ws_connection
+        if not isinstance(connection, frames.BulkFrameProtocol) or not connection.can_hand_off():
+            return False
+        loop = asyncio.get_running_loop()
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.setblocking(False)
+        try:
+            await loop.sock_connect(control, relay.relay_socket_path(str(self.unix_socket)))
+        except OSError as error:
+            control.close()
+            self.log.debug("jupyter-sshd-proxy: relaying in this process: %s", error)
+            return False
+        if not connection.can_hand_off():  # closed meanwhile
+            control.close()
+            return False
+        client, buffered = connection.hand_off()
+        hand_off = relay.HandOff(
+            ping_interval=float(connection.ping_interval or 0),
+            ping_timeout=float(connection.ping_timeout or 0),
+            max_message_size=connection.params.max_message_size,
+            buffered=len(buffered),
+        )
+        self.relay_control = control
+        try:
+            socket.send_fds(control, [hand_off.encode()], [client.fileno(), backend.fileno()])
+            await loop.sock_sendall(control, buffered)
+        except OSError as error:
+            # The supervisor died at this moment: the connection is lost, as
+            # it would have been with the supervisor's sshd.
+            self.log.warning("jupyter-sshd-proxy: handing a connection over failed: %s", error)
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                control.shutdown(socket.SHUT_RDWR)
+        finally:
+            client.close()
+            backend.close()
+        return True
+
+    async def relayed(self) -> None:
+        """Take the relay's reports until it ends (frames.BulkFrameProtocol
+        waits for this in place of reading frames)."""
+        control = self.relay_control
+        assert control is not None  # set by _hand_off, before the protocol waits
+        loop = asyncio.get_running_loop()
+        pending = b""
+        try:
+            while True:
+                try:
+                    data = await loop.sock_recv(control, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    return
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    self._relay_said(line)
+                if len(pending) > MAX_REPORT:
+                    return
+        finally:
+            control.close()
+
+    def _relay_said(self, line: bytes) -> None:
+        """One of the relay's lines: the bytes so far, the client's version, the end."""
+        try:
+            said = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(said, dict):
+            return
+        for name in ("bytes_to_client", "bytes_from_client"):
+            count = said.get(name)
+            if isinstance(count, int) and count >= getattr(self, name):
+                setattr(self, name, count)
+        version = said.get("client_version")
+        if isinstance(version, str) and self.client_version is None:
+            self.client_version = version[:MAX_CLIENT_VERSION]
+        connection = self.ws_connection
+        if said.get("end") and isinstance(connection, frames.BulkFrameProtocol):
+            code, reason = said.get("close_code"), said.get("close_reason")
+            connection.close_code = code if isinstance(code, int) else None
+            connection.close_reason = reason if isinstance(reason, str) else None
+
+    def end_relay(self) -> None:
+        """Ask the relay to close the WebSocket (it says 1001, going away)."""
+        if self.relay_control is not None:
+            with contextlib.suppress(OSError):
+                self.relay_control.shutdown(socket.SHUT_WR)
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         # Tornado's protocol with a reader that parses the client's frames in
@@ -357,11 +488,11 @@ class Accounted(upstream.RouteMixin):
     bytes_from_client = 0
     client_version: str | None = None
     connection_id: str | None = None
-    _version_start = b""
+    _version: relay.VersionLine | None = None
     _accounted = False
 
     if TYPE_CHECKING:  # FlowControl's, mixed in after this
-        backend: asyncio.Transport | None
+        connected: bool
 
     @property
     def ledger(self) -> Any:
@@ -384,7 +515,7 @@ class Accounted(upstream.RouteMixin):
 
     async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None:
         await super().proxy_open(host, port, proxied_path)
-        if self.backend is not None and self.ledger is not None:
+        if self.connected and self.ledger is not None:
             self._accounted = True
             self.ledger.route_opened(self)
             if self.connection_id is not None:  # the greeting came first
@@ -401,22 +532,16 @@ class Accounted(upstream.RouteMixin):
         self.close(code, why)
 
     def _read_client_version(self, message: bytes) -> None:
-        """The client's first line (RFC 4253: "SSH-2.0-softwareversion comments"),
-        which comes before anything encrypted; kept as text, at most 255 bytes."""
-        start = self._version_start + message[: MAX_CLIENT_VERSION + 2]
-        end = start.find(b"\n")
-        if end < 0 and len(start) <= MAX_CLIENT_VERSION:
-            self._version_start = start
-            return
-        line = start[:end] if end >= 0 else start
-        self.client_version = line[:MAX_CLIENT_VERSION].rstrip(b"\r").decode("utf-8", "replace")
-        self._version_start = b""
+        if self._version is None:
+            self._version = relay.VersionLine()
+        if self._version.feed(message):
+            self.client_version = self._version.text
 
     def on_close(self) -> None:
         if self._accounted:
             self._accounted = False
-            if self.client_version is None and self._version_start:
-                self.client_version = self._version_start.decode("utf-8", "replace")
+            if self.client_version is None and self._version is not None:
+                self.client_version = self._version.so_far()
             self.ledger.route_closed(self, self.connection_id)
         super().on_close()
 

@@ -79,7 +79,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import procfs, reports
+from . import procfs, relay, reports
 from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
@@ -142,6 +142,8 @@ class Supervisor:
         self.pdeathsig_wrapper = pdeathsig_wrapper()
         self.parent = os.getppid()
         self.listener: socket.socket | None = None
+        self.relay_listener: socket.socket | None = None  # see relay.py
+        self.relay_path = relay.relay_socket_path(socket_path)
         self.running: dict[int, Connection] = {}  # by the pid of their sshd
         self.strangers = 0  # connections from other accounts, closed at once
         self.strangers_logged_at = -LOG_EVERY
@@ -200,6 +202,8 @@ class Supervisor:
             listener = None  # not listening for now
         if listener is not None:
             poller.register(listener, select.POLLIN)
+        if self.relay_listener is not None:
+            poller.register(self.relay_listener, select.POLLIN)
         logs = {conn.log: conn for conn in self.running.values() if conn.log is not None}
         for fd in logs:
             poller.register(fd, select.POLLIN)
@@ -214,6 +218,8 @@ class Supervisor:
                 self._read_log(conn)
         if listener is not None and listener.fileno() in ready:
             self._accept_all()
+        if self.relay_listener is not None and self.relay_listener.fileno() in ready:
+            self._accept_relays()
         with contextlib.suppress(BlockingIOError):
             os.read(wake_read, 4096)
 
@@ -231,6 +237,7 @@ class Supervisor:
         try:
             problem = private_directory_problem(os.path.dirname(self.socket_path))
             if problem is None:
+                self._listen_for_relays()  # first: the route finds it once the socket is there
                 _remove_stale_socket(self.socket_path)
                 listener.bind(self.socket_path)
                 os.chmod(self.socket_path, 0o600)
@@ -250,6 +257,54 @@ class Supervisor:
         self.admission.listened(f"listening on {self.socket_path} again")
         self._log()
         self._write_status()
+
+    def _listen_for_relays(self) -> None:
+        """The relay socket, beside the socket (relay.py). Without it the
+        Jupyter server relays each connection itself, as it did before."""
+        if self.relay_listener is not None:
+            return
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _remove_stale_socket(self.relay_path)
+            listener.bind(self.relay_path)
+            os.chmod(self.relay_path, 0o600)
+            listener.listen(socket.SOMAXCONN)
+        except OSError as error:
+            listener.close()
+            log(
+                f"cannot listen on {self.relay_path}: {error.strerror}; the Jupyter server "
+                "relays SSH connections itself"
+            )
+            return
+        listener.setblocking(False)
+        self.relay_listener = listener
+
+    def _accept_relays(self) -> None:
+        """Fork a relay for each connection handed over on the relay socket."""
+        while self.relay_listener is not None:
+            try:
+                sock, _ = self.relay_listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # out of descriptors: the route waits, then relays itself
+            if self._from_our_user(sock):
+                self._start_relay(sock)
+            sock.close()
+
+    def _start_relay(self, sock: socket.socket) -> None:
+        supervisor = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            log(f"cannot start a relay: {error.strerror}")
+            return
+        if pid == 0:  # the relay: it never returns to the supervisor's code
+            code = 1
+            try:
+                code = _become_relay(sock, supervisor)
+            finally:
+                os._exit(code)
 
     def _accept_all(self) -> None:
         while self.listener is not None:
@@ -552,6 +607,11 @@ class Supervisor:
             self.listener = None
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
+        if self.relay_listener is not None:
+            self.relay_listener.close()
+            self.relay_listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.relay_path)
         for conn in self.admission.stop():  # the queued ones
             conn.sock.close()
             self.reports.send(type="end", id=conn.id, logged_in=False)
@@ -585,6 +645,31 @@ class Supervisor:
             if self.reports.unsent:
                 time.sleep(0.01)
         self.reports.close()
+
+
+def _become_relay(sock: socket.socket, supervisor: int) -> int:
+    """In a child just forked: shed the supervisor's state, relay one connection."""
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, *STOP_SIGNALS, PARENT_DIED):
+        signal.signal(signum, signal.SIG_DFL)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # its sshd ends with the supervisor: so does it
+    if os.getppid() != supervisor:
+        return 1
+    # Every descriptor but stderr and this connection's: the others' sockets
+    # held here would keep their connections open after they end.
+    keep = {0, 1, 2, sock.fileno()}
+    for fd in _open_descriptors():
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    return relay.serve(sock)
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # not Linux
+        return list(range(3, min(os.sysconf("SC_OPEN_MAX"), 65536)))
 
 
 def _write_log(line: bytes) -> None:

@@ -49,9 +49,9 @@ if TYPE_CHECKING:
         Its handlers are tornado WebSocket handlers and Jupyter handlers."""
 
         backend_address: str
+        unix_socket: str  # the supervisor's socket (jupyter-server-proxy's mkdtemp)
 
         def check_origin(self, origin: str | None = None) -> bool: ...
-        async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]: ...
         async def open(self, *args: Any, **kwargs: Any) -> None: ...
         async def proxy_open(self, host: str, port: int, proxied_path: str = "") -> None: ...
 
@@ -110,14 +110,6 @@ def _contract() -> list[tuple[str, Callable[[], bool]]]:
         ("jupyter_server_proxy.rawsocket.SuperviseAndRawSocketHandler", lambda: True),
         # The keys of the process spec that we give.
         *((f"ServerProcess.{key}", lambda key=key: key in spec) for key in SPEC_KEYS),
-        # Connect to the process: to its unix socket when the spec asks for one.
-        (
-            "RawSocketHandler._create_ws_connection(proto)",
-            lambda: (
-                _params(raw._create_ws_connection)[1:] == ["proto"]
-                and _mentions(raw._create_ws_connection, "unix_socket", "create_unix_connection")
-            ),
-        ),
         # open() starts the process, then calls proxy_open(host, port, proxied_path).
         (
             "RawSocketHandler.proxy_open(host, port, proxied_path)",
@@ -196,11 +188,6 @@ class RawSocketRoute(SuperviseAndRawSocketHandler):  # type: ignore[misc]  # an 
             return super().get_cmd()
         finally:
             _starting.reset(token)
-
-    async def connect_backend(self, protocol_factory: Callable[[], Any]) -> tuple[Any, Any]:
-        """Connect to what the process listens on (its unix socket)."""
-        connected: tuple[Any, Any] = await self._create_ws_connection(protocol_factory)
-        return connected  # (transport, protocol), as loop.create_unix_connection
 
     @property
     def backend_address(self) -> str:

@@ -120,3 +120,25 @@ def test_the_routes_websocket_has_nagle_off(session, server):
     assert [(pid, fd, nodelay(pid, fd)) for pid, fd in ends] == [
         (pid, fd, True) for pid, fd in ends
     ]
+
+
+def test_the_connection_is_relayed_outside_the_jupyter_server(session, server, ssh):
+    """Once the WebSocket is open, its socket belongs to a relay: a process
+    the supervisor forked for this connection, not the Jupyter server, whose
+    event loop serves the notebooks (relay.py). It ends with the session."""
+    proxy = procfs.descendants(session.pid)
+
+    def relays() -> set[int] | None:
+        ends = {pid for pid, _ in server_side_of(proxy, server.port)}
+        return ends if ends and server.process.pid not in ends else None
+
+    relay_pids = wait_for(relays, 10, "the WebSocket's socket held by a relay alone")
+    assert len(relay_pids) == 1
+    (relay,) = relay_pids
+    supervisor = procfs.parent(relay)
+    assert supervisor is not None
+    assert "jupyter_sshd_proxy.supervisor" in procfs.cmdline(supervisor)
+    assert procfs.parent(supervisor) == server.process.pid
+    session.stdin.write(b"echo\n")
+    ssh.end(session)
+    wait_for(lambda: not procfs.alive(relay), 10, "the relay to end with its session")
