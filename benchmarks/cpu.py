@@ -8,7 +8,9 @@ wan.py's link and servers at no delay, and only what CPU per GiB needs:
 the installs taking turns, then the Jupyter API's latency idle and while one
 upload and one download run (wan.py's measure). Prints, per install and
 direction, the median MiB/s and CPU seconds per GiB (utime+stime of the
-Jupyter process, from /proc) and the user/system split. --profile LABEL runs
+Jupyter process, from /proc) and the user/system split, and the CPU of the
+relay processes that carry each connection outside Jupyter (relay.py;
+wan.RelayCPU samples them). --profile LABEL runs
 py-spy (or --profiler) on that install's Jupyter process during its
 transfers and writes collapsed stacks next to --out. Root only, as wan.py.
 """
@@ -97,8 +99,10 @@ def main() -> int:
         shutil.rmtree(run.data, ignore_errors=True)
         shutil.rmtree(run.work, ignore_errors=True)
     Path(args.out).write_text(json.dumps({"transfers": records, "api": api}, indent=1))
-    print("| install | dir | MiB/s | CPU-s/GiB | user | system | all CPU-s/GiB |")  # noqa: T201
-    print("|---|---|---|---|---|---|---|")  # noqa: T201
+    print(  # noqa: T201
+        "| install | dir | MiB/s | Jupyter CPU-s/GiB | user | system | all | relays CPU-s/GiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")  # noqa: T201
     for label, _ in args.installs:
         for direction in args.directions.split(","):
             mine = [r for r in records if r["label"] == label and r["direction"] == direction]
@@ -110,7 +114,8 @@ def main() -> int:
             every = " ".join(str(r["jupyter_cpu_s_per_gib"]) for r in mine)
             print(  # noqa: T201
                 f"| {label} | {direction} | {med('mib_s')} | {med('jupyter_cpu_s_per_gib')} "
-                f"| {med('user_s_per_gib')} | {med('system_s_per_gib')} | {every} |"
+                f"| {med('user_s_per_gib')} | {med('system_s_per_gib')} | {every} "
+                f"| {med('relay_cpu_s_per_gib')} |"
             )
     for label, figures in api.items():
         print(f"API {label}: {figures}")  # noqa: T201

@@ -103,6 +103,56 @@ def cpu_seconds(pid: int, children: bool = False) -> float | None:
     return ticks / CLK_TCK
 
 
+class RelayCPU:
+    """CPU seconds of the relays (jupyter_sshd_proxy/relay.py: the supervisor's
+    children that are not sshd) while a block runs, sampled from /proc every
+    SAMPLE_SECONDS: a relay's CPU after its last sample before it exits is not
+    counted (at most one sample's worth each). Zero for an install without relays."""
+
+    SAMPLE_SECONDS = 0.02
+
+    def __init__(self, supervisor: int | None) -> None:
+        self.supervisor = supervisor
+        self.start: dict[int, float] = {}  # what each relay had used when the block began
+        self.last: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def relays(self) -> list[int]:
+        if self.supervisor is None:
+            return []
+        found = []
+        for child in Path(f"/proc/{self.supervisor}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                for pid in child.read_text().split():
+                    with contextlib.suppress(OSError):
+                        if b"jupyter_sshd_proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            found.append(int(pid))
+        return found
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            for pid in self.relays():
+                used = cpu_seconds(pid)
+                if used is not None:
+                    self.last[pid] = used
+            self.stop.wait(self.SAMPLE_SECONDS)
+
+    def __enter__(self) -> RelayCPU:
+        for pid in self.relays():
+            self.start[pid] = cpu_seconds(pid) or 0.0
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(used - self.start.get(pid, 0.0) for pid, used in self.last.items())
+
+
 # ----------------------------------------------------------------- the link
 class Link:
     """Two network namespaces, laptop and server, joined by a veth pair."""
@@ -468,6 +518,7 @@ class Run:
         stall_after = 15 + rtt / 5
         give_up_after = 60 + 5 * self.args.size_mib / rate
         cpu_before = cpu_seconds(install.pid) if install else None
+        relays = RelayCPU(install.supervisor() if install else None).__enter__()
         started = time.monotonic()
         process = self.link.popen(
             "laptop", argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
@@ -481,6 +532,8 @@ class Run:
         process.wait()
         seconds = time.monotonic() - started
         cpu_after = cpu_seconds(install.pid) if install else None
+        time.sleep(0.1)  # the relay ends just after its client
+        relays.__exit__()
         ok = (
             process.returncode == 0
             and not stalled
@@ -496,6 +549,9 @@ class Run:
                 round((cpu_after - cpu_before) * 1024 / self.args.size_mib, 3)
                 if ok and cpu_before is not None and cpu_after is not None else None
             ),
+            "relay_cpu_s_per_gib": (
+                round(relays.seconds * 1024 / self.args.size_mib, 3) if ok and install else None
+            ),
             "failure": None if ok else (stalled or error.strip()[-300:]
                                         or f"exit status {process.returncode}"),
         }  # fmt: skip
@@ -503,7 +559,12 @@ class Run:
         say(
             f"{rtt} ms {tool} {direction} {path} #{rep}: "
             + (f"{record['mib_s']} MiB/s" if ok else f"FAILED {record['failure']}")
-            + (f", Jupyter {record['jupyter_cpu_s_per_gib']} CPU-s/GiB" if install and ok else "")
+            + (
+                f", CPU-s/GiB: Jupyter {record['jupyter_cpu_s_per_gib']}, "
+                f"relays {record['relay_cpu_s_per_gib']}"
+                if install and ok
+                else ""
+            )
         )
         return record
 
@@ -633,6 +694,7 @@ class Run:
         headers = {"Authorization": f"token {install.token}"}
         times = []
         cpu_before, moved_before = cpu_seconds(install.pid), dict(moved)
+        relays = RelayCPU(install.supervisor()).__enter__()
         started = time.monotonic()
         for _ in range(self.args.api_requests):
             begin = time.perf_counter()
@@ -643,6 +705,7 @@ class Run:
             time.sleep(0.01)
         seconds = time.monotonic() - started
         cpu = cpu_seconds(install.pid) - cpu_before
+        relays.__exit__()
         connection.close()
         stop.set()
         for stream in streams:
@@ -654,6 +717,7 @@ class Run:
             "p99_ms": round(percentile(times, 99), 2),
             "max_ms": round(max(times), 2),
             "jupyter_cores": round(cpu / seconds, 2),
+            "relay_cores": round(relays.seconds / seconds, 2),
         }
         if loaded:
             gib = (moved["down"] - moved_before["down"] + moved["up"] - moved_before["up"]) / (
@@ -663,6 +727,7 @@ class Run:
                 down_mib_s=round((moved["down"] - moved_before["down"]) / MiB / seconds, 1),
                 up_mib_s=round((moved["up"] - moved_before["up"]) / MiB / seconds, 1),
                 jupyter_cpu_s_per_gib=round(cpu / gib, 3) if gib else None,
+                relay_cpu_s_per_gib=round(relays.seconds / gib, 3) if gib else None,
             )
         return result
 
@@ -677,6 +742,7 @@ class Run:
             "sshd": cpu_seconds(supervisor, children=True) if supervisor else None,
             "client": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),
         }
+        relays = RelayCPU(supervisor).__enter__()
         started = time.monotonic()
         processes = []
         for _ in range(count):
@@ -696,16 +762,20 @@ class Run:
         seconds = time.monotonic() - started
         if direction == "upload":
             time.sleep(0.5)  # the last sshd exits after its client
+        relays.__exit__()
         after = {
             "jupyter": cpu_seconds(install.pid) if install else None,
             "sshd": cpu_seconds(supervisor, children=True) if supervisor else None,
             "client": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),
         }
+        if after["sshd"] is not None and before["sshd"] is not None:
+            after["sshd"] -= relays.seconds  # the relays were the supervisor's children too
         cores = {
             k: round((after[k] - before[k]) / seconds, 2)
             for k in before
             if before[k] is not None and after[k] is not None
         }
+        cores["relays"] = round(relays.seconds / seconds, 2)
         record = {
             "path": path, "direction": direction, "count": count, "ok": codes == [0] * count,
             "mib_s": round(count * self.args.parallel_mib / seconds, 1), "cores": cores,
@@ -788,7 +858,8 @@ def report(results: dict) -> str:
         "Installs: " + "; ".join(f"{k}: {v['versions']}" for k, v in meta["installs"].items()),
         "",
         "| RTT | tool | dir | " + " | ".join(f"{p} MiB/s" for p in paths) + " | "
-        + " | ".join(f"CPU-s/GiB {p}" for p in paths if p != "direct") + " |",
+        + " | ".join(f"CPU-s/GiB {p} (Jupyter / relays)" for p in paths if p != "direct")
+        + " |",
     ]  # fmt: skip
     out.append("|" + "---|" * (3 + 2 * len(paths) - 1))
     keys = list(dict.fromkeys((t["rtt_ms"], t["tool"], t["direction"]) for t in transfers))
@@ -813,7 +884,11 @@ def report(results: dict) -> str:
                 text += f" [{failed} failed]"
             row.append(text)
         cpu = [
-            cell([t["jupyter_cpu_s_per_gib"] for t in runs[p]], 2) for p in paths if p != "direct"
+            cell([t["jupyter_cpu_s_per_gib"] for t in runs[p]], 2)
+            + " / "
+            + cell([t.get("relay_cpu_s_per_gib") for t in runs[p]], 2)
+            for p in paths
+            if p != "direct"
         ]
         tool = {"scp": "scp -s", "cat": "ssh cat"}.get(key[1], key[1])
         out.append(
@@ -845,7 +920,8 @@ def report(results: dict) -> str:
         out += ["", "The Jupyter API (GET /api/status, kept-alive connection, no delay) idle and "
                 "while `ssh cat` streams one download and one upload through the route:", "",
                 "| install | idle p50 / p99 ms | loaded p50 / p99 ms | p99 loaded / idle | "
-                "down / up MiB/s meanwhile | Jupyter cores | CPU-s/GiB |", "|---|---|---|---|---|---|---|"]  # fmt: skip # noqa: E501
+                "down / up MiB/s meanwhile | Jupyter / relay cores | CPU-s/GiB Jupyter / relays |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
         for label in labels:
             a = results["api"].get(label)
             if not a:
@@ -855,20 +931,22 @@ def report(results: dict) -> str:
                 f"| {label} | {i['p50_ms']} / {i['p99_ms']} | {lo['p50_ms']} / {lo['p99_ms']} | "
                 f"{lo['p99_ms'] / i['p99_ms']:.1f}x | "
                 f"{lo.get('down_mib_s')} / {lo.get('up_mib_s')} | "
-                f"{lo['jupyter_cores']} | {lo.get('jupyter_cpu_s_per_gib')} |"
+                f"{lo['jupyter_cores']} / {lo.get('relay_cores')} | "
+                f"{lo.get('jupyter_cpu_s_per_gib')} / {lo.get('relay_cpu_s_per_gib')} |"
             )
     if results["parallel"]:
         first = results["parallel"][0]
         out += ["", f"{first['count']} transfers at once (`ssh HOST cat`, no delay), MiB/s in "
-                "all, and the cores busy meanwhile: the Jupyter process, sshd (all sessions), "
-                "the clients (ssh and ProxyCommands):", "",
-                "| dir | path | MiB/s | Jupyter cores | sshd cores | client cores |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+                "all, and the cores busy meanwhile: the Jupyter process, the relays, sshd (all "
+                "sessions), the clients (ssh and ProxyCommands):", "",
+                "| dir | path | MiB/s | Jupyter cores | relay cores | sshd cores | client cores |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
         for p in results["parallel"]:
             c = p["cores"]
             out.append(
                 f"| {p['direction']} | {p['path']} | {p['mib_s']}{'' if p['ok'] else ' [failed]'} "
-                f"| {c.get('jupyter', '-')} | {c.get('sshd', '-')} | {c.get('client', '-')} |"
+                f"| {c.get('jupyter', '-')} | {c.get('relays', '-')} | {c.get('sshd', '-')} "
+                f"| {c.get('client', '-')} |"
             )
     failed = [t for t in transfers if not t["ok"]]
     if failed:

@@ -50,6 +50,7 @@ from .wsframes import (
     server_header,
 )
 
+YES = b"+"  # the supervisor's answer on the relay socket: a relay takes the connection
 RELAY_SOCKET = "relay"  # its name, in the directory of the supervisor's socket
 HANDOFF_SECONDS = 5.0  # for the route to send everything of the hand-off
 CLOSE_SECONDS = 5.0  # for the client to answer our close frame (as Tornado waits)

@@ -83,6 +83,7 @@ from . import procfs, relay, reports
 from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
+MAX_RELAYS = 64  # relay processes at once; past that the Jupyter server relays itself
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -144,6 +145,7 @@ class Supervisor:
         self.listener: socket.socket | None = None
         self.relay_listener: socket.socket | None = None  # see relay.py
         self.relay_path = relay.relay_socket_path(socket_path)
+        self.relays: set[int] = set()  # their pids
         self.running: dict[int, Connection] = {}  # by the pid of their sshd
         self.strangers = 0  # connections from other accounts, closed at once
         self.strangers_logged_at = -LOG_EVERY
@@ -288,9 +290,9 @@ class Supervisor:
                 return
             except OSError:
                 return  # out of descriptors: the route waits, then relays itself
-            if self._from_our_user(sock):
+            if self._from_our_user(sock) and len(self.relays) < MAX_RELAYS:
                 self._start_relay(sock)
-            sock.close()
+            sock.close()  # (without a yes: the route relays this connection itself)
 
     def _start_relay(self, sock: socket.socket) -> None:
         supervisor = os.getpid()
@@ -305,6 +307,9 @@ class Supervisor:
                 code = _become_relay(sock, supervisor)
             finally:
                 os._exit(code)
+        self.relays.add(pid)
+        with contextlib.suppress(OSError):
+            sock.send(relay.YES, socket.MSG_DONTWAIT)
 
     def _accept_all(self) -> None:
         while self.listener is not None:
@@ -510,6 +515,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            self.relays.discard(pid)
             conn = self.running.pop(pid, None)
             if conn is None or conn.process is None:
                 continue
