@@ -335,7 +335,7 @@ class FlowControl(upstream.RouteMixin):
     async def _hand_off(self, backend: socket.socket) -> bool:
         """Give the connection to a relay process (relay.py): True if it has it.
         False, with nothing changed, where it cannot go: a TLS connection, a
-        supervisor without a relay socket or with MAX_RELAYS running."""
+        supervisor without a relay socket or with max_relays running."""
         connection = self.ws_connection
         if not isinstance(connection, frames.BulkFrameProtocol) or not connection.can_hand_off():
             return False
@@ -344,7 +344,7 @@ class FlowControl(upstream.RouteMixin):
         control.setblocking(False)
         try:
             await loop.sock_connect(control, relay.relay_socket_path(str(self.unix_socket)))
-            # No yes: as many relays run as the supervisor allows (MAX_RELAYS).
+            # No yes: as many relays run as the supervisor allows (max_relays).
             answer = await loop.sock_recv(control, len(relay.YES))
         except OSError as error:
             answer = str(error).encode()

@@ -402,6 +402,7 @@ def prepare_sshd(service: SSHDService, socket_path: str) -> list[str]:
         f"--sshd={sshd_path}",
         f"--config={config_path}",
         f"--max-unauthenticated={config.max_unauthenticated}",
+        f"--max-relays={config.max_relays}",
         f"--login-grace={effective.get('logingracetime', sshd.LOGIN_GRACE_SECONDS)}",
         f"--reports={reports_path}",
     ]

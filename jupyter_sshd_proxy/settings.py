@@ -336,6 +336,17 @@ class SSHDProxy(LoggingConfigurable):
         Environment variable: JUPYTER_SSHD_PROXY_MAX_UNAUTHENTICATED.""",
     ).tag(config=True, unit="connections")
 
+    max_relays = Int(
+        16,
+        help="""How many SSH connections at once are relayed by a process of their
+        own (about 2.4 MiB each) instead of the Jupyter server: the bytes of
+        those do not pass through the event loop that serves notebooks, and
+        parallel transfers use as many cores. Connections past this number, and
+        every connection when it is 0 or when the Jupyter server itself is
+        served over TLS, are relayed by the Jupyter server. Environment
+        variable: JUPYTER_SSHD_PROXY_MAX_RELAYS.""",
+    ).tag(config=True, unit="connections")
+
     trusted_user_ca_keys = Unicode(
         "",
         help="""Trust SSH user certificates from the Hub's certificate authority
@@ -390,11 +401,19 @@ class SSHDProxy(LoggingConfigurable):
         "max_unauthenticated",
     )
     def _validate_positive(self, proposal: Bunch) -> float:
+        return self._checked_count(proposal, zero_allowed=False)
+
+    @validate("max_relays")
+    def _validate_not_negative(self, proposal: Bunch) -> float:
+        return self._checked_count(proposal, zero_allowed=True)
+
+    def _checked_count(self, proposal: Bunch, zero_allowed: bool) -> float:
         trait = proposal.trait
         value: float = proposal.value
-        if not value > 0:
+        if not (value >= 0 if zero_allowed else value > 0):
+            what = "zero or a positive number" if zero_allowed else "a positive number"
             msg = (
-                f"{self.source(trait.name)}={value!r} is not a positive number of "
+                f"{self.source(trait.name)}={value!r} is not {what} of "
                 f"{trait.metadata['unit']}; use e.g. {trait.default_value:g}"
             )
             raise ConfigError(msg)

@@ -83,7 +83,7 @@ from . import procfs, relay, reports
 from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
-MAX_RELAYS = 64  # relay processes at once; past that the Jupyter server relays itself
+DEFAULT_MAX_RELAYS = 16  # as c.SSHDProxy.max_relays
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -129,6 +129,7 @@ class Supervisor:
         max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
         login_grace: float = LOGIN_GRACE_SECONDS,
         reports_path: str | None = None,
+        max_relays: int = DEFAULT_MAX_RELAYS,
     ):
         self.socket_path = socket_path
         self.sshd = sshd
@@ -146,6 +147,7 @@ class Supervisor:
         self.relay_listener: socket.socket | None = None  # see relay.py
         self.relay_path = relay.relay_socket_path(socket_path)
         self.relays: set[int] = set()  # their pids
+        self.max_relays = max_relays
         self.running: dict[int, Connection] = {}  # by the pid of their sshd
         self.strangers = 0  # connections from other accounts, closed at once
         self.strangers_logged_at = -LOG_EVERY
@@ -263,7 +265,7 @@ class Supervisor:
     def _listen_for_relays(self) -> None:
         """The relay socket, beside the socket (relay.py). Without it the
         Jupyter server relays each connection itself, as it did before."""
-        if self.relay_listener is not None:
+        if self.relay_listener is not None or not self.max_relays:
             return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -290,7 +292,7 @@ class Supervisor:
                 return
             except OSError:
                 return  # out of descriptors: the route waits, then relays itself
-            if self._from_our_user(sock) and len(self.relays) < MAX_RELAYS:
+            if self._from_our_user(sock) and len(self.relays) < self.max_relays:
                 self._start_relay(sock)
             sock.close()  # (without a yes: the route relays this connection itself)
 
@@ -800,6 +802,12 @@ def main(argv: list[str] | None = None) -> int:
         help="sshd's LoginGraceTime, in seconds",
     )
     parser.add_argument(
+        "--max-relays",
+        type=int,
+        default=DEFAULT_MAX_RELAYS,
+        help="connections relayed by processes of their own at once (relay.py)",
+    )
+    parser.add_argument(
         "--reports", help="the Jupyter server's unix socket for reports (see reports.py)"
     )
     args = parser.parse_args(argv)
@@ -811,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         max_unauthenticated=args.max_unauthenticated,
         login_grace=args.login_grace,
         reports_path=args.reports,
+        max_relays=args.max_relays,
     ).run()
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from jupyter_sshd_proxy import procfs
 
-from ..support.helpers import wait_for
+from ..support.helpers import SSHClient, wait_for
 
 SYS_PIDFD_GETFD = 438  # the same number on every architecture
 
@@ -122,6 +122,19 @@ def test_the_routes_websocket_has_nagle_off(session, server):
     ]
 
 
+def holders_of_websockets(sessions: list[subprocess.Popen], port: int) -> list[set[int]]:
+    """Per session, the pids that hold the server's end of its WebSocket,
+    once only one process does (a hand-off closes the route's copy)."""
+
+    def held() -> list[set[int]] | None:
+        found = [
+            {pid for pid, _ in server_side_of(procfs.descendants(s.pid), port)} for s in sessions
+        ]
+        return found if all(len(pids) == 1 for pids in found) else None
+
+    return wait_for(held, 10, "each WebSocket's socket held by one process")
+
+
 def test_the_connection_is_relayed_outside_the_jupyter_server(session, server, ssh):
     """Once the WebSocket is open, its socket belongs to a relay: a process
     the supervisor forked for this connection, not the Jupyter server, whose
@@ -142,3 +155,27 @@ def test_the_connection_is_relayed_outside_the_jupyter_server(session, server, s
     session.stdin.write(b"echo\n")
     ssh.end(session)
     wait_for(lambda: not procfs.alive(relay), 10, "the relay to end with its session")
+
+
+@pytest.fixture(scope="module")
+def one_relay(setup):
+    with setup.running(JUPYTER_SSHD_PROXY_MAX_RELAYS="1") as server:
+        yield server
+
+
+def test_past_max_relays_the_jupyter_server_relays_itself(one_relay, setup, client_key):
+    """c.SSHDProxy.max_relays 1: the first session gets a relay, the second
+    is relayed by the Jupyter server, as every one was before relays; both work."""
+    ssh = SSHClient(one_relay, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+    sessions = [ssh.open_session("cat", stdin=subprocess.PIPE) for _ in range(2)]
+    try:
+        first, second = holders_of_websockets(sessions, one_relay.port)
+        assert one_relay.process.pid not in first
+        assert second == {one_relay.process.pid}
+        for session in sessions:
+            session.stdin.write(b"through\n")
+            session.stdin.flush()
+            assert session.stdout.readline() == b"through\n"
+    finally:
+        for session in sessions:
+            ssh.end(session)
