@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -184,8 +185,10 @@ class Relay:
         backend: socket.socket,
         control: socket.socket,
         hand_off: HandOff,
+        stop: int | None = None,
     ) -> None:
         self.client, self.backend, self.control = client, backend, control
+        self.stop = stop  # readable once SIGTERM came (signal.set_wakeup_fd's pipe)
         for sock in (client, backend, control):
             sock.setblocking(False)
         self.ping_interval = hand_off.ping_interval
@@ -318,7 +321,14 @@ class Relay:
             else:
                 with contextlib.suppress(KeyError):
                     poller.unregister(sock)
+        if self.stop is not None:
+            poller.register(self.stop, select.POLLIN)
         ready = dict(poller.poll(self._timeout(now) * 1000))
+        if self.stop is not None and self.stop in ready:
+            # The supervisor is stopping (or has died): sshd goes too.
+            poller.unregister(self.stop)
+            self.stop = None
+            self.send_close(GOING_AWAY, "the server is stopping")
         failed = select.POLLERR | select.POLLHUP | select.POLLNVAL
         if ready.get(self.control.fileno(), 0) & (select.POLLIN | failed):
             self._read_control()
@@ -447,7 +457,14 @@ def serve(control: socket.socket) -> int:
     except (OSError, ValueError) as error:
         log(f"refused a hand-off: {error}")
         return 1
-    relay = Relay(client, backend, control, hand_off)
+    # SIGTERM (the supervisor stopping, or dying: PR_SET_PDEATHSIG) closes the
+    # WebSocket with a word, as sshd's end would, rather than cutting it.
+    stop, woken = os.pipe()
+    for fd in (stop, woken):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    relay = Relay(client, backend, control, hand_off, stop)
     if buffered:
         relay.feed_client(buffered)
     relay.run()

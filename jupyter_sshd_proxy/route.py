@@ -18,6 +18,15 @@ the spec's command refuses unless it is called from an SSHDRouteHandler whose
 request passed the check (server.py), so a disabled or broken extension, or a
 jupyter-server-proxy without a raw socket proxy, means no sshd.
 
+Once the upgrade is answered and the supervisor has greeted the connection
+(its id, or a refusal), FlowControl hands the connection to a relay process
+when it can (relay.py: the client's socket and the connection to sshd go to
+the supervisor's relay socket, which forks one relay per connection, at most
+c.SSHDProxy.max_relays at once), and from then on only hears from the relay
+how many bytes went each way and how the WebSocket closed. Where it cannot
+(a TLS connection, max_relays reached or 0), the route relays the bytes
+itself, within the limits below.
+
 FlowControl, the route's limits, is mixed in the same way. jupyter-server-proxy
 (4.x, up to its main branch today) passes every chunk that sshd sends straight
 to `write_message`, whether or not the client reads, and every frame straight

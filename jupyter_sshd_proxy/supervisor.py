@@ -39,6 +39,12 @@ Each connection starts with one line of ours, before sshd's first: its id
 (or why it is refused). With --reports, the Jupyter server hears of logins,
 ends of connections, refusals and start failures (see reports.py).
 
+Beside the socket it listens on a relay socket (relay.py): the route hands
+over an authorized connection there, and this process forks a relay for it,
+which passes its bytes between the client and sshd from then on, outside the
+Jupyter server (at most --max-relays at once; past that the route is told
+no and relays the connection itself).
+
 On Linux this process is a child subreaper, so session processes whose sshd
 ended stay below it; it ends them all when it stops, and it stops when the
 Jupyter server stops or dies. If it is killed itself, each sshd gets SIGTERM

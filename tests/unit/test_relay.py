@@ -30,14 +30,14 @@ def hand_off(**changes: object) -> HandOff:
 class Ends:
     """A relay running in a thread, and the three other ends of its sockets."""
 
-    def __init__(self, **changes: object) -> None:
+    def __init__(self, stop: int | None = None, **changes: object) -> None:
         self.client, client = socket.socketpair()
         self.sshd, backend = socket.socketpair()
         self.route, control = socket.socketpair()
         for sock in (self.client, self.sshd, self.route):
             sock.settimeout(10)
         self.protocol = Protocol(Side.CLIENT, state=OPEN, max_size=None)
-        self.relay = Relay(client, backend, control, hand_off(**changes))
+        self.relay = Relay(client, backend, control, hand_off(**changes), stop)
         self.thread = threading.Thread(target=self.relay.run, daemon=True)
 
     def start(self, buffered: bytes = b"") -> Ends:
@@ -78,8 +78,8 @@ class Ends:
 def make_ends():
     made: list[Ends] = []
 
-    def make(**changes: object) -> Ends:
-        made.append(Ends(**changes))
+    def make(stop: int | None = None, **changes: object) -> Ends:
+        made.append(Ends(stop, **changes))
         return made[-1]
 
     yield make
@@ -169,6 +169,22 @@ def test_the_route_going_away_closes_with_1001(make_ends):
     assert frames[-1].data == struct.pack("!H", 1001) + b"the Jupyter server closed the connection"
     ends.client.close()
     ends.reports()
+
+
+def test_sigterm_closes_with_1001_after_what_sshd_sent(make_ends):
+    stop, woken = os.pipe()
+    try:
+        ends = make_ends(stop=stop).start()
+        ends.sshd.sendall(b"last output")
+        assert ends.client.recv(13) == b"\x82\x0blast output"
+        os.write(woken, b"\x0f")  # what signal.set_wakeup_fd writes for SIGTERM
+        frames = ends.frames()
+        assert frames[-1].data == struct.pack("!H", 1001) + b"the server is stopping"
+        ends.client.close()
+        ends.reports()
+    finally:
+        os.close(stop)
+        os.close(woken)
 
 
 def test_a_client_that_vanishes_ends_the_relay_and_sshds_connection(make_ends):
