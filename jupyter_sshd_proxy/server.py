@@ -35,7 +35,7 @@ from tornado import web
 
 from jupyter_sshd_proxy_client.errors import ConfigError, PreflightError, SSHDProxyError
 
-from . import procfs, sshd
+from . import procfs, relay, sshd
 from .host_keys import HostKey, legacy_host_key, our_host_keys, presented
 from .ledger import Ledger, serve_reports
 from .settings import SSHDProxy, env_name
@@ -433,8 +433,13 @@ _SOCKETS: set[str] = set()
 
 
 def _remove_socket(path: str) -> None:
-    """The socket, and its directory if nothing else is in it."""
-    for remove, target in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
+    """The socket, the relay socket beside it, and their directory if nothing else is in it."""
+    targets = (
+        (os.unlink, path),
+        (os.unlink, relay.relay_socket_path(path)),
+        (os.rmdir, os.path.dirname(path)),
+    )
+    for remove, target in targets:
         with contextlib.suppress(OSError):
             remove(target)
 
