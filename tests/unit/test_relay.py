@@ -59,6 +59,15 @@ class Ends:
             if not data or (until_close and any(f.opcode == Opcode.CLOSE for f in got)):
                 return got
 
+    def from_sshd_side(self, size: int) -> bytes:
+        """Exactly size bytes that the relay wrote to sshd."""
+        got = b""
+        while len(got) < size:
+            chunk = self.sshd.recv(size - len(got))
+            assert chunk, f"the relay ended after {got!r}"
+            got += chunk
+        return got
+
     def close(self) -> None:
         for sock in (self.client, self.sshd, self.route):
             sock.close()
@@ -128,7 +137,7 @@ def test_bytes_tornado_had_read_come_first(make_ends):
     ends = make_ends().start(buffered=early[:4])  # a frame cut where Tornado's read ended
     ends.client.sendall(early[4:])
     ends.send(Frame(Opcode.BINARY, b" later"))
-    assert ends.sshd.recv(11, socket.MSG_WAITALL) == b"early later"
+    assert ends.from_sshd_side(11) == b"early later"
     ends.client.close()
     ends.reports()
 
@@ -157,7 +166,7 @@ def test_a_protocol_error_closes_with_its_code_after_what_came_before(make_ends)
     assert (
         frames[-1].data == struct.pack("!H", 1002) + b"a frame from the client that is not masked"
     )
-    assert ends.sshd.recv(4, socket.MSG_WAITALL) == b"fine"
+    assert ends.from_sshd_side(4) == b"fine"
     ends.client.close()
     assert ends.reports()[-1]["end"] is True
 
