@@ -364,6 +364,8 @@ class Relay:
             return
         with memoryview(self.received) as view, view[:size] as chunk:
             self.feed_client(chunk)
+        if self.to_backend and not self.backend_done:
+            self._write_backend()  # at once: sshd has room more often than not
 
     def _read_backend(self) -> None:
         try:
@@ -378,6 +380,7 @@ class Relay:
             return
         self.bytes_to_client += len(data)
         self.to_client += [server_header(BINARY, len(data)), data]
+        self._write_client()  # at once, as above
 
     def _write_client(self) -> None:
         if not _send(self.client, self.to_client):
