@@ -298,7 +298,7 @@ class Supervisor:
                 return
             except OSError:
                 return  # out of descriptors: the route waits, then relays itself
-            if self._from_our_user(sock) and len(self.relays) < self.max_relays:
+            if self._from_our_user(sock, self.relay_path) and len(self.relays) < self.max_relays:
                 self._start_relay(sock)
             sock.close()  # (without a yes: the route relays this connection itself)
 
@@ -335,12 +335,12 @@ class Supervisor:
                     self._log()
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED)
-            if not self._from_our_user(sock):
+            if not self._from_our_user(sock, self.socket_path):
                 sock.close()
                 continue
             self._admit(Connection(sock))
 
-    def _from_our_user(self, conn: socket.socket) -> bool:
+    def _from_our_user(self, conn: socket.socket, path: str) -> bool:
         """The peer is this user (or root). Only they can reach the socket's
         directory; this says so again where the kernel can tell (Linux)."""
         uid = peer_uid(conn)
@@ -350,7 +350,7 @@ class Supervisor:
         now = time.monotonic()
         if now - self.strangers_logged_at >= LOG_EVERY:
             log(
-                f"closed a connection to {self.socket_path} from uid {uid}, another account "
+                f"closed a connection to {path} from uid {uid}, another account "
                 f"({self.strangers} so far); check the permissions of its directory"
             )
             self.strangers_logged_at = now

@@ -167,12 +167,14 @@ def test_another_account_cannot_take_the_socket_while_the_supervisor_restarts(
     assert said == {"bound": False}
 
 
+@pytest.mark.parametrize("target", ["socket", "relay"])
 def test_a_connection_from_another_account_is_closed_even_if_it_gets_through(
-    attacker, setup, tmp_path
+    attacker, setup, tmp_path, target
 ):
     """The third wall: were the directory and the socket opened up (by mistake,
     by hand), the supervisor still closes a connection from another account at
-    once (SO_PEERCRED), starts no sshd for it, and says so in one line."""
+    once (SO_PEERCRED), starts no sshd (or relay) for it, and says so in one
+    line that names the socket it came to."""
     if not setup.account.is_current:
         pytest.skip("runs the supervisor as this user")
     state = tmp_path / "state"
@@ -185,19 +187,20 @@ def test_a_connection_from_another_account_is_closed_even_if_it_gets_through(
         wait_for(lambda: (state / "status.json").exists() and json.loads(
             (state / "status.json").read_text())["serving"], 15, "the supervisor")  # fmt: skip
         socket_dir.chmod(0o711)
-        socket_path.chmod(0o666)
-        attempt = as_attacker(attacker, str(socket_path), "connect", "1")
+        target_path = socket_dir / target
+        target_path.chmod(0o666)
+        attempt = as_attacker(attacker, str(target_path), "connect", "1")
         said = json.loads(attempt.stdout.readline())
         assert said["connected"] == 1  # the kernel let it through; the supervisor must not
         time.sleep(1)
-        assert [p for p in _children(supervisor.pid)] == [], "an sshd was started for it"
+        assert [p for p in _children(supervisor.pid)] == [], "a child was started for it"
         attempt.communicate(timeout=30)
     finally:
         supervisor.terminate()
         _, stderr = supervisor.communicate(timeout=30)
         shutil.rmtree(socket_dir, ignore_errors=True)
     assert stderr.decode().splitlines() == [
-        f"jupyter-sshd-proxy: closed a connection to {socket_path} from uid {attacker.uid}, "
+        f"jupyter-sshd-proxy: closed a connection to {target_path} from uid {attacker.uid}, "
         "another account (1 so far); check the permissions of its directory"
     ]
 
