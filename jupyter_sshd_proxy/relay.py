@@ -57,6 +57,9 @@ HANDOFF_SECONDS = 5.0  # for the route to send everything of the hand-off
 CLOSE_SECONDS = 5.0  # for the client to answer our close frame (as Tornado waits)
 REPORT_SECONDS = 1.0
 MAX_HEADER = 4096
+# The client's bytes Tornado had read before the hand-off: a few reads at most
+# (it stops reading while sshd is slower); more is not the route's.
+MAX_BUFFERED = 16 * 1024 * 1024
 MAX_CLIENT_VERSION = 255  # bytes of the client's version line that are kept (RFC 4253: 255)
 GOING_AWAY = 1001
 
@@ -96,6 +99,9 @@ class HandOff:
             raise ValueError(msg)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
             msg = "bad sizes"
+            raise ValueError(msg)
+        if fields["buffered"] > MAX_BUFFERED:
+            msg = f"{fields['buffered']} buffered bytes, more than {MAX_BUFFERED}"
             raise ValueError(msg)
         return cls(**fields)
 
@@ -156,8 +162,15 @@ def receive_hand_off(control: socket.socket) -> tuple[HandOff, socket.socket, so
         line, _, buffered = data.partition(b"\n")
         hand_off = HandOff.decode(line)
         while len(buffered) < hand_off.buffered:
-            control.settimeout(max(0.0, deadline - time.monotonic()))
-            more = control.recv(min(READ_SIZE, hand_off.buffered - len(buffered)))
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:  # (a timeout of 0 would make the socket non-blocking)
+                    raise socket.timeout
+                control.settimeout(left)
+                more = control.recv(min(READ_SIZE, hand_off.buffered - len(buffered)))
+            except socket.timeout:  # (TimeoutError from Python 3.10)
+                msg = f"not all {hand_off.buffered} buffered bytes within {HANDOFF_SECONDS:g} s"
+                raise ValueError(msg) from None
             if not more:
                 msg = "the route hung up"
                 raise ValueError(msg)

@@ -4,6 +4,7 @@ route's reports on the third. No process, no network."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -248,6 +249,7 @@ def test_the_version_line_is_kept_to_255_bytes():
         b'{"ping_interval": 1, "ping_timeout": 1, "max_message_size": true, "buffered": 0}',
         b'{"ping_interval": 1, "ping_timeout": 1, "max_message_size": 1, "buffered": -1}',
         b'{"ping_interval": 1, "ping_timeout": 1, "max_message_size": 1, "buffered": 0, "x": 1}',
+        b'{"ping_interval": 1, "ping_timeout": 1, "max_message_size": 1, "buffered": 16777217}',
     ],
 )
 def test_a_hand_off_line_other_than_the_routes_is_refused(line):
@@ -293,5 +295,34 @@ def test_a_hand_off_takes_the_sockets_and_the_bytes():
         got_client.close()
         got_backend.close()
     finally:
+        for sock in (route, control, client, backend):
+            sock.close()
+
+
+def test_a_hand_off_whose_bytes_keep_coming_ends_at_its_deadline(monkeypatch):
+    monkeypatch.setattr(relay, "HANDOFF_SECONDS", 0.3)
+    route, control = socket.socketpair()
+    client, backend = socket.socketpair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.wait(0.01):
+                route.sendall(b"x" * 1024)
+
+    try:
+        socket.send_fds(
+            route,
+            [hand_off(buffered=relay.MAX_BUFFERED).encode()],
+            [client.fileno(), backend.fileno()],
+        )
+        feeder = threading.Thread(target=trickle, daemon=True)
+        feeder.start()
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=r"^not all 16777216 buffered bytes within 0\.3 s$"):
+            relay.receive_hand_off(control)
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
         for sock in (route, control, client, backend):
             sock.close()
