@@ -210,7 +210,9 @@ class Relay:
         self.received = bytearray(READ_SIZE)
         self.to_backend: list[bytes | memoryview] = []
         self.to_client: list[bytes | memoryview] = []
-        self.pong: bytes | None = None  # the payload of the latest ping not yet answered
+        # The payload of the latest ping not yet answered: one at most, however
+        # many pings a client that reads nothing sends.
+        self.pong: bytes | None = None
         self.to_control = b""
         self.bytes_from_client = 0
         self.bytes_to_client = 0
@@ -307,7 +309,7 @@ class Relay:
                 self.pong_by = now + self.ping_timeout
         if self.pong_by is not None and now >= self.pong_by and self.close_sent is None:
             self.send_close(1000, "ping timed out")
-        if self.pong is not None and self.close_sent is None:
+        if self.pong is not None and self.close_sent is None and not self.to_client:
             self.to_client += [server_header(PONG, len(self.pong)), self.pong]
             self.pong = None
         if self.parser.backlog and not self.to_backend and not self.client_done:
@@ -357,6 +359,8 @@ class Relay:
             self._read_client()
 
     def _timeout(self, now: float) -> float:
+        if self.parser.backlog and not self.to_backend and not self.client_done:
+            return 0.0  # frames of the last read are still to be handled: no waiting
         moments = [self.report_at, self.ping_at, self.pong_by, self.give_up_at]
         soonest = min(moment for moment in moments if moment is not None)
         return max(0.0, soonest - now) + 0.001
@@ -368,12 +372,8 @@ class Relay:
             return
         except OSError:
             size = 0
-        if not size:  # gone without a close frame: what it sent still goes to sshd
-            self.client_done = True
-            self.to_client.clear()
-            if self.close_sent is None:
-                self.close_sent = (None, "")
-                self.give_up_at = time.monotonic() + CLOSE_SECONDS
+        if not size:
+            self._client_gone()
             return
         with memoryview(self.received) as view, view[:size] as chunk:
             self.feed_client(chunk)
@@ -397,8 +397,16 @@ class Relay:
 
     def _write_client(self) -> None:
         if not _send(self.client, self.to_client):
-            self.to_client.clear()  # the client is gone
-            self.client_done = True
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        """Gone without a close frame: what it sent still goes to sshd, for a
+        while (CLOSE_SECONDS: sshd may be reading nothing)."""
+        self.client_done = True
+        self.to_client.clear()
+        if self.close_sent is None:
+            self.close_sent = (None, "")
+            self.give_up_at = time.monotonic() + CLOSE_SECONDS
 
     def _write_backend(self) -> None:
         if not _send(self.backend, self.to_backend):

@@ -231,6 +231,68 @@ def test_a_stopped_sshd_stops_the_reading_of_the_client(make_ends):
     ends.reports()
 
 
+def small_buffers(ends: Ends) -> None:
+    for sock in (ends.client, ends.relay.client, ends.sshd, ends.relay.backend):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+
+
+def send_for(sock: socket.socket, data: bytes, seconds: float) -> int:
+    """Send data again and again for seconds, as much as sock takes; bytes sent."""
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sent += sock.send(data)
+        except BlockingIOError:
+            time.sleep(0.01)
+    return sent
+
+
+def test_a_client_that_pings_and_reads_nothing_gets_one_pong_waiting(make_ends):
+    ends = make_ends()
+    small_buffers(ends)
+    ends.start()
+    ping = Frame(Opcode.PING, b"p" * 125).serialize(mask=True, extensions=[])
+    assert send_for(ends.client, ping * 64, 1.5) > 4 * 65536  # read by the relay
+    waiting = sum(len(part) for part in list(ends.relay.to_client))
+    assert waiting <= 2 + 125  # one pong, not one per read
+    ends.client.close()
+    ends.reports()
+
+
+def test_frames_past_one_turns_worth_are_handled_without_waiting(make_ends):
+    """Thousands of empty fragments in one read: the relay parses them in
+    turns of MAX_FRAMES_PER_FEED, and does not wait for the next report (1 s)
+    between turns."""
+    ends = make_ends().start()
+    fragments = [Frame(Opcode.BINARY, b"", fin=False)]
+    fragments += [Frame(Opcode.CONT, b"", fin=False)] * 5000
+    fragments += [Frame(Opcode.CONT, b"end")]
+    ends.client.sendall(b"".join(f.serialize(mask=True, extensions=[]) for f in fragments))
+    ends.sshd.settimeout(4)  # 20 turns: 20 s if each waited
+    assert ends.from_sshd_side(3) == b"end"
+    ends.client.close()
+    ends.reports()
+
+
+def test_a_client_gone_while_sshd_reads_nothing_ends_the_relay(make_ends, monkeypatch):
+    """Its bytes wait for sshd, so the relay reads nothing of the client; the
+    failed write of sshd's next output says it is gone."""
+    monkeypatch.setattr(relay, "CLOSE_SECONDS", 0.2)
+    ends = make_ends()
+    small_buffers(ends)
+    ends.start()
+    frame = Frame(Opcode.BINARY, os.urandom(16384)).serialize(mask=True, extensions=[])
+    send_for(ends.client, frame, 1.0)
+    assert ends.relay.to_backend  # waiting for sshd
+    ends.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ends.client.close()
+    ends.sshd.sendall(b"output")
+    assert ends.reports()[-1] == {"end": True, "close_code": None, "close_reason": ""}
+
+
 def test_the_version_line_is_kept_to_255_bytes():
     line = VersionLine()
     assert not line.feed(b"SSH-2.0-")
