@@ -55,6 +55,10 @@ YES = b"+"  # the supervisor's answer on the relay socket: a relay takes the con
 RELAY_SOCKET = "relay"  # its name, in the directory of the supervisor's socket
 HANDOFF_SECONDS = 5.0  # for the route to send everything of the hand-off
 CLOSE_SECONDS = 5.0  # for the client to answer our close frame (as Tornado waits)
+# ... when the server is going away: the supervisor ends what is left after
+# STOP_GRACE (3 s), and a client with a backlog of frames before its answer
+# should not hold it that long.
+GOING_AWAY_SECONDS = 1.0
 REPORT_SECONDS = 1.0
 MAX_HEADER = 4096
 # The client's bytes Tornado had read before the hand-off: a few reads at most
@@ -266,6 +270,11 @@ class Relay:
         self.close_sent = (code, reason)
         self.give_up_at = time.monotonic() + CLOSE_SECONDS
 
+    def going_away(self, reason: str) -> None:
+        self.send_close(GOING_AWAY, reason)
+        assert self.give_up_at is not None
+        self.give_up_at = min(self.give_up_at, time.monotonic() + GOING_AWAY_SECONDS)
+
     def _report(self, **fields: object) -> None:
         self.to_control += json.dumps(fields).encode() + b"\n"
 
@@ -343,7 +352,7 @@ class Relay:
             # The supervisor is stopping (or has died): sshd goes too.
             poller.unregister(self.stop)
             self.stop = None
-            self.send_close(GOING_AWAY, "the server is stopping")
+            self.going_away("the server is stopping")
         failed = select.POLLERR | select.POLLHUP | select.POLLNVAL
         if ready.get(self.control.fileno(), 0) & (select.POLLIN | failed):
             self._read_control()
@@ -422,7 +431,7 @@ class Relay:
         except OSError:
             data = b""
         if not data:  # the Jupyter server is stopping, or its route closed us
-            self.send_close(GOING_AWAY, "the Jupyter server closed the connection")
+            self.going_away("the Jupyter server closed the connection")
 
     def _write_control(self) -> None:
         try:

@@ -197,6 +197,16 @@ def test_sigterm_closes_with_1001_after_what_sshd_sent(make_ends):
         os.close(woken)
 
 
+def test_going_away_waits_a_second_for_the_clients_answer(make_ends, monkeypatch):
+    """Not CLOSE_SECONDS: the supervisor ends what is left after 3 s."""
+    monkeypatch.setattr(relay, "CLOSE_SECONDS", 30.0)
+    ends = make_ends().start()
+    started = time.monotonic()
+    ends.route.shutdown(socket.SHUT_WR)
+    assert ends.reports()[-1] == {"end": True, "close_code": None, "close_reason": ""}
+    assert time.monotonic() - started < relay.GOING_AWAY_SECONDS + 2
+
+
 def test_a_client_that_vanishes_ends_the_relay_and_sshds_connection(make_ends):
     ends = make_ends().start()
     ends.send(Frame(Opcode.BINARY, b"partial"))
