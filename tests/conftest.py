@@ -19,7 +19,7 @@ from .support.helpers import (
     SSHClient,
     make_key,
     process_alive,
-    processes_mentioning,
+    processes_left,
 )
 from .support.servers import ServerSetup, started_pids
 
@@ -144,7 +144,7 @@ def run_dir():
     RUN_DIR.mkdir(mode=0o700)
     yield RUN_DIR
     leftovers = [pid for pid in started_pids() if process_alive(pid)]
-    leftovers += processes_mentioning(str(RUN_DIR))
+    leftovers += processes_left(str(RUN_DIR))
     if os.environ.get("KEEP_TEST_WORK") != "1":
         shutil.rmtree(RUN_DIR, ignore_errors=True)
     assert not leftovers, f"processes left behind: {leftovers}"
@@ -175,7 +175,7 @@ def account(request, run_dir):
             )
         yield account
     finally:
-        leftovers = processes_mentioning(str(account.home))
+        leftovers = processes_left(str(account.home))
         account.remove()
         assert not leftovers, f"processes left behind: {leftovers}"
 

@@ -30,7 +30,7 @@ import pytest
 
 from jupyter_sshd_proxy import procfs
 
-from ..support.helpers import Account, free_port, make_key, wait_for
+from ..support.helpers import Account, free_port, make_key, processes_left, wait_for
 
 ORIGINAL = "jupyter-sshd-proxy==0.3.0"
 BASE_URL = "/user/alice/"
@@ -89,7 +89,7 @@ def user(run_dir):
     try:
         yield User(account, account.home)
     finally:
-        leftovers = procfs.processes_mentioning(str(account.home))
+        leftovers = processes_left(str(account.home))
         account.remove()
         assert not leftovers, f"processes left behind: {leftovers}"
 

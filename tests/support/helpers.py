@@ -75,6 +75,19 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
 process_alive = procfs.alive
 processes_mentioning = procfs.processes_mentioning
 
+# A stopped Jupyter server's supervisor stops after it (PR_SET_PDEATHSIG),
+# ending its relays and sessions within STOP_GRACE (3 s), then SIGKILL.
+STOPPING_SECONDS = 5.0
+
+
+def processes_left(text: str) -> list[str]:
+    """The processes mentioning text that are still there STOPPING_SECONDS
+    from now (or none, as soon as they have all ended)."""
+    deadline = time.monotonic() + STOPPING_SECONDS
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
 
 def assert_one_clear_failure(stderr: bytes) -> None:
     """ssh failed with its own line (kex_exchange_identification: ..., or
