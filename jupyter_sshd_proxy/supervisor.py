@@ -90,6 +90,7 @@ from .admission import DEFAULT_MAX_UNAUTHENTICATED, LOG_EVERY, Action, Admission
 from .sshd import LOGIN_GRACE_SECONDS, privsep_fix, run_sshd_test, sshd_argv
 
 DEFAULT_MAX_RELAYS = 16  # as c.SSHDProxy.max_relays
+RELAY_NICENESS = 10  # added to the supervisor's (nice(1)'s default)
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when stopping sessions
 PARENT_DIED = signal.SIGUSR1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -669,6 +670,10 @@ def _become_relay(sock: socket.socket, supervisor: int) -> int:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # its sshd ends with the supervisor: so does it
     if os.getppid() != supervisor:
         return 1
+    # Where the cores are busy, the user's notebooks and the Jupyter server
+    # come before moving bytes: a transfer slows down, a notebook does not.
+    with contextlib.suppress(OSError):
+        os.nice(RELAY_NICENESS)
     # Every descriptor but stderr and this connection's: the others' sockets
     # held here would keep their connections open after they end.
     keep = {0, 1, 2, sock.fileno()}

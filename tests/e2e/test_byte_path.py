@@ -138,7 +138,8 @@ def holders_of_websockets(sessions: list[subprocess.Popen], port: int) -> list[s
 def test_the_connection_is_relayed_outside_the_jupyter_server(session, server, ssh):
     """Once the WebSocket is open, its socket belongs to a relay: a process
     the supervisor forked for this connection, not the Jupyter server, whose
-    event loop serves the notebooks (relay.py). It ends with the session."""
+    event loop serves the notebooks (relay.py), and at a lower priority, so
+    that busy cores serve the notebooks first. It ends with the session."""
     proxy = procfs.descendants(session.pid)
 
     def relays() -> set[int] | None:
@@ -152,6 +153,9 @@ def test_the_connection_is_relayed_outside_the_jupyter_server(session, server, s
     assert supervisor is not None
     assert "jupyter_sshd_proxy.supervisor" in procfs.cmdline(supervisor)
     assert procfs.parent(supervisor) == server.process.pid
+    assert (
+        os.getpriority(os.PRIO_PROCESS, relay) == os.getpriority(os.PRIO_PROCESS, supervisor) + 10
+    )
     session.stdin.write(b"echo\n")
     ssh.end(session)
     wait_for(lambda: not procfs.alive(relay), 10, "the relay to end with its session")
