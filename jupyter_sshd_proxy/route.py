@@ -89,6 +89,7 @@ AUTH_ACTION = "execute"  # what jupyter_server_terminals asks before opening a t
 AUTH_RESOURCE = "terminals"
 HIGH_WATER = 1024 * 1024  # bytes per connection waiting to go to the client
 RECONNECT_SECONDS = 5.0
+RELAY_ANSWER_SECONDS = 2.0  # for the supervisor to take a connection on its relay socket
 PING_SECONDS = 30
 MAX_WRITEV_PARTS = 64  # messages written to sshd with one writev at most (IOV_MAX is 1024)
 MAX_CLIENT_VERSION = relay.MAX_CLIENT_VERSION
@@ -353,10 +354,15 @@ class FlowControl(upstream.RouteMixin):
         control.setblocking(False)
         try:
             await loop.sock_connect(control, relay.relay_socket_path(str(self.unix_socket)))
-            # No yes: as many relays run as the supervisor allows (max_relays).
-            answer = await loop.sock_recv(control, len(relay.YES))
+            # No yes: as many relays run as the supervisor allows (max_relays),
+            # or it is busy (checking sshd -T): this process relays.
+            answer = await asyncio.wait_for(
+                loop.sock_recv(control, len(relay.YES)), RELAY_ANSWER_SECONDS
+            )
         except OSError as error:
             answer = str(error).encode()
+        except asyncio.TimeoutError:
+            answer = b"no answer"
         if answer != relay.YES:
             control.close()
             self.log.debug("jupyter-sshd-proxy: relaying in this process (%r)", answer)

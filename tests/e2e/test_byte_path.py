@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,21 @@ def test_past_max_relays_the_jupyter_server_relays_itself(one_relay, setup, clie
     finally:
         for session in sessions:
             ssh.end(session)
+
+
+def test_a_supervisor_that_does_not_take_the_connection_leaves_it_here(setup, client_key):
+    """Its relay socket accepts but never answers (a supervisor busy checking
+    sshd, or not itself): after RELAY_ANSWER_SECONDS the Jupyter server relays
+    the connection itself, and ssh works."""
+    with setup.running() as server:
+        relay_path = Path(server.status()["socket"]).parent / "relay"
+        relay_path.unlink()
+        mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            mute.bind(str(relay_path))
+            mute.listen(8)
+            ssh = SSHClient(server, client_key, setup.known_hosts, proxy="jupyter-sshd-proxy")
+            result = ssh.ssh("echo through", timeout=30)
+            assert (result.returncode, result.stdout) == (0, b"through\n"), result.stderr
+        finally:
+            mute.close()
