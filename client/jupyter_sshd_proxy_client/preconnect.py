@@ -47,9 +47,16 @@ def start(args: list[str]) -> None:
         return
     connected: list[socket.socket] = []
 
+    # The host as bytes: getaddrinfo() takes them as they are, where a str goes
+    # through the IDNA codec (imported for it, and a UnicodeError, not an
+    # OSError, for an empty label such as a..b: a traceback from this thread).
+    host, port = address
+    ascii_address = (host.encode("ascii"), port)
+
     def connect() -> None:
         with contextlib.suppress(OSError):  # EarlySocket tries again, and says why it failed
-            connected.append(socket.create_connection(address, timeout=TIMEOUT))
+            sock = socket.create_connection(ascii_address, timeout=TIMEOUT)  # type: ignore[arg-type]
+            connected.append(sock)
 
     thread = threading.Thread(target=connect, daemon=True)
     thread.start()

@@ -239,8 +239,9 @@ class EarlySocket:
 
                     context = tls.context(ca_file) or ssl.create_default_context()
                 sock = preconnect.take((host, port))  # (python -m: connected already)
-                if sock is None:
-                    sock = socket.create_connection((host, port), timeout=timeout)
+                if sock is None:  # (the host as bytes: no IDNA codec for an ASCII name)
+                    name = host.encode("ascii") if host.isascii() else host
+                    sock = socket.create_connection((name, port), timeout)  # type: ignore[arg-type]
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                 if secure:
                     sock = context.wrap_socket(sock, server_hostname=host)

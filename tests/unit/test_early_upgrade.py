@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import threading
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -332,3 +333,67 @@ def test_a_socks_proxy_without_python_socks_is_one_line_naming_the_fix():
         "or a socks5:// proxy URL), and connecting through one needs python-socks: install "
         "it beside jupyter-sshd-proxy (pip install python-socks), or unset that proxy\n"
     )
+
+
+# Runs `python -m jupyter_sshd_proxy_client` with the modules named in argv[1]
+# refused: the ProxyCommand fails if it imports one of them.
+REFUSED_IMPORTS = """
+import runpy, sys
+
+REFUSED = set(sys.argv[1].split(","))
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name in REFUSED:
+            raise ImportError(f"{name} was imported")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_refusing(refused: list[str], args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    return subprocess.run(
+        [str(VENV_BIN / "python"), "-c", REFUSED_IMPORTS, ",".join(refused), *args],
+        input=b"", capture_output=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def banner_server() -> contextlib.AbstractContextManager[Any]:
+    def handler(connection):
+        connection.send(b"SSH-2.0-OpenSSH_test\r\n")
+        connection.recv(timeout=10)  # until the client closes
+
+    return serve(handler, "127.0.0.1", 0)
+
+
+def test_an_ascii_host_name_needs_no_idna_codec():
+    """The IDNA codec (encodings.idna, stringprep, unicodedata: a millisecond
+    or two) was imported on every connection, for a host name that is ASCII."""
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        result = run_refusing(["encodings.idna"], ["proxy", f"http://localhost:{port}/"])
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_label_in_the_host_is_one_line_not_a_traceback():
+    """python -m's early connection took a..b to the IDNA codec, whose
+    UnicodeError ended its thread with a traceback on stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    for url in ["http://a..b/", f"http://{'a' * 64}.example/"]:
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy", url],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 255
+        stderr = result.stderr.decode()
+        assert stderr.startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL"), stderr
+        assert stderr.count("\n") == 1, stderr
