@@ -126,7 +126,7 @@ def test_websockets_still_checks_the_answer_to_our_request(tmp_path):
 
 
 # Runs `python -m jupyter_sshd_proxy_client` with the command line module
-# (argparse, the ProxyCommand's code) held until the server has seen a TCP
+# (the ProxyCommand's code) held until the server has seen a TCP
 # connection. Held in exec_module, not find_spec: other threads can import.
 HELD_CLI = """
 import importlib.machinery, os, runpy, sys, time
@@ -397,3 +397,70 @@ def test_an_empty_label_in_the_host_is_one_line_not_a_traceback():
         stderr = result.stderr.decode()
         assert stderr.startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL"), stderr
         assert stderr.count("\n") == 1, stderr
+
+
+CONFIG_SSH_LINES = [
+    ["--token-file", "/home/a/.ssh/jupyter-sshd-proxy/t", "https://h.example/user/a/"],
+    ["--ca-file", "/c a.pem", "--token-file", "/t", "https://h.example:8443/user/j%C3%B6rg/"],
+    ["--token-file", "/t", "--user", "alice", "--name", "hub", "https://h.example/", "hub.gpu"],
+    ["--token-file", "/t", "--ca-file", "/c", "--user", "a", "--name", "n", "--start",
+     "https://h.example/", "n"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *CONFIG_SSH_LINES,
+        ["http://127.0.0.1:8888/"], ["u"], [""], ["--token-file", "", "u"],
+        ["--ping-interval", "0", "u"], ["--ping-interval", " 1e3 ", "u"],
+        ["--ping-interval", "inf", "u"], ["--user", "a", "--user", "b", "u"],
+        ["--start", "--start", "u", "h"], ["u", "--start"], ["--start", "u", "--user", "a"],
+        ["u", "h", "x"], [], ["--token-file"], ["--token-file", "-t", "u"],
+        ["--ping-interval", "-1", "u"], ["--ping-interval", "often", "u"],
+        ["--token-file=/t", "u"], ["--token", "/t", "u"], ["-h"], ["u", "--help"],
+        ["--", "u"], ["-", "u"], ["--user", "a b", "u"], ["u", "-x y"], ["--verbose", "u"],
+    ],
+)  # fmt: skip
+def test_the_early_parse_takes_what_the_command_line_takes_or_nothing(args):
+    """preconnect.parse() spares config-ssh's ProxyCommand argparse: for what
+    it takes, the command line's parser gives the same, and what it leaves
+    (None) goes to that parser, which says what is wrong as always."""
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.cli import build_parser
+
+    parsed = preconnect.parse(args)
+    if args in CONFIG_SSH_LINES:
+        assert parsed is not None
+    if parsed is not None:
+        assert {"command": "proxy", **parsed} == vars(build_parser().parse_args(["proxy", *args]))
+
+
+def test_the_early_parse_knows_every_option_of_the_proxy_command():
+    """An option added to the command line's proxy command and not to
+    preconnect.parse() would send config-ssh's lines back to argparse."""
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    proxy = commands["proxy"]
+    options = {o for action in proxy._actions for o in action.option_strings} - {"-h", "--help"}
+    takes_value = {
+        o for action in proxy._actions if action.nargs != 0 for o in action.option_strings
+    }
+    assert takes_value == preconnect.WITH_VALUE
+    assert options - takes_value == preconnect.FLAGS
+    defaults = {action.dest: action.default for action in proxy._actions if action.dest != "help"}
+    assert defaults == preconnect.DEFAULTS
+
+
+def test_config_ssh_s_proxy_command_does_without_argparse():
+    """Importing argparse and building every command's parser (its help
+    formatter imports shutil, bz2 and lzma) was some 5 ms of every start."""
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        result = run_refusing(["argparse"], ["proxy", f"http://127.0.0.1:{port}/"])
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
