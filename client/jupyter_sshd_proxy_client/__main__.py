@@ -1,6 +1,9 @@
 import sys
 
 if sys.argv[1:2] == ["proxy"]:  # ssh's ProxyCommand: connect while the rest imports
+    from .startup import pause
+
+    pause()  # no garbage collection until the WebSocket is open
     from .preconnect import start
 
     parsed = start(sys.argv[2:])

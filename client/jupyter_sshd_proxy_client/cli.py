@@ -249,6 +249,9 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
+        from .startup import pause
+
+        pause()  # no garbage collection until the WebSocket is open
         from .proxy_command import main_proxy
 
         hub = None

@@ -17,7 +17,7 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import preconnect
+from . import preconnect, startup
 from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
@@ -355,6 +355,19 @@ def open_websocket(
     ca_file: str | None = None,
 ) -> ClientConnection:
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
+    try:
+        return _open_websocket(url, token, ping_interval, open_timeout, ca_file)
+    finally:
+        startup.resume()  # the collector, paused for the start-up's imports
+
+
+def _open_websocket(
+    url: str,
+    token: str,
+    ping_interval: float | None,
+    open_timeout: float,
+    ca_file: str | None = None,
+) -> ClientConnection:
     secure = url.startswith("wss:")
     early = EarlySocket(url, open_timeout, token, ca_file)
     connect: Callable[..., ClientConnection] = import_websockets(tls=secure).connect

@@ -464,3 +464,76 @@ def test_config_ssh_s_proxy_command_does_without_argparse():
         server.shutdown()
     assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
     assert result.returncode == 0, result.stderr
+
+
+# Runs `python -m jupyter_sshd_proxy_client` and writes to argv[1] whether the
+# garbage collector ran while websockets was being imported, and at the end.
+GC_WATCH = """
+import gc, json, runpy, sys
+
+OUT = sys.argv[1]
+seen = {}
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "websockets":
+            seen["importing websockets"] = gc.isenabled()
+        return None
+
+sys.meta_path.insert(0, Watch())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+try:
+    runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__", alter_sys=True)
+finally:
+    seen["at the end"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count() > 0
+    with open(OUT, "w") as out:
+        json.dump(seen, out)
+"""
+
+
+def test_no_garbage_collection_until_the_websocket_is_open(tmp_path):
+    """The start-up's imports make tens of thousands of objects, all kept;
+    the collector walked them again and again (some 2 ms of the start). It
+    is off until the WebSocket is open, then on again for the session, with
+    the start-up's objects frozen out of its way."""
+    import json
+
+    watched = tmp_path / "gc.json"
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", GC_WATCH, str(watched), "proxy",
+             f"http://127.0.0.1:{port}/"],
+            input=b"", capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert json.loads(watched.read_text()) == {
+        "importing websockets": False,
+        "at the end": True,
+        "frozen": True,
+    }
+
+
+def test_open_websocket_leaves_the_collector_as_its_caller_had_it(monkeypatch):
+    """Only the ProxyCommand's pause is undone: open_websocket() called by
+    a program of its own with the collector on (or off) leaves it so."""
+    import gc
+
+    from jupyter_sshd_proxy_client import startup
+    from jupyter_sshd_proxy_client.errors import ProxyError
+
+    monkeypatch.setattr(startup, "_paused", [])
+    enabled = gc.isenabled()
+    try:
+        for state in (gc.enable, gc.disable):
+            state()
+            with pytest.raises(ProxyError):
+                proxy_command.open_websocket("ws://127.0.0.1:1/sshd/", TOKEN, None, 5)
+            assert gc.isenabled() == (state is gc.enable)
+    finally:
+        (gc.enable if enabled else gc.disable)()
