@@ -59,6 +59,27 @@ def test_an_unexpected_error_is_one_line_without_the_token(command, status, monk
     )
 
 
+def test_importing_untrusted_compiles_no_pattern():
+    """The ProxyCommand imports untrusted on every connection and, when it
+    connects, uses none of its patterns: compiling them took 0.6 ms."""
+    import subprocess
+    import sys
+
+    code = (
+        "import re\n"
+        "compiled = []\n"
+        "real = re.compile\n"
+        "re.compile = lambda *args, **kwargs: compiled.append(args) or real(*args, **kwargs)\n"
+        "import jupyter_sshd_proxy_client.untrusted\n"
+        "print(compiled)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "[]\n", result.stderr
+    assert untrusted.printable("a\x1b[2J\u2028b") == "a[2J b"
+    assert untrusted.USER_NAME.fullmatch("jovyan")
+    assert not untrusted.USER_NAME.fullmatch("-jovyan")
+
+
 def test_a_registered_secret_is_never_printed(monkeypatch):
     monkeypatch.setattr(untrusted, "_SECRETS", set())
     assert untrusted.secret("s3cr3t-t0ken") == "s3cr3t-t0ken"
