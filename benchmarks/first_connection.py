@@ -14,7 +14,14 @@ measures, for websocat and for `python -m jupyter_sshd_proxy_client proxy URL`
 Byte code is written (to a directory of its own) by a first run of each, as
 an installed client has it. The commands take turns within each run, so a
 busy machine slows them alike; prints the minimum and the median of each and
-the difference to websocat. Loopback only.
+the difference to websocat, and the load average (1 minute) before and
+after: on a shared machine the medians move with it. Loopback only.
+
+A "before" to compare with: a virtualenv with websockets and the client as
+it was, e.g. `python3 -m venv /tmp/before && /tmp/before/bin/pip install
+websockets` and `git archive OLD client/jupyter_sshd_proxy_client | tar -x
+-C /tmp/before/lib/python3.X/site-packages --strip-components=1`, then
+`--install before=/tmp/before --install now=.venv`.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ def main() -> int:
     installs = dict(item.split("=", 1) for item in args.install or []) or {
         "ours": str(VENV_BIN.parent)
     }
+    load_before = os.getloadavg()[0]
     user = sshd.current_user()
     base = Path(user.pw_dir, ".cache", "jupyter-sshd-proxy")
     base.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -123,7 +131,7 @@ def main() -> int:
             demo.stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()[0]
-    print(f"{args.runs} interleaved runs, load average {load:.1f}")  # noqa: T201
+    print(f"{args.runs} interleaved runs, load average {load_before:.1f} before, {load:.1f} after")  # noqa: T201
     for kind in ("banner", "ssh"):
         floor = times["websocat", kind]
         for name in commands:

@@ -15,13 +15,16 @@ with it; where only the client is installed they say so in one line.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ClientError, ProxyError, SSHDProxyError
+
+if TYPE_CHECKING:  # argparse is imported by build_parser(): python -m's proxy does without
+    import argparse
+    from types import ModuleType
 
 CA_FILE_HELP = (
     "PEM file with the CA certificate that signed the server's certificate (a Hub with "
@@ -30,6 +33,8 @@ CA_FILE_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="jupyter-sshd-proxy",
         description="ssh into a Jupyter server through its authenticated WebSocket.",
@@ -205,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a failure is one line on stderr, never a traceback."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one parsed command (from main(), or from __main__ with the proxy
+    command's args as preconnect.parse() took them)."""
     # ssh reports a ProxyCommand's failure as its own exit status, 255.
     failed = 255 if args.command == "proxy" else 1
     try:
@@ -239,6 +249,9 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "proxy":
+        from .startup import pause
+
+        pause()  # no garbage collection until the WebSocket is open
         from .proxy_command import main_proxy
 
         hub = None

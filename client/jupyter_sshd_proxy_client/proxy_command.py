@@ -17,7 +17,7 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import preconnect
+from . import preconnect, startup
 from .errors import ProxyError, ServerNotRunning, SSHDProxyError, TLSError
 from .untrusted import SUSPICIOUS, secret
 from .urls import websocket_url
@@ -239,8 +239,9 @@ class EarlySocket:
 
                     context = tls.context(ca_file) or ssl.create_default_context()
                 sock = preconnect.take((host, port))  # (python -m: connected already)
-                if sock is None:
-                    sock = socket.create_connection((host, port), timeout=timeout)
+                if sock is None:  # (the host as bytes: no IDNA codec for an ASCII name)
+                    name = host.encode("ascii") if host.isascii() else host
+                    sock = socket.create_connection((name, port), timeout)  # type: ignore[arg-type]
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                 if secure:
                     sock = context.wrap_socket(sock, server_hostname=host)
@@ -354,6 +355,19 @@ def open_websocket(
     ca_file: str | None = None,
 ) -> ClientConnection:
     """The open WebSocket to url (ws:// or wss://), or a one-line ProxyError/TLSError."""
+    try:
+        return _open_websocket(url, token, ping_interval, open_timeout, ca_file)
+    finally:
+        startup.resume()  # the collector, paused for the start-up's imports
+
+
+def _open_websocket(
+    url: str,
+    token: str,
+    ping_interval: float | None,
+    open_timeout: float,
+    ca_file: str | None = None,
+) -> ClientConnection:
     secure = url.startswith("wss:")
     early = EarlySocket(url, open_timeout, token, ca_file)
     connect: Callable[..., ClientConnection] = import_websockets(tls=secure).connect

@@ -78,8 +78,11 @@ def _host(netloc: str, url: str) -> str:
         except ValueError:
             valid = False
     else:
+        # An ASCII name is its own IDNA form (the codec only checks that no
+        # label is empty or too long, as _HOST_NAME does): no codec import
+        # (encodings.idna, stringprep, unicodedata) on every ssh connection.
         try:
-            host = host.encode("idna").decode("ascii").lower() if host else ""
+            host = host.lower() if host.isascii() else host.encode("idna").decode("ascii").lower()
         except UnicodeError:
             host = ""
         valid = bool(_HOST_NAME.fullmatch(host))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_sshd_proxy_client import ssh_files, tls, untrusted
+from jupyter_sshd_proxy_client import ssh_files, tls, untrusted, urls
 from jupyter_sshd_proxy_client.config_ssh import _encode, _read
 from jupyter_sshd_proxy_client.errors import BadURLError, HubError, TLSError, UntrustedAnswer
 from jupyter_sshd_proxy_client.hub_start import hub_api
@@ -57,6 +57,27 @@ def test_an_unexpected_error_is_one_line_without_the_token(command, status, monk
         "jupyter-sshd-proxy: RuntimeError: <token>[2J; this is a bug in jupyter-sshd-proxy; "
         "please report it\n"
     )
+
+
+def test_importing_untrusted_compiles_no_pattern():
+    """The ProxyCommand imports untrusted on every connection and, when it
+    connects, uses none of its patterns: compiling them took 0.6 ms."""
+    import subprocess
+    import sys
+
+    code = (
+        "import re\n"
+        "compiled = []\n"
+        "real = re.compile\n"
+        "re.compile = lambda *args, **kwargs: compiled.append(args) or real(*args, **kwargs)\n"
+        "import jupyter_sshd_proxy_client.untrusted\n"
+        "print(compiled)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "[]\n", result.stderr
+    assert untrusted.printable("a\x1b[2J\u2028b") == "a[2J b"
+    assert untrusted.USER_NAME.fullmatch("jovyan")
+    assert not untrusted.USER_NAME.fullmatch("-jovyan")
 
 
 def test_a_registered_secret_is_never_printed(monkeypatch):
@@ -180,6 +201,27 @@ def test_server_url(given, base):
 def test_not_a_server_url(given):
     with pytest.raises(BadURLError):
         server_url(given)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "Hub.Example.ORG", "hub.example.org.", "a..b", ".a", "a" * 63 + ".b", "a" * 64 + ".b",
+        "b." + "a" * 64, "xn--bcher-kva.example", "h_1-2", "127.0.0.1", "-a.b",
+    ],
+)  # fmt: skip
+def test_an_ascii_host_is_taken_as_the_idna_codec_takes_it(host):
+    """server_url() skips the IDNA codec for an ASCII name (no import on
+    every connection): what it accepts, and how it spells it, stay the same."""
+    try:
+        encoded = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        encoded = ""
+    if encoded and urls._HOST_NAME.fullmatch(encoded):
+        assert server_url(f"https://{host}/") == f"https://{encoded}/"
+    else:
+        with pytest.raises(BadURLError):
+            server_url(f"https://{host}/")
 
 
 def test_a_user_name_or_password_in_the_url_is_refused_and_not_repeated():

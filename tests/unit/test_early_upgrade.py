@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import threading
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -125,7 +126,7 @@ def test_websockets_still_checks_the_answer_to_our_request(tmp_path):
 
 
 # Runs `python -m jupyter_sshd_proxy_client` with the command line module
-# (argparse, the ProxyCommand's code) held until the server has seen a TCP
+# (the ProxyCommand's code) held until the server has seen a TCP
 # connection. Held in exec_module, not find_spec: other threads can import.
 HELD_CLI = """
 import importlib.machinery, os, runpy, sys, time
@@ -332,3 +333,207 @@ def test_a_socks_proxy_without_python_socks_is_one_line_naming_the_fix():
         "or a socks5:// proxy URL), and connecting through one needs python-socks: install "
         "it beside jupyter-sshd-proxy (pip install python-socks), or unset that proxy\n"
     )
+
+
+# Runs `python -m jupyter_sshd_proxy_client` with the modules named in argv[1]
+# refused: the ProxyCommand fails if it imports one of them.
+REFUSED_IMPORTS = """
+import runpy, sys
+
+REFUSED = set(sys.argv[1].split(","))
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name in REFUSED:
+            raise ImportError(f"{name} was imported")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_refusing(refused: list[str], args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    return subprocess.run(
+        [str(VENV_BIN / "python"), "-c", REFUSED_IMPORTS, ",".join(refused), *args],
+        input=b"", capture_output=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def banner_server() -> contextlib.AbstractContextManager[Any]:
+    def handler(connection):
+        connection.send(b"SSH-2.0-OpenSSH_test\r\n")
+        connection.recv(timeout=10)  # until the client closes
+
+    return serve(handler, "127.0.0.1", 0)
+
+
+def test_an_ascii_host_name_needs_no_idna_codec():
+    """The IDNA codec (encodings.idna, stringprep, unicodedata: a millisecond
+    or two) was imported on every connection, for a host name that is ASCII."""
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        result = run_refusing(["encodings.idna"], ["proxy", f"http://localhost:{port}/"])
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_label_in_the_host_is_one_line_not_a_traceback():
+    """python -m's early connection took a..b to the IDNA codec, whose
+    UnicodeError ended its thread with a traceback on stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+    for url in ["http://a..b/", f"http://{'a' * 64}.example/"]:
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "jupyter_sshd_proxy_client", "proxy", url],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 255
+        stderr = result.stderr.decode()
+        assert stderr.startswith(f"jupyter-sshd-proxy: '{url}' is not a server URL"), stderr
+        assert stderr.count("\n") == 1, stderr
+
+
+CONFIG_SSH_LINES = [
+    ["--token-file", "/home/a/.ssh/jupyter-sshd-proxy/t", "https://h.example/user/a/"],
+    ["--ca-file", "/c a.pem", "--token-file", "/t", "https://h.example:8443/user/j%C3%B6rg/"],
+    ["--token-file", "/t", "--user", "alice", "--name", "hub", "https://h.example/", "hub.gpu"],
+    ["--token-file", "/t", "--ca-file", "/c", "--user", "a", "--name", "n", "--start",
+     "https://h.example/", "n"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *CONFIG_SSH_LINES,
+        ["http://127.0.0.1:8888/"], ["u"], [""], ["--token-file", "", "u"],
+        ["--ping-interval", "0", "u"], ["--ping-interval", " 1e3 ", "u"],
+        ["--ping-interval", "inf", "u"], ["--user", "a", "--user", "b", "u"],
+        ["--start", "--start", "u", "h"], ["u", "--start"], ["--start", "u", "--user", "a"],
+        ["u", "h", "x"], [], ["--token-file"], ["--token-file", "-t", "u"],
+        ["--ping-interval", "-1", "u"], ["--ping-interval", "often", "u"],
+        ["--token-file=/t", "u"], ["--token", "/t", "u"], ["-h"], ["u", "--help"],
+        ["--", "u"], ["-", "u"], ["--user", "a b", "u"], ["u", "-x y"], ["--verbose", "u"],
+    ],
+)  # fmt: skip
+def test_the_early_parse_takes_what_the_command_line_takes_or_nothing(args):
+    """preconnect.parse() spares config-ssh's ProxyCommand argparse: for what
+    it takes, the command line's parser gives the same, and what it leaves
+    (None) goes to that parser, which says what is wrong as always."""
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.cli import build_parser
+
+    parsed = preconnect.parse(args)
+    if args in CONFIG_SSH_LINES:
+        assert parsed is not None
+    if parsed is not None:
+        assert {"command": "proxy", **parsed} == vars(build_parser().parse_args(["proxy", *args]))
+
+
+def test_the_early_parse_knows_every_option_of_the_proxy_command():
+    """An option added to the command line's proxy command and not to
+    preconnect.parse() would send config-ssh's lines back to argparse."""
+    from jupyter_sshd_proxy_client import preconnect
+    from jupyter_sshd_proxy_client.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    proxy = commands["proxy"]
+    options = {o for action in proxy._actions for o in action.option_strings} - {"-h", "--help"}
+    takes_value = {
+        o for action in proxy._actions if action.nargs != 0 for o in action.option_strings
+    }
+    assert takes_value == preconnect.WITH_VALUE
+    assert options - takes_value == preconnect.FLAGS
+    defaults = {action.dest: action.default for action in proxy._actions if action.dest != "help"}
+    assert defaults == preconnect.DEFAULTS
+
+
+def test_config_ssh_s_proxy_command_does_without_argparse():
+    """Importing argparse and building every command's parser (its help
+    formatter imports shutil, bz2 and lzma) was some 5 ms of every start."""
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        result = run_refusing(["argparse"], ["proxy", f"http://127.0.0.1:{port}/"])
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+# Runs `python -m jupyter_sshd_proxy_client` and writes to argv[1] whether the
+# garbage collector ran while websockets was being imported, and at the end.
+GC_WATCH = """
+import gc, json, runpy, sys
+
+OUT = sys.argv[1]
+seen = {}
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "websockets":
+            seen["importing websockets"] = gc.isenabled()
+        return None
+
+sys.meta_path.insert(0, Watch())
+sys.argv = ["jupyter-sshd-proxy", *sys.argv[2:]]
+try:
+    runpy.run_module("jupyter_sshd_proxy_client", run_name="__main__", alter_sys=True)
+finally:
+    seen["at the end"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count() > 0
+    with open(OUT, "w") as out:
+        json.dump(seen, out)
+"""
+
+
+def test_no_garbage_collection_until_the_websocket_is_open(tmp_path):
+    """The start-up's imports make tens of thousands of objects, all kept;
+    the collector walked them again and again (some 2 ms of the start). It
+    is off until the WebSocket is open, then on again for the session, with
+    the start-up's objects frozen out of its way."""
+    import json
+
+    watched = tmp_path / "gc.json"
+    with banner_server() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["JUPYTER_SSHD_PROXY_TOKEN"] = TOKEN
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", GC_WATCH, str(watched), "proxy",
+             f"http://127.0.0.1:{port}/"],
+            input=b"", capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        server.shutdown()
+    assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
+    assert json.loads(watched.read_text()) == {
+        "importing websockets": False,
+        "at the end": True,
+        "frozen": True,
+    }
+
+
+def test_open_websocket_leaves_the_collector_as_its_caller_had_it(monkeypatch):
+    """Only the ProxyCommand's pause is undone: open_websocket() called by
+    a program of its own with the collector on (or off) leaves it so."""
+    import gc
+
+    from jupyter_sshd_proxy_client import startup
+    from jupyter_sshd_proxy_client.errors import ProxyError
+
+    monkeypatch.setattr(startup, "_paused", [])
+    enabled = gc.isenabled()
+    try:
+        for state in (gc.enable, gc.disable):
+            state()
+            with pytest.raises(ProxyError):
+                proxy_command.open_websocket("ws://127.0.0.1:1/sshd/", TOKEN, None, 5)
+            assert gc.isenabled() == (state is gc.enable)
+    finally:
+        (gc.enable if enabled else gc.disable)()
