@@ -379,8 +379,9 @@ class Relay:
             size = self.client.recv_into(self.received)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            size = 0
+        except OSError:  # reset: nothing more comes, and nothing reaches it
+            self._client_gone(failed=True)
+            return
         if not size:
             self._client_gone()
             return
@@ -406,16 +407,20 @@ class Relay:
 
     def _write_client(self) -> None:
         if not _send(self.client, self.to_client):
-            self._client_gone()
+            self._client_gone(failed=True)
 
-    def _client_gone(self) -> None:
-        """Gone without a close frame: what it sent still goes to sshd, for a
-        while (CLOSE_SECONDS: sshd may be reading nothing)."""
+    def _client_gone(self, failed: bool = False) -> None:
+        """Gone without a close frame. After an end of file what it sent still
+        goes to sshd, for a while (CLOSE_SECONDS: sshd may be reading
+        nothing); after a failed socket (a reset) there is nobody to finish
+        the session for, and the relay ends at once."""
         self.client_done = True
         self.to_client.clear()
         if self.close_sent is None:
             self.close_sent = (None, "")
             self.give_up_at = time.monotonic() + CLOSE_SECONDS
+        if failed:
+            self.give_up_at = time.monotonic()
 
     def _write_backend(self) -> None:
         if not _send(self.backend, self.to_backend):
