@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import certificates, ssh_files, untrusted
+from . import certificates, launcher, ssh_files, untrusted
 from .config_ssh import (
     _check_same_server,
     _check_state_dir,
@@ -290,7 +290,7 @@ def _certificate_argv(
 ) -> list[str]:
     """The Match exec command that renews the certificate before a connection."""
     return [
-        sys.executable, "-m", "jupyter_sshd_proxy_client", "certificate",
+        *launcher.python_command(), "certificate",
         "--token-file", token_path, "--user", user, "--identity", identity,
         "--certificate", certificate,
         *(["--ca-file", ca_file] if ca_file else []), base,
@@ -408,7 +408,7 @@ def _commands(
     """The ProxyCommand's and the KnownHostsCommand's words, but for the host name."""
     common = ["--token-file", token_path] + (["--ca-file", ca_file] if ca_file else [])
     common += ["--user", user, "--name", name]
-    program = [sys.executable, "-m", "jupyter_sshd_proxy_client"]
+    program = launcher.python_command()
     proxy = [*program, "proxy", *common, *(["--start"] if start else []), base]
     known = [*program, "known-hosts", *common, "--known-hosts", known_hosts]
     return proxy, [*known, "--identity", identity, base]

@@ -42,7 +42,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import NamedTuple, TextIO
 
-from . import ssh_files, untrusted
+from . import launcher, ssh_files, untrusted
 from .errors import BadURLError, ConfigSSHError
 from .files import lock_path, locked, real_path, write_atomically
 from .proxy_command import read_token
@@ -115,7 +115,7 @@ def config_ssh(
     host_keys = untrusted.host_keys(
         api.get("sshd-proxy/api/host-keys", "sshd-proxy host-keys endpoint"), base
     )
-    proxy_argv = [sys.executable, "-m", "jupyter_sshd_proxy_client", "proxy"]
+    proxy_argv = [*launcher.python_command(), "proxy"]
     proxy_argv += ["--ca-file", ca_file] if ca_file else []
     proxy_argv += ["--token-file", token_path, base]
     try:

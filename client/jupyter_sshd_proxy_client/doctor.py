@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from . import keyscan, ssh_files, tls, untrusted
+from . import keyscan, launcher, ssh_files, tls, untrusted
 from .errors import CheckFailed, SSHDProxyError
 from .keys import grammar
 from .proxy_command import MESSAGE_TOO_BIG, open_websocket, read_token, too_big
@@ -236,7 +236,7 @@ class Doctor:
         """What sshd presents through the route, for each type the API serves; a
         served key that is not the one sshd presents is a CheckFailed: ssh
         would refuse what config-ssh pinned."""
-        argv = [sys.executable, "-m", "jupyter_sshd_proxy_client", "proxy"]
+        argv = [*launcher.python_command(), "proxy"]
         argv += ["--ca-file", self.ca_file] if self.ca_file else []
         argv += ["--token-file", self.token_file] if self.token_file else []
         env = dict(os.environ)

@@ -173,7 +173,7 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
         "    ControlMaster auto\n"
         f"    ControlPath {own}/cm-%C\n"
         "    ControlPersist 10m\n"
-        f"    ProxyCommand {_cli_python()} -m jupyter_sshd_proxy_client proxy --token-file "
+        f"    ProxyCommand {_cli_python()} -P -m jupyter_sshd_proxy_client proxy --token-file "
         f"{token_file} {server.url}/\n"
         "Host *\n"
         "# <<< jupyter-sshd-proxy myhub <<<\n"
@@ -203,6 +203,39 @@ def test_config_ssh_then_ssh_name_just_works(server, setup, laptop):
     assert again.returncode == 0, again.stderr
     assert (laptop / ".ssh" / "config").read_text() == config
     assert (own / "known_hosts").read_text().splitlines() == pinned
+
+
+HOSTILE_MODULES = ["secrets", "websockets", "base64", "hmac", "jupyter_sshd_proxy_client"]
+
+
+def test_modules_where_ssh_is_run_are_not_imported(server, setup, laptop, tmp_path):
+    """ssh runs the ProxyCommand in the directory the user typed `ssh` in (a
+    cloned repository, say); `python -m` would import a secrets.py there
+    into the process that holds the token. config-ssh's `-P` keeps it out."""
+    assert config_ssh(server, laptop).returncode == 0
+    repository = tmp_path / "cloned"
+    (repository / "jupyter_sshd_proxy_client").mkdir(parents=True)
+    imported = tmp_path / "imported"
+    for module in HOSTILE_MODULES:
+        path = repository / (module + ".py")
+        if module == "jupyter_sshd_proxy_client":
+            path = repository / module / "__init__.py"
+        path.write_text(f"open({str(imported)!r}, 'a').write({module!r} + '\\n')\n")
+    # The trap works: plain -m in that directory imports what it holds.
+    subprocess.run(
+        [_cli_python(), "-m", "jupyter_sshd_proxy_client"], cwd=repository,
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert imported.exists()
+    imported.unlink()
+
+    ssh = subprocess.run(
+        ["ssh", "-F", str(laptop / ".ssh" / "config"), "-o", "ControlMaster=no", "myhub", "true"],
+        cwd=repository, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env=env_with_token(None), timeout=60,
+    )  # fmt: skip
+    assert ssh.returncode == 0, ssh.stderr
+    assert not imported.exists()
 
 
 def _cli_python() -> str:

@@ -234,7 +234,7 @@ def test_the_client_alone_sets_up_ssh_and_ssh_gets_in(client_alone, server, setu
         assert text.endswith("\n" + EXISTING_CONFIG)
         token_file = home / ".ssh" / "jupyter-sshd-proxy" / "myhub.token"
         assert (
-            f"    ProxyCommand {python} -m jupyter_sshd_proxy_client proxy --token-file "
+            f"    ProxyCommand {python} -P -m jupyter_sshd_proxy_client proxy --token-file "
             f"{token_file} {server.url}/\n"
         ) in text
         ssh = subprocess.run(

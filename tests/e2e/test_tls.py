@@ -120,7 +120,7 @@ def test_config_ssh_with_ca_file_then_ssh_and_doctor(server, laptop):
     assert result.returncode == 0, result.stderr
     own = laptop / ".ssh" / "jupyter-sshd-proxy"
     assert (
-        f" -m jupyter_sshd_proxy_client proxy --ca-file {server.ca_file} --token-file "
+        f" -P -m jupyter_sshd_proxy_client proxy --ca-file {server.ca_file} --token-file "
         f"{own / 'myhub.token'} {server.url}/\n"
     ) in config.read_text()
 

@@ -363,7 +363,7 @@ def test_config_ssh_uploads_no_key_and_a_renewal_at_connect_time_is_used(hub, un
         match = [line for line in config.splitlines() if line.startswith("Match ")]
         assert len(match) == 1
         assert match[0].startswith(f'Match host "{NAME},{NAME}.*" exec "')
-        assert " -m jupyter_sshd_proxy_client certificate --token-file " in match[0]
+        assert " -P -m jupyter_sshd_proxy_client certificate --token-file " in match[0]
         assert f"    CertificateFile {cert}" in config
         assert tokens[ANN] not in config
         first = serial_of(cert)  # config-ssh got one already

@@ -204,7 +204,7 @@ def test_the_host_block_shown_is_the_one_config_ssh_writes():
     assert shown, "docs/users.md lost its Host block"
     home = "/home/me/.ssh"
     proxy_argv = [
-        "/usr/bin/python3", "-m", "jupyter_sshd_proxy_client", "proxy",
+        "/usr/bin/python3", "-P", "-m", "jupyter_sshd_proxy_client", "proxy",
         "--token-file", f"{home}/jupyter-sshd-proxy/myhub.token",
         "https://hub.example.org/user/NAME/",
     ]  # fmt: skip
