@@ -85,13 +85,13 @@ def test_a_client_that_stops_reading_does_not_grow_the_server(once, server, ours
         source.go.set()  # the laptop sleeps, the downloads begin
         try:
             peak = 0
-            for _ in range(30):
+            for _ in range(10):  # SSH's windows fill in the first second or two
                 time.sleep(1)
                 peak = max(peak, procfs.rss_bytes(jupyter) - baseline)
             assert server.process.poll() is None
         finally:
             os.kill(proxy, signal.SIGCONT)
-        figure("Jupyter RSS growth, 64 channels, client asleep 30 s", f"{peak / MiB:.1f} MiB")
+        figure("Jupyter RSS growth, 64 channels, client asleep 10 s", f"{peak / MiB:.1f} MiB")
         assert peak < 16 * MiB, f"the Jupyter server grew by {peak / MiB:.0f} MiB"
         # Awake again: every download goes on.
         for download in downloads:
