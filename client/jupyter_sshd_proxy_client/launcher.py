@@ -14,6 +14,7 @@ with `pip install --user` does not, and gets plain `-m` and a warning.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from typing import Callable
@@ -29,11 +30,16 @@ UNSAFE_PATH_WARNING = (
 def python_command(executable: str = sys.executable) -> list[str]:
     """`python -P -m jupyter_sshd_proxy_client` (or its older Pythons' form),
     for ssh to run: add the subcommand and its arguments."""
+    return list(_python_command(executable))
+
+
+@functools.cache  # one check, and one warning, per run
+def _python_command(executable: str) -> tuple[str, ...]:
     flags = safe_path_flags(sys.version_info[:2], lambda: _imports_isolated(executable))
     if flags is None:
         print(UNSAFE_PATH_WARNING, file=sys.stderr)
         flags = []
-    return [executable, *flags, "-m", MODULE]
+    return (executable, *flags, "-m", MODULE)
 
 
 def safe_path_flags(
