@@ -164,6 +164,7 @@ def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socke
     server sees the connections."""
     released = tmp_path / "cli-may-import"
     accepted: list[bool] = []
+    opened: list[socket.socket] = []
 
     def handler(connection):
         connection.send(b"SSH-2.0-OpenSSH_test\r\n")
@@ -189,6 +190,7 @@ def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socke
                 accepted.append(released.exists())
                 released.touch()
                 upstream = socket.create_connection(backend)
+                opened.extend([client, upstream])
                 threading.Thread(target=copy, args=(client, upstream), daemon=True).start()
                 threading.Thread(target=copy, args=(upstream, client), daemon=True).start()
 
@@ -202,6 +204,10 @@ def test_python_m_connects_before_the_command_line_is_parsed_and_uses_that_socke
             input=b"", capture_output=True, env=env, timeout=30, check=False,
         )  # fmt: skip
         server.shutdown()
+    for sock in opened:  # else a copy thread drops them unclosed up to 10 s later,
+        with contextlib.suppress(OSError):  # and a later test fails on the warning
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
     assert accepted == [False], result.stderr
     assert result.stdout == b"SSH-2.0-OpenSSH_test\r\n", result.stderr
     assert result.returncode == 0, result.stderr
