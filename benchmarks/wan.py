@@ -31,7 +31,8 @@ from its start to sshd's first line on its stdout, and `ssh HOST true`.
 At no delay: the Jupyter API's latency (GET /api/status on a kept-alive
 connection) idle and while one upload and one download run through the
 route (the laptop's ssh and ProxyCommands at niceness 19 meanwhile, as if
-they ran on another machine), and --parallel transfers at once each way, with where the CPU went.
+they ran on another machine), and --parallel transfers at once each way,
+with where the CPU went.
 
 Every ssh uses -o Ciphers=aes128-gcm@openssh.com, no connection sharing, and
 the host keys pinned (StrictHostKeyChecking yes). Prints a Markdown report,
