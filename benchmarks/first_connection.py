@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/first_connection.py [--runs 20] [--install NAME=VENV ...]
 
 Starts one local Jupyter server with the sshd proxy (as the demo does) and
-measures, for websocat and for `python -m jupyter_sshd_proxy_client proxy URL`
+measures, for websocat and for `python -P -m jupyter_sshd_proxy_client proxy URL`
 (of this venv, or of each --install NAME=VENV, say the main branch's):
 
   banner  from starting the ProxyCommand alone to sshd's first line on its
@@ -107,7 +107,9 @@ def main() -> int:
         }
         for name, venv in installs.items():
             python = shlex.quote(str(Path(venv, "bin", "python")))
-            commands[name] = f"{python} -m jupyter_sshd_proxy_client proxy http://127.0.0.1:{port}/"
+            commands[name] = (
+                f"{python} -P -m jupyter_sshd_proxy_client proxy http://127.0.0.1:{port}/"
+            )
         env = {**os.environ, "JUPYTER_SSHD_PROXY_TOKEN": token}
         env = {k: v for k, v in env.items() if "proxy" not in k.lower() or k.startswith("JUPYTER")}
         # Byte code, as an installed client has it (pip compiles it), kept out

@@ -22,7 +22,7 @@ connection set-up included), and the Jupyter server's CPU seconds per GiB
 moved (utime+stime of its process, from /proc, before and after). Paths:
 
   direct          ssh to the plain sshd
-  ours-INSTALL    ProxyCommand `python -m jupyter_sshd_proxy_client proxy --token-file F URL`
+  ours-INSTALL    ProxyCommand `python -P -m jupyter_sshd_proxy_client proxy --token-file F URL`
                   of that install (as config-ssh writes it)
   websocat-INSTALL  ProxyCommand `websocat --binary -E ... ws://.../sshd/`, that install's server
 
@@ -481,7 +481,7 @@ class Run:
         install = next(i for i in self.installs if i.label == label)
         if client == "ours":
             return (
-                f"{install.venv}/bin/python -m jupyter_sshd_proxy_client proxy "
+                f"{install.venv}/bin/python -P -m jupyter_sshd_proxy_client proxy "
                 f"--token-file {install.token_file} "
                 f"http://{SERVER_IP}:{install.port}/"
             )
